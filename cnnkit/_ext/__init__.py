@@ -1,0 +1,1 @@
+"""Compiled Cython kernels (private). Use them through cnnkit.fast or cnnkit.functional."""

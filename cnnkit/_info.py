@@ -1,0 +1,37 @@
+"""show_config(): what cnnkit runs on here."""
+from threadpoolctl import threadpool_info
+
+from cnnkit import _backend
+
+
+def config():
+    """Dict describing version, backends, OpenMP, kernel threads and the BLAS in use."""
+    import numpy as np
+    from cnnkit import __version__
+
+    blas = [
+        {"library": p.get("internal_api"), "version": p.get("version"), "threads": p.get("num_threads"),
+         "path": p.get("filepath")}
+        for p in threadpool_info() if p.get("user_api") == "blas"
+    ]
+    return {
+        "cnnkit": __version__,
+        "numpy": np.__version__,
+        "backends available": ", ".join(_backend.available_backends()),
+        "backend active": _backend.get_backend(),
+        "openmp": "yes" if _backend.openmp_enabled() else "no",
+        "kernel threads": _backend.get_num_threads(),
+        "blas": blas,
+    }
+
+
+def show_config():
+    """Print version, backends available and active, OpenMP, kernel threads and BLAS."""
+    info = config()
+    blas = info.pop("blas")
+    for key, value in info.items():
+        print(f"{key + ':':<20}{value}")
+    if not blas:
+        print(f"{'blas:':<20}not detected")
+    for lib in blas:
+        print(f"{'blas:':<20}{lib['library']} {lib['version']} ({lib['threads']} threads) {lib['path']}")

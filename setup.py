@@ -1,0 +1,49 @@
+"""Build the Cython kernels in cnnkit/_ext, with OpenMP when the compiler supports it."""
+import os
+import sys
+import tempfile
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools._distutils.ccompiler import new_compiler
+from setuptools._distutils.errors import CompileError, LinkError
+from setuptools._distutils.sysconfig import customize_compiler
+
+PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+
+
+def openmp_flags():
+    """Return (compile, link) flags that build an OpenMP program here, or ([], []) if none do."""
+    if os.environ.get("CNNKIT_NO_OPENMP"):
+        return [], []
+    flags = ["/openmp"] if sys.platform == "win32" else ["-fopenmp"]
+    compiler = new_compiler()
+    customize_compiler(compiler)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "probe.c")
+        with open(source, "w") as f:
+            f.write(PROBE)
+        try:
+            objects = compiler.compile([source], output_dir=tmp, extra_postargs=flags)
+            compiler.link_executable(objects, os.path.join(tmp, "probe"), extra_postargs=flags)
+        except (CompileError, LinkError):
+            print("cnnkit: no OpenMP support found; building serial kernels")
+            return [], []
+    return flags, ([] if sys.platform == "win32" else flags)
+
+
+compile_flags, link_flags = openmp_flags()
+extensions = [
+    Extension(
+        f"cnnkit._ext.{name}",
+        [f"cnnkit/_ext/{name}.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O3"] * (sys.platform != "win32") + compile_flags,
+        extra_link_args=link_flags,
+    )
+    for name in ("_openmp", "im2col")
+]
+
+setup(ext_modules=cythonize(extensions, language_level=3))

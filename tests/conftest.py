@@ -1,0 +1,32 @@
+"""Shared fixtures: dtype, rng, backend, and the tolerance each dtype allows."""
+import numpy as np
+import pytest
+
+import cnnkit
+
+TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(params=cnnkit.available_backends())
+def backend(request):
+    with cnnkit.use_backend(request.param):
+        yield request.param
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend_and_threads():
+    """Each test starts and ends with the same backend and thread settings."""
+    name, threads = cnnkit.get_backend(), cnnkit._backend._num_threads
+    yield
+    cnnkit.set_backend(name)
+    cnnkit.set_num_threads(threads)

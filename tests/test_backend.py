@@ -1,0 +1,113 @@
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+import cnnkit
+from cnnkit import _backend
+
+
+def test_fast_is_built_here():
+    assert cnnkit.available_backends() == ("fast", "reference")
+    assert _backend.openmp_enabled()
+
+
+def test_set_and_get_backend():
+    cnnkit.set_backend("reference")
+    assert cnnkit.get_backend() == "reference"
+    cnnkit.set_backend("fast")
+    assert cnnkit.get_backend() == "fast"
+    cnnkit.set_backend("auto")
+    assert cnnkit.get_backend() == "fast"
+
+
+def test_use_backend_scopes_and_restores_on_error():
+    cnnkit.set_backend("fast")
+    with pytest.raises(RuntimeError):
+        with cnnkit.use_backend("reference") as name:
+            assert name == cnnkit.get_backend() == "reference"
+            raise RuntimeError
+    assert cnnkit.get_backend() == "fast"
+
+
+def test_unknown_backend_lists_valid_names():
+    with pytest.raises(ValueError, match="'auto', 'fast', 'reference'"):
+        cnnkit.set_backend("gpu")
+
+
+def test_dispatch_follows_backend():
+    cnnkit.set_backend("reference")
+    assert _backend.resolve_op("im2col").__module__ == "cnnkit.reference.im2col"
+    cnnkit.set_backend("fast")
+    assert _backend.resolve_op("im2col").__module__ == "cnnkit.fast.im2col"
+
+
+def test_dispatch_falls_back_to_reference_for_ops_fast_lacks(monkeypatch):
+    import cnnkit.fast
+    monkeypatch.delattr(cnnkit.fast, "col2im")
+    cnnkit.set_backend("fast")
+    assert _backend.resolve_op("col2im").__module__ == "cnnkit.reference.im2col"
+
+
+@pytest.fixture
+def no_extension(monkeypatch):
+    """Make cnnkit.fast unimportable, as when the extension was never compiled."""
+    monkeypatch.setitem(sys.modules, "cnnkit.fast", None)
+    monkeypatch.setattr(_backend, "_active", None)
+    monkeypatch.setattr(_backend, "_fallback_warned", False)
+
+
+def test_auto_falls_back_with_one_warning(no_extension):
+    with pytest.warns(RuntimeWarning, match="rebuild"):
+        cnnkit.set_backend("auto")
+    assert cnnkit.get_backend() == "reference"
+    assert cnnkit.available_backends() == ("reference",)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cnnkit.set_backend("auto")  # no second warning
+
+
+def test_fast_without_extension_raises_with_hint(no_extension):
+    with pytest.raises(ImportError, match="pip install"):
+        cnnkit.set_backend("fast")
+
+
+@pytest.mark.parametrize("value, expected", [("reference", "reference"), ("fast", "fast"), ("auto", "fast")])
+def test_environment_variable_sets_default(value, expected):
+    code = "import cnnkit; print(cnnkit.get_backend())"
+    env = dict(os.environ, CNNKIT_BACKEND=value)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
+
+
+def test_bad_environment_variable_names_it():
+    code = "import cnnkit; cnnkit.get_backend()"
+    env = dict(os.environ, CNNKIT_BACKEND="cuda")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "CNNKIT_BACKEND" in out.stderr and "'reference'" in out.stderr
+
+
+def test_thread_settings():
+    assert cnnkit.get_num_threads() >= 1
+    cnnkit.set_num_threads(1)
+    assert cnnkit.get_num_threads() == 1
+    cnnkit.set_num_threads(3)
+    assert cnnkit.get_num_threads() == 3
+    cnnkit.set_num_threads(None)
+    assert cnnkit.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_bad_thread_count(bad):
+    with pytest.raises(ValueError, match="int >= 1"):
+        cnnkit.set_num_threads(bad)
+
+
+def test_show_config(capsys):
+    cnnkit.show_config()
+    out = capsys.readouterr().out
+    assert "backends available: fast, reference" in out
+    assert "openmp:             yes" in out
+    assert "blas:" in out
