@@ -75,17 +75,18 @@ def test_fast_without_extension_raises_with_hint(no_extension):
 
 
 @pytest.mark.parametrize("value, expected", [("reference", "reference"), ("fast", "fast"), ("auto", "fast")])
-def test_environment_variable_sets_default(value, expected):
+def test_environment_variable_sets_default(value, expected, tmp_path):
     code = "import cnnkit; print(cnnkit.get_backend())"
     env = dict(os.environ, CNNKIT_BACKEND=value)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=tmp_path)  # the installed package, not the source tree
     assert out.stdout.strip() == expected
 
 
-def test_bad_environment_variable_names_it():
+def test_bad_environment_variable_names_it(tmp_path):
     code = "import cnnkit; cnnkit.get_backend()"
     env = dict(os.environ, CNNKIT_BACKEND="cuda")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode != 0 and "CNNKIT_BACKEND" in out.stderr and "'reference'" in out.stderr
 
 

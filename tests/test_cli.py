@@ -1,5 +1,5 @@
+import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -11,9 +11,9 @@ def test_info(capsys):
     assert "backend active:" in capsys.readouterr().out
 
 
-def test_console_script_installed():
-    out = subprocess.run([sys.executable, "-m", "cnnkit.cli", "info"], capture_output=True, text=True, check=True)
-    assert "openmp:" in out.stdout
+def test_console_script_installed(tmp_path):
+    out = subprocess.run([shutil.which("cnnkit"), "info"], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert "openmp:             yes" in out.stdout
 
 
 def test_unknown_command_is_one_clear_error(capsys):
