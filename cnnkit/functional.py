@@ -1,12 +1,175 @@
 """Public ops: validate the arguments once, then dispatch to the active backend.
 
-Every op has the same signature here, in cnnkit.reference and in cnnkit.fast.
-Ops the fast backend does not implement are served by the reference.
+Every op has the same signature here, in cnnkit.reference and in cnnkit.fast; ops the
+fast backend does not implement are served by the reference. A forward returns
+``(out, cache)`` and its backward takes ``(dout, cache)`` and returns the gradients in
+input order. The cache remembers which backend ran the forward, so the backward runs
+on the same one, and the output's shape and dtype, which dout must match.
+
+Arrays are NCHW, a conv weight is (F, C, KH, KW) and an affine weight is (D, M).
+kernel_size, stride and padding are ints or pairs. Inputs must all be float32 or all
+float64, and outputs keep that dtype.
 """
+from typing import Any, Callable, NamedTuple
+
 import numpy as np
 
 from cnnkit._backend import resolve_op
-from cnnkit._validation import check_float, check_ndim, output_size, window_args
+from cnnkit._validation import (
+    check_dims,
+    check_float,
+    check_labels,
+    check_ndim,
+    check_param_dict,
+    check_real,
+    check_seed,
+    check_shape,
+    output_size,
+    pair,
+    window_args,
+)
+
+__all__ = [
+    "affine_backward", "affine_forward", "avg_pool2d_backward", "avg_pool2d_forward",
+    "batchnorm_backward", "batchnorm_forward", "col2im", "conv2d_backward", "conv2d_forward",
+    "dropout_backward", "dropout_forward", "elu_backward", "elu_forward", "im2col",
+    "leaky_relu_backward", "leaky_relu_forward", "max_pool2d_backward", "max_pool2d_forward",
+    "relu_backward", "relu_forward", "sigmoid_backward", "sigmoid_forward", "softmax_loss",
+    "spatial_batchnorm_backward", "spatial_batchnorm_forward", "svm_loss", "tanh_backward",
+    "tanh_forward",
+]
+
+
+class Cache(NamedTuple):
+    """What a functional forward hands to its backward."""
+
+    op: str  # e.g. "conv2d"
+    backward: Callable  # the backend's backward, resolved with the forward
+    out_shape: tuple
+    dtype: np.dtype
+    inner: Any  # the backend's own cache
+
+
+def _forward(op, *args):
+    """Run the active backend's `op`_forward and wrap its cache."""
+    out, inner = resolve_op(f"{op}_forward")(*args)
+    return out, Cache(op, resolve_op(f"{op}_backward"), out.shape, out.dtype, inner)
+
+
+def _backward(op, grads):
+    """Public `op`_backward(dout, cache), documented as returning `grads`."""
+    def backward(dout, cache):
+        if not isinstance(cache, Cache) or cache.op != op:
+            got = f"the cache of {cache.op}_forward" if isinstance(cache, Cache) else f"a {type(cache).__name__}"
+            raise TypeError(f"cache must be the one {op}_forward returned, got {got}")
+        dout = np.asarray(dout)
+        check_shape(dout, cache.out_shape, "dout", f"{cache.out_shape} (the output of {op}_forward)")
+        if dout.dtype != cache.dtype:
+            raise TypeError(f"dout must be {cache.dtype} like the output of {op}_forward, got {dout.dtype}")
+        return cache.backward(dout, cache.inner)
+
+    backward.__name__ = backward.__qualname__ = f"{op}_backward"
+    backward.__doc__ = f"""Backward of {op}_forward.
+
+    Parameters
+    ----------
+    dout : ndarray, upstream gradient, of the shape and dtype of the forward output
+    cache : the cache {op}_forward returned
+
+    Returns
+    -------
+    {grads}
+    """
+    return backward
+
+
+def _as_arrays(*arrays):
+    return tuple(np.asarray(a) for a in arrays)
+
+
+# ---------------------------------------------------------------- convolution and pooling
+
+def conv2d_forward(x, w, b, stride=1, padding=0):
+    """2-D convolution (cross-correlation, as in PyTorch).
+
+    out[n, f, oh, ow] = b[f] + sum_{c,i,j} w[f, c, i, j] * xp[n, c, oh*SH + i, ow*SW + j],
+    with xp the input zero-padded by `padding`.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W)
+    w : ndarray of shape (F, C, KH, KW)
+    b : ndarray of shape (F,)
+    stride, padding : int or pair of ints
+
+    Returns
+    -------
+    out : ndarray of shape (N, F, OH, OW), OH = (H + 2*PH - KH) // SH + 1 (likewise OW)
+    cache : for conv2d_backward
+    """
+    x, w, b = _as_arrays(x, w, b)
+    check_ndim(x, 4, "x", "(N, C, H, W)")
+    check_ndim(w, 4, "w", "(F, C, KH, KW)")
+    check_float(x, w, b, names=["x", "w", "b"])
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"w must have shape (F, C, KH, KW) with C = {x.shape[1]} channels of x, got {w.shape}")
+    check_shape(b, w.shape[:1], "b", f"(F,) with F = {w.shape[0]} filters of w")
+    kernel, stride, padding = window_args(w.shape[2:], pair(stride, "stride"), padding)
+    _output_hw(x.shape, kernel, stride, padding)
+    return _forward("conv2d", x, w, b, stride, padding)
+
+
+conv2d_backward = _backward("conv2d", "dx, dw, db : gradients of shapes (N, C, H, W), (F, C, KH, KW), (F,)")
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Maximum over each window; padding counts as -inf.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W)
+    kernel_size, padding : int or pair of ints; padding at most half the kernel size
+    stride : int, pair of ints or None (the kernel size)
+
+    Returns
+    -------
+    out : ndarray of shape (N, C, OH, OW), OH = (H + 2*PH - KH) // SH + 1 (likewise OW)
+    cache : for max_pool2d_backward, which sends each window's gradient to its first
+        maximum in row-major window order
+    """
+    return _forward("max_pool2d", *_pool_args(x, kernel_size, stride, padding))
+
+
+max_pool2d_backward = _backward("max_pool2d", "dx : ndarray of shape (N, C, H, W)")
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Mean over each window; padding counts as zeros and every window divides by KH*KW.
+
+    Parameters and returns as for max_pool2d_forward.
+    """
+    return _forward("avg_pool2d", *_pool_args(x, kernel_size, stride, padding))
+
+
+avg_pool2d_backward = _backward("avg_pool2d", "dx : ndarray of shape (N, C, H, W)")
+
+
+def _pool_args(x, kernel_size, stride, padding):
+    """Checked (x, kernel, stride, padding) for a pooling op, window arguments as pairs."""
+    x = np.asarray(x)
+    check_ndim(x, 4, "x", "(N, C, H, W)")
+    check_float(x, names=["x"])
+    kernel, stride, padding = window_args(kernel_size, stride, padding)
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        raise ValueError(f"padding must be at most half the kernel size, got padding {padding} "
+                         f"for kernel_size {kernel}")
+    _output_hw(x.shape, kernel, stride, padding)
+    return x, kernel, stride, padding
+
+
+def _output_hw(x_shape, kernel, stride, padding):
+    """(OH, OW) for an (N, C, H, W) input, or ValueError naming the sizes."""
+    return tuple(output_size(x_shape[2 + d], kernel[d], stride[d], padding[d]) for d in range(2))
 
 
 def im2col(x, kernel_size, stride=1, padding=0):
@@ -23,6 +186,7 @@ def im2col(x, kernel_size, stride=1, padding=0):
         Row (c*KH + i)*KW + j, column oh*OW + ow holds x[n, c, oh*SH - PH + i, ow*SW - PW + j]
         (zero in the padding).
     """
+    x = np.asarray(x)
     check_ndim(x, 4, "x", "(N, C, H, W)")
     check_float(x, names=["x"])
     kernel, stride, padding = window_args(kernel_size, stride, padding)
@@ -32,18 +196,222 @@ def im2col(x, kernel_size, stride=1, padding=0):
 
 def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
     """Adjoint of im2col: scatter-add cols (N, C*KH*KW, OH*OW) into an array of shape x_shape."""
+    cols = np.asarray(cols)
     check_ndim(cols, 3, "cols", "(N, C*KH*KW, OH*OW)")
     check_float(cols, names=["cols"])
     kernel, stride, padding = window_args(kernel_size, stride, padding)
-    if len(x_shape) != 4:
-        raise ValueError(f"x_shape must be (N, C, H, W), got {x_shape}")
+    x_shape = check_dims(x_shape, "x_shape (N, C, H, W)", 4)
     oh, ow = _output_hw(x_shape, kernel, stride, padding)
     expected = (x_shape[0], x_shape[1] * kernel[0] * kernel[1], oh * ow)
-    if cols.shape != expected:
-        raise ValueError(f"cols must have shape {expected} for x_shape {tuple(x_shape)}, got {cols.shape}")
-    return resolve_op("col2im")(cols, tuple(x_shape), kernel, stride, padding)
+    check_shape(cols, expected, "cols", f"{expected} for x_shape {x_shape}")
+    return resolve_op("col2im")(cols, x_shape, kernel, stride, padding)
 
 
-def _output_hw(x_shape, kernel, stride, padding):
-    """(OH, OW) for an (N, C, H, W) input, or ValueError naming the sizes."""
-    return tuple(output_size(x_shape[2 + d], kernel[d], stride[d], padding[d]) for d in range(2))
+# ---------------------------------------------------------------- affine
+
+def affine_forward(x, w, b):
+    """Fully connected layer: out = x.reshape(N, D) @ w + b.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, d1, ..., dk), D = d1*...*dk
+    w : ndarray of shape (D, M)
+    b : ndarray of shape (M,)
+
+    Returns
+    -------
+    out : ndarray of shape (N, M)
+    cache : for affine_backward
+    """
+    x, w, b = _as_arrays(x, w, b)
+    if x.ndim < 2:
+        raise ValueError(f"x must be at least 2-D (N, d1, ..., dk), got shape {x.shape}")
+    check_ndim(w, 2, "w", "(D, M)")
+    check_float(x, w, b, names=["x", "w", "b"])
+    d = int(np.prod(x.shape[1:]))
+    if w.shape[0] != d:
+        raise ValueError(f"w must have shape (D, M) with D = {d} features of x {x.shape}, got {w.shape}")
+    check_shape(b, w.shape[1:], "b", f"(M,) with M = {w.shape[1]} outputs of w")
+    return _forward("affine", x, w, b)
+
+
+affine_backward = _backward("affine", "dx, dw, db : gradients of shapes (N, d1, ..., dk), (D, M), (M,)")
+
+
+# ---------------------------------------------------------------- activations
+
+def relu_forward(x):
+    """max(0, x) elementwise; x: ndarray of any shape. Returns (out, cache)."""
+    return _elementwise("relu", x)
+
+
+relu_backward = _backward("relu", "dx : ndarray, dout where x > 0, else 0")
+
+
+def leaky_relu_forward(x, negative_slope=0.01):
+    """x where x > 0, else negative_slope * x; x: ndarray of any shape. Returns (out, cache)."""
+    return _elementwise("leaky_relu", x, check_real(negative_slope, "negative_slope"))
+
+
+leaky_relu_backward = _backward("leaky_relu", "dx : ndarray, dout where x > 0, else negative_slope * dout")
+
+
+def sigmoid_forward(x):
+    """1 / (1 + exp(-x)) elementwise; x: ndarray of any shape. Returns (out, cache)."""
+    return _elementwise("sigmoid", x)
+
+
+sigmoid_backward = _backward("sigmoid", "dx : ndarray, dout * s * (1 - s) with s the output")
+
+
+def tanh_forward(x):
+    """tanh(x) elementwise; x: ndarray of any shape. Returns (out, cache)."""
+    return _elementwise("tanh", x)
+
+
+tanh_backward = _backward("tanh", "dx : ndarray, dout * (1 - t**2) with t the output")
+
+
+def elu_forward(x, alpha=1.0):
+    """x where x > 0, else alpha * (exp(x) - 1); x: ndarray of any shape. Returns (out, cache)."""
+    return _elementwise("elu", x, check_real(alpha, "alpha"))
+
+
+elu_backward = _backward("elu", "dx : ndarray, dout where x > 0, else dout * alpha * exp(x)")
+
+
+def _elementwise(op, x, *params):
+    x = np.asarray(x)
+    check_float(x, names=["x"])
+    return _forward(op, x, *params)
+
+
+# ---------------------------------------------------------------- normalisation and dropout
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch normalisation of each feature, then scale and shift.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, D)
+    gamma, beta : ndarrays of shape (D,)
+    bn_param : dict
+        "mode": "train" (normalise with the batch statistics and update the running ones)
+        or "test" (normalise with the running ones); "eps" (default 1e-5); "momentum"
+        (default 0.9): running = momentum*running + (1-momentum)*batch statistic;
+        "running_mean", "running_var": ndarrays of shape (D,), stored into bn_param on
+        the first training call (starting from 0 and 1).
+
+    Returns
+    -------
+    out : ndarray of shape (N, D)
+    cache : for batchnorm_backward
+    """
+    return _forward("batchnorm", *_batchnorm_args(x, gamma, beta, bn_param, 2, "(N, D)"))
+
+
+batchnorm_backward = _backward("batchnorm", "dx, dgamma, dbeta : gradients of shapes (N, D), (D,), (D,)")
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch normalisation of each channel over N, H and W.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W)
+    gamma, beta : ndarrays of shape (C,)
+    bn_param : dict as for batchnorm_forward, statistics of shape (C,)
+
+    Returns
+    -------
+    out : ndarray of shape (N, C, H, W)
+    cache : for spatial_batchnorm_backward
+    """
+    return _forward("spatial_batchnorm", *_batchnorm_args(x, gamma, beta, bn_param, 4, "(N, C, H, W)"))
+
+
+spatial_batchnorm_backward = _backward(
+    "spatial_batchnorm", "dx, dgamma, dbeta : gradients of shapes (N, C, H, W), (C,), (C,)")
+
+
+def _batchnorm_args(x, gamma, beta, bn_param, ndim, layout):
+    """Checked (x, gamma, beta, bn_param) for batchnorm on (N, D) or (N, C, H, W) input."""
+    x, gamma, beta = _as_arrays(x, gamma, beta)
+    check_ndim(x, ndim, "x", layout)
+    mode = check_param_dict(bn_param, "bn_param")
+    stats = [k for k in ("running_mean", "running_var") if k in bn_param]
+    check_float(x, gamma, beta, *(bn_param[k] for k in stats), names=["x", "gamma", "beta", *stats])
+    features = f"({x.shape[1]},), one per {'feature' if ndim == 2 else 'channel'} of x"
+    for name, value in [("gamma", gamma), ("beta", beta), *((k, bn_param[k]) for k in stats)]:
+        check_shape(value, x.shape[1:2], name, features)
+    check_real(bn_param.get("eps", 1e-5), "bn_param['eps']", "a number > 0", lambda v: v > 0)
+    check_real(bn_param.get("momentum", 0.9), "bn_param['momentum']", "a number in [0, 1]", lambda v: 0 <= v <= 1)
+    if mode == "train" and x.size == 0:
+        raise ValueError(f"batchnorm in train mode needs a non-empty batch, got x of shape {x.shape}")
+    return x, gamma, beta, bn_param
+
+
+def dropout_forward(x, dropout_param):
+    """Inverted dropout.
+
+    Parameters
+    ----------
+    x : ndarray of any shape
+    dropout_param : dict
+        "p": probability of zeroing a unit, in [0, 1); "mode": "train" (zero units and
+        scale the rest by 1/(1-p)) or "test" (identity); "seed": optional int >= 0, the
+        same seed giving the same mask.
+
+    Returns
+    -------
+    out : ndarray of the shape and dtype of x
+    cache : for dropout_backward
+    """
+    x = np.asarray(x)
+    check_float(x, names=["x"])
+    check_param_dict(dropout_param, "dropout_param")
+    if "p" not in dropout_param:
+        raise ValueError("dropout_param must give 'p', the probability of dropping a unit")
+    check_real(dropout_param["p"], "dropout_param['p']", "a probability in [0, 1)", lambda v: 0 <= v < 1)
+    check_seed(dropout_param.get("seed"), "dropout_param['seed']")
+    return _forward("dropout", x, dropout_param)
+
+
+dropout_backward = _backward("dropout", "dx : ndarray, dout through the forward's mask")
+
+
+# ---------------------------------------------------------------- losses
+
+def softmax_loss(scores, y):
+    """Cross-entropy loss of softmax(scores), averaged over the batch; stable for large scores.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (N, C)
+    y : integer ndarray of shape (N,), labels in [0, C)
+
+    Returns
+    -------
+    loss : scalar of the dtype of scores
+    dscores : ndarray of shape (N, C), gradient of loss
+    """
+    return resolve_op("softmax_loss")(*_loss_args(scores, y))
+
+
+def svm_loss(scores, y):
+    """Multiclass hinge loss with margin 1, averaged over the batch.
+
+    loss = mean over n of sum_{j != y[n]} max(0, scores[n, j] - scores[n, y[n]] + 1)
+
+    Parameters and returns as for softmax_loss.
+    """
+    return resolve_op("svm_loss")(*_loss_args(scores, y))
+
+
+def _loss_args(scores, y):
+    scores = np.asarray(scores)
+    check_ndim(scores, 2, "scores", "(N, C)")
+    check_float(scores, names=["scores"])
+    if 0 in scores.shape:
+        raise ValueError(f"scores must have at least one sample and one class, got shape {scores.shape}")
+    return scores, check_labels(y, *scores.shape)

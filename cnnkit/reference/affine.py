@@ -1,0 +1,26 @@
+"""Fully connected (affine) layer: out = x.reshape(N, D) @ w + b."""
+
+
+def affine_forward(x, w, b):
+    """Affine map of the flattened input.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, d1, ..., dk), flattened to (N, D) with D = d1*...*dk
+    w : ndarray of shape (D, M)
+    b : ndarray of shape (M,)
+
+    Returns
+    -------
+    out : ndarray of shape (N, M)
+    cache : what affine_backward needs
+    """
+    return x.reshape(len(x), w.shape[0]) @ w + b, (x, w)
+
+
+def affine_backward(dout, cache):
+    """Gradients of affine_forward: dout (N, M) -> dx (N, d1, ..., dk), dw (D, M), db (M,)."""
+    x, w = cache
+    dx = (dout @ w.T).reshape(x.shape)
+    dw = x.reshape(len(x), w.shape[0]).T @ dout
+    return dx, dw, dout.sum(axis=0)

@@ -1,0 +1,55 @@
+"""2-D convolution (cross-correlation, as in PyTorch) by a sum over kernel offsets.
+
+out[n, f, oh, ow] = b[f] + sum_{c, i, j} w[f, c, i, j] * xp[n, c, oh*SH + i, ow*SW + j]
+
+where xp is x zero-padded by PH rows and PW columns on each side. Each kernel offset
+(i, j) contributes one contraction over channels, so the definition is independent of
+im2col and checks it.
+"""
+import numpy as np
+
+from cnnkit.reference._windows import offsets, pad, unpad
+
+
+def conv2d_forward(x, w, b, stride, padding):
+    """Convolve x with filters w and add bias b.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W)
+    w : ndarray of shape (F, C, KH, KW)
+    b : ndarray of shape (F,)
+    stride, padding : pairs of ints
+
+    Returns
+    -------
+    out : ndarray of shape (N, F, OH, OW), OH = (H + 2*PH - KH) // SH + 1 (likewise OW)
+    cache : what conv2d_backward needs
+    """
+    xp = pad(x, padding)
+    out = sum(np.einsum("nchw,fc->nfhw", xp[index], w[:, :, i, j])
+              for i, j, index in offsets(xp.shape[2:], w.shape[2:], stride))
+    return out + b[:, None, None], (xp, w, stride, padding)
+
+
+def conv2d_backward(dout, cache):
+    """Gradients of conv2d_forward.
+
+    Parameters
+    ----------
+    dout : ndarray of shape (N, F, OH, OW)
+    cache : from conv2d_forward
+
+    Returns
+    -------
+    dx : ndarray of shape (N, C, H, W)
+    dw : ndarray of shape (F, C, KH, KW)
+    db : ndarray of shape (F,)
+    """
+    xp, w, stride, padding = cache
+    dxp = np.zeros_like(xp)
+    dw = np.empty_like(w)
+    for i, j, index in offsets(xp.shape[2:], w.shape[2:], stride):
+        dw[:, :, i, j] = np.einsum("nfhw,nchw->fc", dout, xp[index])
+        dxp[index] += np.einsum("nfhw,fc->nchw", dout, w[:, :, i, j])
+    return unpad(dxp, padding), dw, dout.sum(axis=(0, 2, 3))
