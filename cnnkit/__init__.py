@@ -4,6 +4,7 @@ Readable numpy reference ops, fast Cython kernels chosen at run time, one Traine
 """
 __version__ = "0.1.0"
 
+from cnnkit import functional, gradcheck, layers, models, optim
 from cnnkit._backend import (
     available_backends,
     get_backend,
@@ -13,12 +14,19 @@ from cnnkit._backend import (
     use_backend,
 )
 from cnnkit._info import show_config
+from cnnkit.trainer import Trainer
 
 __all__ = [
+    "Trainer",
     "__version__",
     "available_backends",
+    "functional",
     "get_backend",
     "get_num_threads",
+    "gradcheck",
+    "layers",
+    "models",
+    "optim",
     "set_backend",
     "set_num_threads",
     "show_config",

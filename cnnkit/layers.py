@@ -1,0 +1,456 @@
+"""Layers: the nodes of a network, each with forward/backward, params, grads and a mode.
+
+Names and arguments follow PyTorch. `forward(x)` caches what `backward` needs;
+`backward(dout)` returns the gradient with respect to x and stores the parameter
+gradients in `grads`, keyed like `params`. Non-trainable state (batchnorm running
+statistics, the dropout random stream) lives in `buffers` and is saved with the model.
+Every op goes through cnnkit.functional, so layers run on the active backend.
+
+Arrays are NCHW. A Linear weight is (in_features, out_features), as in the course
+(`x @ W`), and a Conv2d weight is (out_channels, in_channels, KH, KW).
+"""
+import math
+import numbers
+
+import numpy as np
+
+from cnnkit import functional as F
+from cnnkit._validation import FLOAT_DTYPES, output_size, window_args
+
+__all__ = [
+    "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "ELU", "Flatten", "Layer",
+    "LeakyReLU", "Linear", "MaxPool2d", "ReLU", "Sigmoid", "Tanh",
+]
+
+
+class Layer:
+    """Base class of all layers.
+
+    Subclasses define `_forward(x) -> (out, cache)`, `_backward(dout, cache) -> dx`,
+    `output_shape(input_shape)` when the layer changes or constrains the shape,
+    `config()` (the constructor arguments, JSON-serialisable) and `extra_repr()`.
+    """
+
+    regularized = ()  # names of the params that L2 regularisation applies to
+
+    def __init__(self):
+        self.params, self.grads, self.buffers = {}, {}, {}
+        self.training = True
+        self._cache = None
+        self._out_shape = None
+
+    def forward(self, x):
+        """Output for input x (N, ...); remembers what backward needs."""
+        self._out_shape = self.output_shape(np.shape(x))
+        out, self._cache = self._forward(x)
+        return out
+
+    def backward(self, dout):
+        """Gradient with respect to the last forward's input; fills `grads`."""
+        if self._cache is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        if np.shape(dout) != self._out_shape:
+            raise ValueError(f"{self!r}: dout must have the output's shape {self._out_shape}, "
+                             f"got {np.shape(dout)}")
+        return self._backward(dout, self._cache)
+
+    def output_shape(self, input_shape):
+        """Output shape for an input of shape (N, ...); ValueError naming the expected shape."""
+        return tuple(input_shape)
+
+    def train(self):
+        """Training mode (batch statistics, dropout active); returns self."""
+        self.training = True
+        return self
+
+    def eval(self):
+        """Evaluation mode (running statistics, no dropout); returns self."""
+        self.training = False
+        return self
+
+    @property
+    def num_params(self):
+        """Number of trainable scalars."""
+        return sum(int(p.size) for p in self.params.values())
+
+    def config(self):
+        """Constructor arguments that rebuild this layer (JSON-serialisable)."""
+        return {}
+
+    def extra_repr(self):
+        """The arguments shown inside repr's parentheses."""
+        return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def _expect(self, input_shape, ok, expected):
+        if not ok:
+            raise ValueError(f"{self!r} expects input of shape {expected}, got {tuple(input_shape)}")
+
+
+def _float_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def _positive_int(value, name):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def init_weight(shape, fan_in, fan_out, init, dtype, rng):
+    """Normal weights: std sqrt(2/fan_in) ("he"), sqrt(2/(fan_in+fan_out)) ("xavier") or `init`."""
+    if init == "he":
+        std = math.sqrt(2.0 / fan_in)
+    elif init == "xavier":
+        std = math.sqrt(2.0 / (fan_in + fan_out))
+    elif isinstance(init, numbers.Real) and not isinstance(init, bool) and init > 0:
+        std = float(init)
+    else:
+        raise ValueError(f"init must be 'he', 'xavier' or a positive float (the standard deviation), "
+                         f"got {init!r}")
+    return (std * np.random.default_rng(rng).standard_normal(shape)).astype(dtype)
+
+
+class _Weighted(Layer):
+    """A layer with a weight and an optional bias (Linear, Conv2d)."""
+
+    regularized = ("weight",)
+
+    def __init__(self, weight_shape, outputs, fan_in, fan_out, bias, init, dtype, rng):
+        super().__init__()
+        self.dtype, self.init, self.bias = _float_dtype(dtype), init, bool(bias)
+        self.params["weight"] = init_weight(weight_shape, fan_in, fan_out, init, self.dtype, rng)
+        self._zero_bias = np.zeros(outputs, self.dtype)  # stands in for the bias when bias=False
+        if self.bias:
+            self.params["bias"] = self._zero_bias.copy()
+
+    def _weight_and_bias(self):
+        return self.params["weight"], self.params.get("bias", self._zero_bias)
+
+    def _store_grads(self, dw, db):
+        self.grads["weight"] = dw
+        if self.bias:
+            self.grads["bias"] = db
+
+    def _base_config(self):
+        return {"bias": self.bias, "init": self.init, "dtype": self.dtype.name}
+
+
+class Linear(_Weighted):
+    """Fully connected layer: x.reshape(N, -1) @ weight + bias.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+    init : "he", "xavier" or float
+        Weight initialisation: He or Xavier normal, or a normal with this standard deviation.
+    dtype : float32 or float64
+    rng : int, numpy.random.Generator or None
+        Seed or generator for the initial weights.
+
+    Input (N, in_features), or (N, d1, ..., dk) with d1*...*dk = in_features; output (N, out_features).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, init="he", dtype=np.float32, rng=None):
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
+        super().__init__((self.in_features, self.out_features), self.out_features, self.in_features,
+                         self.out_features, bias, init, dtype, rng)
+
+    def output_shape(self, input_shape):
+        ok = len(input_shape) >= 2 and math.prod(input_shape[1:]) == self.in_features
+        self._expect(input_shape, ok, f"(N, {self.in_features}) or (N, ...) with {self.in_features} "
+                                      "features per sample")
+        return (input_shape[0], self.out_features)
+
+    def _forward(self, x):
+        return F.affine_forward(x, *self._weight_and_bias())
+
+    def _backward(self, dout, cache):
+        dx, dw, db = F.affine_backward(dout, cache)
+        self._store_grads(dw, db)
+        return dx
+
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features, **self._base_config()}
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias}"
+
+
+class Conv2d(_Weighted):
+    """2-D convolution (cross-correlation) over NCHW input.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding : int or pair of ints
+    bias, init, dtype, rng
+        As for Linear; fan-in is in_channels*KH*KW.
+
+    Input (N, in_channels, H, W); output (N, out_channels, OH, OW) with
+    OH = (H + 2*padding - KH) // stride + 1.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 init="he", dtype=np.float32, rng=None):
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.kernel_size, self.stride, self.padding = window_args(kernel_size, stride, padding)
+        kh, kw = self.kernel_size
+        super().__init__((self.out_channels, self.in_channels, kh, kw), self.out_channels,
+                         self.in_channels * kh * kw, self.out_channels * kh * kw, bias, init, dtype, rng)
+
+    def output_shape(self, input_shape):
+        self._expect(input_shape, len(input_shape) == 4 and input_shape[1] == self.in_channels,
+                     f"(N, {self.in_channels}, H, W)")
+        return (input_shape[0], self.out_channels,
+                *_window_output(input_shape, self.kernel_size, self.stride, self.padding))
+
+    def _forward(self, x):
+        return F.conv2d_forward(x, *self._weight_and_bias(), self.stride, self.padding)
+
+    def _backward(self, dout, cache):
+        dx, dw, db = F.conv2d_backward(dout, cache)
+        self._store_grads(dw, db)
+        return dx
+
+    def config(self):
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
+                **self._base_config()}
+
+    def extra_repr(self):
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+        return text if self.bias else text + ", bias=False"
+
+
+def _window_output(input_shape, kernel, stride, padding):
+    """(OH, OW) of a sliding window over an (N, C, H, W) input."""
+    return tuple(output_size(input_shape[2 + d], kernel[d], stride[d], padding[d]) for d in range(2))
+
+
+class _Pool2d(Layer):
+    """Pooling over kernel_size windows (stride defaults to kernel_size)."""
+
+    op = None  # functional op prefix
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = window_args(kernel_size, stride, padding)
+
+    def output_shape(self, input_shape):
+        self._expect(input_shape, len(input_shape) == 4, "(N, C, H, W)")
+        return (*input_shape[:2], *_window_output(input_shape, self.kernel_size, self.stride, self.padding))
+
+    def _forward(self, x):
+        return getattr(F, f"{self.op}_forward")(x, self.kernel_size, self.stride, self.padding)
+
+    def _backward(self, dout, cache):
+        return getattr(F, f"{self.op}_backward")(dout, cache)
+
+    def config(self):
+        return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
+
+
+class MaxPool2d(_Pool2d):
+    """Max pooling over (N, C, H, W) input; padding counts as -inf.
+
+    Parameters
+    ----------
+    kernel_size : int or pair of ints
+    stride : int, pair of ints or None (the kernel size)
+    padding : int or pair of ints, at most half the kernel size
+
+    Ties send the gradient to the first maximum in row-major window order.
+    """
+
+    op = "max_pool2d"
+
+
+class AvgPool2d(_Pool2d):
+    """Average pooling over (N, C, H, W) input; padding counts as zeros. Arguments as for MaxPool2d."""
+
+    op = "avg_pool2d"
+
+
+class _Activation(Layer):
+    """Elementwise activation: functional `{op}_forward(x, **config())`."""
+
+    op = None
+
+    def _forward(self, x):
+        return getattr(F, f"{self.op}_forward")(x, **self.config())
+
+    def _backward(self, dout, cache):
+        return getattr(F, f"{self.op}_backward")(dout, cache)
+
+
+class ReLU(_Activation):
+    """max(x, 0)."""
+
+    op = "relu"
+
+
+class Sigmoid(_Activation):
+    """1 / (1 + exp(-x))."""
+
+    op = "sigmoid"
+
+
+class Tanh(_Activation):
+    """tanh(x)."""
+
+    op = "tanh"
+
+
+class LeakyReLU(_Activation):
+    """x where x > 0, negative_slope * x elsewhere."""
+
+    op = "leaky_relu"
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def config(self):
+        return {"negative_slope": self.negative_slope}
+
+
+class ELU(_Activation):
+    """x where x > 0, alpha * (exp(x) - 1) elsewhere."""
+
+    op = "elu"
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def config(self):
+        return {"alpha": self.alpha}
+
+
+class _BatchNorm(Layer):
+    """Batch normalisation; the subclasses document it."""
+
+    op, layout = None, None  # functional op prefix; input layout with C for num_features
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        super().__init__()
+        self.num_features = _positive_int(num_features, "num_features")
+        self.eps, self.momentum, self.dtype = float(eps), float(momentum), _float_dtype(dtype)
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+        self.params = {"weight": np.ones(num_features, self.dtype), "bias": np.zeros(num_features, self.dtype)}
+        self.buffers = {"running_mean": np.zeros(num_features, self.dtype),
+                        "running_var": np.ones(num_features, self.dtype)}
+
+    def output_shape(self, input_shape):
+        ok = len(input_shape) == len(self.layout) and input_shape[1] == self.num_features
+        self._expect(input_shape, ok, "(" + ", ".join(self.layout).replace("C", str(self.num_features)) + ")")
+        return tuple(input_shape)
+
+    def _forward(self, x):
+        bn_param = {"mode": "train" if self.training else "test", "eps": self.eps,
+                    "momentum": 1.0 - self.momentum, **self.buffers}
+        out, cache = getattr(F, f"{self.op}_forward")(x, self.params["weight"], self.params["bias"], bn_param)
+        self.buffers = {name: bn_param[name] for name in self.buffers}
+        return out, cache
+
+    def _backward(self, dout, cache):
+        dx, self.grads["weight"], self.grads["bias"] = getattr(F, f"{self.op}_backward")(dout, cache)
+        return dx
+
+    def config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "dtype": self.dtype.name}
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, num_features) input, per feature.
+
+    Parameters
+    ----------
+    num_features : int
+    eps : float
+        Added to the variance.
+    momentum : float in [0, 1]
+        PyTorch's meaning: running = (1 - momentum)*running + momentum*batch_statistic.
+    dtype : float32 or float64
+
+    The learnable weight (gamma) starts at 1 and the bias (beta) at 0. Training mode
+    normalises with batch statistics and updates the running ones (the `running_mean`
+    and `running_var` buffers, starting at 0 and 1); evaluation mode uses the running ones.
+    """
+
+    op, layout = "batchnorm", "NC"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, num_features, H, W) input, per channel over N, H and W.
+
+    Arguments and modes as for BatchNorm1d.
+    """
+
+    op, layout = "spatial_batchnorm", "NCHW"
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each unit with probability p and scale the rest by 1/(1-p).
+
+    The masks come from a reproducible stream: buffer `state` = [seed, masks drawn so far],
+    so a saved model or a training checkpoint carries it. Evaluation mode is the identity.
+
+    Parameters
+    ----------
+    p : float in [0, 1)
+    rng : int, numpy.random.Generator or None
+        Seed or generator for the mask stream.
+    """
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        if not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
+            raise ValueError(f"p must be a probability in [0, 1), got {p!r}")
+        self.p = float(p)
+        seed = np.random.default_rng(rng).integers(2**63, dtype=np.uint64)
+        self.buffers = {"state": np.array([seed, 0], dtype=np.uint64)}
+
+    def _forward(self, x):
+        dropout_param = {"p": self.p, "mode": "train" if self.training else "test"}
+        if self.training:
+            seed, step = (int(v) for v in self.buffers["state"])
+            dropout_param["seed"] = int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+            self.buffers["state"] = np.array([seed, step + 1], dtype=np.uint64)
+        return F.dropout_forward(x, dropout_param)
+
+    def _backward(self, dout, cache):
+        return F.dropout_backward(dout, cache)
+
+    def config(self):
+        return {"p": self.p}
+
+
+class Flatten(Layer):
+    """Reshape (N, d1, ..., dk) input to (N, d1*...*dk)."""
+
+    def output_shape(self, input_shape):
+        self._expect(input_shape, len(input_shape) >= 2, "(N, ...) with at least 2 dimensions")
+        return (input_shape[0], math.prod(input_shape[1:]))
+
+    def _forward(self, x):
+        x = np.asarray(x)
+        return x.reshape(len(x), -1), x.shape
+
+    def _backward(self, dout, cache):
+        return dout.reshape(cache)

@@ -1,0 +1,277 @@
+"""Networks: layers applied in order with a classification loss on top, and their files.
+
+`Network` is what Sequential and the classic nets share: `params` and `buffers`
+(dicts of the layers' arrays under the model's keys), `loss(X, y=None)`, `predict`,
+train/eval mode, `summary`, `save` and `load`.
+"""
+import numpy as np
+
+from cnnkit import functional as F
+from cnnkit import layers as nn
+from cnnkit.models.io import assign_arrays, prefixed, read_npz, unprefixed, write_npz
+
+MODEL_FORMAT = "cnnkit-model"
+LOSSES = {"softmax": F.softmax_loss, "svm": F.svm_loss}
+_MODELS = {}  # class name -> Network subclass, for load()
+
+
+class Network:
+    """Layers applied in order, then a classification loss with L2 regularisation.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    loss : {"softmax", "svm"}
+        Data loss on the scores: softmax cross-entropy or multiclass hinge.
+    reg : float
+        L2 strength: the loss adds 0.5 * reg * sum(w**2) over the weights of Linear and Conv2d.
+    input_shape : tuple of int, optional
+        Shape of one sample, used by summary().
+    keys : list of dict, optional
+        Per layer, the model key of each param or buffer name (e.g. {"weight": "W1"});
+        by default "<layer index>.<name>", as PyTorch names them.
+
+    Attributes
+    ----------
+    params : dict of arrays
+        The trainable arrays under the model's keys. They are the layers' own arrays, so
+        in-place changes act at once; an array assigned to a key (same shape and dtype)
+        replaces the layer's at the next forward.
+    buffers : dict of arrays
+        Non-trainable state (batchnorm running statistics, dropout streams), kept in sync
+        with the layers the same way.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _MODELS[cls.__name__] = cls
+
+    def __init__(self, layers, loss="softmax", reg=0.0, input_shape=None, keys=None):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        if reg < 0:
+            raise ValueError(f"reg must be >= 0, got {reg!r}")
+        self.layers = list(layers)
+        bad = [layer for layer in self.layers if not isinstance(layer, nn.Layer)]
+        if bad:
+            raise TypeError(f"layers must be cnnkit.layers.Layer objects, got {bad}")
+        self.loss_name, self.reg = loss, float(reg)
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self.training = True
+        keys = keys or [{}] * len(self.layers)
+        self._entries = {kind: self._keyed(kind, keys) for kind in ("params", "buffers")}
+        self.params = {key: layer.params[name] for key, (layer, name) in self._entries["params"].items()}
+        self.buffers = {key: layer.buffers[name] for key, (layer, name) in self._entries["buffers"].items()}
+
+    def _keyed(self, kind, keys):
+        """{model key: (layer, name)} for every param (or buffer) of the layers."""
+        entries = {}
+        for index, (layer, names) in enumerate(zip(self.layers, keys)):
+            for name in getattr(layer, kind):
+                key = names.get(name, f"{index}.{name}")
+                if key in entries:
+                    raise ValueError(f"two arrays share the key {key!r}")
+                entries[key] = (layer, name)
+        return entries
+
+    def forward(self, X):
+        """Scores of shape (N, num_classes) for X of shape (N, ...), in the current mode."""
+        for kind in ("params", "buffers"):
+            self._push(kind)
+        for layer in self.layers:
+            X = layer.forward(X)
+        for key, (layer, name) in self._entries["buffers"].items():
+            self.buffers[key] = layer.buffers[name]
+        return X
+
+    def _push(self, kind):
+        """Hand arrays assigned in self.params (or buffers) to their layers, checking them first."""
+        arrays, entries = getattr(self, kind), self._entries[kind]
+        if arrays.keys() != entries.keys():
+            raise KeyError(f"model.{kind} must have the keys {list(entries)}, got {list(arrays)}")
+        for key, (layer, name) in entries.items():
+            value, current = arrays[key], getattr(layer, kind)[name]
+            if value is current:
+                continue
+            if np.shape(value) != current.shape or np.asarray(value).dtype != current.dtype:
+                raise ValueError(f"model.{kind}[{key!r}] must be a {current.dtype} array of shape {current.shape}, "
+                                 f"got {np.asarray(value).dtype} of shape {np.shape(value)}")
+            getattr(layer, kind)[name] = value
+
+    def backward(self, dscores):
+        """Backpropagate dscores through every layer; returns the gradient for X."""
+        for layer in reversed(self.layers):
+            dscores = layer.backward(dscores)
+        return dscores
+
+    def loss(self, X, y=None):
+        """Scores, or the regularised loss and its gradients, in the current mode.
+
+        Parameters
+        ----------
+        X : ndarray of shape (N, ...), the model's dtype
+        y : int ndarray of shape (N,), optional
+
+        Returns
+        -------
+        scores : ndarray of shape (N, num_classes), when y is None
+        loss, grads : float and dict of arrays keyed like params, otherwise
+        """
+        scores = self.forward(X)
+        if y is None:
+            return scores
+        loss, dscores = LOSSES[self.loss_name](scores, y)
+        self.backward(dscores)
+        grads = {key: layer.grads[name] for key, (layer, name) in self._entries["params"].items()}
+        for key, (layer, name) in self._entries["params"].items():
+            if self.reg and name in layer.regularized:
+                weight = layer.params[name]
+                loss += 0.5 * self.reg * np.sum(weight * weight)
+                grads[key] = grads[key] + self.reg * weight
+        return float(loss), grads
+
+    def predict(self, X, batch_size=256):
+        """Predicted classes, int ndarray of shape (N,); runs in eval mode, then restores the mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            scores = [self.forward(X[i:i + batch_size]) for i in range(0, len(X), batch_size)]
+        finally:
+            self._set_mode(was_training)
+        return np.argmax(np.concatenate(scores), axis=1)
+
+    def train(self):
+        """Training mode for every layer (batch statistics, dropout); returns self."""
+        return self._set_mode(True)
+
+    def eval(self):
+        """Evaluation mode for every layer (running statistics, no dropout); returns self."""
+        return self._set_mode(False)
+
+    def _set_mode(self, training):
+        self.training = training
+        for layer in self.layers:
+            layer.train() if training else layer.eval()
+        return self
+
+    @property
+    def num_params(self):
+        """Number of trainable scalars."""
+        return sum(layer.num_params for layer in self.layers)
+
+    def summary(self, input_shape=None):
+        """Table of the layers with their output shapes and parameter counts.
+
+        Parameters
+        ----------
+        input_shape : tuple of int, optional
+            Shape of one sample, e.g. (3, 32, 32); defaults to the model's input_shape.
+
+        Returns
+        -------
+        str
+        """
+        sample = input_shape or self.input_shape
+        if sample is None:
+            raise ValueError("summary needs the shape of one sample, e.g. summary((3, 32, 32))")
+        shape = (None, *sample)
+        rows = [("layer", "output shape", "params")]
+        for index, layer in enumerate(self.layers):
+            shape = layer.output_shape(shape)
+            rows.append((f"({index}) {layer!r}", _format_shape(shape), f"{layer.num_params:,}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}" for row in rows]
+        rule = "-" * len(lines[0])
+        title = (f"{type(self).__name__}: input {_format_shape((None, *sample))}, "
+                 f"{self.loss_name} loss, reg {self.reg}")
+        return "\n".join([title, rule, lines[0], rule, *lines[1:], rule,
+                          f"total: {self.num_params:,} parameters"])
+
+    def config(self):
+        """Constructor arguments that rebuild this model (JSON-serialisable)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        """A new model built from config()."""
+        return cls(**config)
+
+    def save(self, path):
+        """Write the model to an .npz: params, buffers and the architecture as JSON. Atomic."""
+        architecture = {"format": MODEL_FORMAT, "version": 1, "class": type(self).__name__,
+                        "config": self.config()}
+        write_npz(path, {**prefixed("params", self.params), **prefixed("buffers", self.buffers)},
+                  "architecture", architecture)
+
+    @classmethod
+    def load(cls, path):
+        """The model saved at path, which must be an instance of this class."""
+        model = load(path)
+        if not isinstance(model, cls):
+            raise TypeError(f"{path!r} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    def __repr__(self):
+        lines = [f"  ({index}): {layer!r}" for index, layer in enumerate(self.layers)]
+        return "\n".join([f"{type(self).__name__}(", *lines, ")"])
+
+
+def load(path):
+    """Load a model saved with save(path): rebuild it from its architecture, then fill its arrays."""
+    architecture, arrays = read_npz(path, "architecture", MODEL_FORMAT)
+    if architecture["class"] not in _MODELS:
+        raise ValueError(f"{path!r} holds an unknown model class {architecture['class']!r}; "
+                         f"known: {sorted(_MODELS)}")
+    model = _MODELS[architecture["class"]].from_config(architecture["config"])
+    assign_arrays(model.params, unprefixed("params", arrays), "parameters")
+    assign_arrays(model.buffers, unprefixed("buffers", arrays), "buffers")
+    return model
+
+
+def _format_shape(shape):
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+
+
+def layer_config(layer):
+    """{"class": name, "config": arguments} of a layer, for a model's JSON architecture."""
+    return {"class": type(layer).__name__, "config": layer.config()}
+
+
+def layer_from_config(entry):
+    """The layer that layer_config described."""
+    name = entry["class"]
+    if name not in nn.__all__ or name == "Layer":
+        raise ValueError(f"unknown layer class {name!r}")
+    return getattr(nn, name)(**entry["config"])
+
+
+class Sequential(Network):
+    """Layers applied in order, like torch.nn.Sequential, with a loss on top.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    loss, reg, input_shape
+        As for Network.
+
+    Params and buffers are keyed "<layer index>.<name>", e.g. "0.weight", "1.running_mean".
+
+    Examples
+    --------
+    >>> from cnnkit import layers as nn
+    >>> model = Sequential([nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    ...                     nn.Flatten(), nn.Linear(8 * 16 * 16, 10)], input_shape=(3, 32, 32))
+    >>> model.num_params
+    20714
+    """
+
+    def __init__(self, layers, loss="softmax", reg=0.0, input_shape=None):
+        super().__init__(layers, loss=loss, reg=reg, input_shape=input_shape)
+
+    def config(self):
+        return {"layers": [layer_config(layer) for layer in self.layers], "loss": self.loss_name,
+                "reg": self.reg, "input_shape": self.input_shape}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "layers": [layer_from_config(entry) for entry in config["layers"]]})
