@@ -1,0 +1,122 @@
+"""Split, normalise and augment image batches (NCHW).
+
+Normalisation statistics are fitted on training images only and then applied to every
+split. The augmentations take ``(X_batch, rng)`` and return a new batch of the same shape
+and dtype, the signature the Trainer's ``augment=`` option expects.
+"""
+import numpy as np
+
+from cnnkit._validation import check_ndim
+
+
+def train_val_split(X, y, num_val, seed=0):
+    """Random split of (X, y) into training and validation parts.
+
+    Parameters
+    ----------
+    X : ndarray of shape (N, ...)
+    y : ndarray of shape (N,)
+    num_val : int
+        Number of validation samples, 0 < num_val < N.
+    seed : int
+
+    Returns
+    -------
+    X_train, y_train, X_val, y_val
+    """
+    if len(X) != len(y):
+        raise ValueError(f"X and y must hold the same number of samples, got {len(X)} and {len(y)}")
+    if not 0 < num_val < len(X):
+        raise ValueError(f"num_val must be between 1 and {len(X) - 1} for {len(X)} samples, got {num_val}")
+    order = np.random.default_rng(seed).permutation(len(X))
+    val, train = order[:num_val], order[num_val:]
+    return X[train], y[train], X[val], y[val]
+
+
+def channel_stats(X):
+    """Per-channel mean and standard deviation of training images.
+
+    Parameters
+    ----------
+    X : ndarray of shape (N, C, H, W)
+
+    Returns
+    -------
+    mean, std : ndarrays of shape (C,) in X's dtype; a constant channel gets std 1
+    """
+    check_ndim(X, 4, "X", "(N, C, H, W)")
+    mean, std = X.mean(axis=(0, 2, 3)), X.std(axis=(0, 2, 3))
+    return mean, np.where(std > 0, std, 1).astype(X.dtype)
+
+
+def normalize(X, mean, std):
+    """(X - mean) / std per channel; mean and std of shape (C,), cast to X's dtype.
+
+    Returns
+    -------
+    ndarray of shape (N, C, H, W) and X's dtype
+    """
+    check_ndim(X, 4, "X", "(N, C, H, W)")
+    if np.shape(mean) != X.shape[1:2] or np.shape(std) != X.shape[1:2]:
+        raise ValueError(f"mean and std must have shape ({X.shape[1]},) for {X.shape[1]} channels, "
+                         f"got {np.shape(mean)} and {np.shape(std)}")
+    mean, std = (np.asarray(a, dtype=X.dtype)[:, None, None] for a in (mean, std))
+    return (X - mean) / std
+
+
+def random_crop(X, rng, padding=4):
+    """Each image zero-padded by `padding` on every side, then cropped back at a random offset.
+
+    Parameters
+    ----------
+    X : ndarray of shape (N, C, H, W)
+    rng : numpy.random.Generator
+    padding : int >= 0
+
+    Returns
+    -------
+    ndarray of shape (N, C, H, W), X's dtype
+    """
+    check_ndim(X, 4, "X", "(N, C, H, W)")
+    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+        raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+    n, _, height, width = X.shape
+    padded = np.pad(X, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    top, left = rng.integers(0, 2 * padding + 1, size=(2, n))
+    rows = top[:, None] + np.arange(height)  # (N, H)
+    cols = left[:, None] + np.arange(width)  # (N, W)
+    images = np.arange(n)[:, None, None, None]
+    channels = np.arange(X.shape[1])[None, :, None, None]
+    return padded[images, channels, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_flip(X, rng, p=0.5):
+    """Each image mirrored left-right with probability `p`.
+
+    Returns
+    -------
+    ndarray of shape (N, C, H, W), X's dtype
+    """
+    check_ndim(X, 4, "X", "(N, C, H, W)")
+    flip = rng.random(len(X)) < p
+    out = X.copy()
+    out[flip] = X[flip, :, :, ::-1]
+    return out
+
+
+def augmentation(crop_padding=4, flip=True):
+    """An ``augment(X_batch, rng) -> X_batch`` function: random crop, then random flip.
+
+    Parameters
+    ----------
+    crop_padding : int
+        Padding of `random_crop`; 0 turns cropping off.
+    flip : bool
+        Apply `random_flip` (leave it off for data such as digits, where mirroring
+        changes the meaning).
+    """
+    def augment(X, rng):
+        if crop_padding:
+            X = random_crop(X, rng, crop_padding)
+        return random_flip(X, rng) if flip else X
+    return augment
