@@ -43,7 +43,7 @@ extensions = [
         extra_compile_args=["-O3"] * (sys.platform != "win32") + compile_flags,
         extra_link_args=link_flags,
     )
-    for name in ("_openmp", "im2col")
+    for name in ("_openmp", "conv", "im2col", "pool")
 ]
 
 setup(ext_modules=cythonize(extensions, language_level=3))

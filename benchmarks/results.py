@@ -1,0 +1,133 @@
+"""Print the README's result tables (markdown): the course's pipeline on MNIST, the convnet
+on MNIST and on the CIFAR-10 files at hand, and linear vs convnet on the built-in shapes.
+
+    python benchmarks/results.py                      # all tables; data from $CNNKIT_DATA_DIR
+    python benchmarks/results.py --tables convnet --data-dir ../shared/data
+    python benchmarks/results.py --num-train 5000     # a quick, smaller run
+
+The data folder holds mnist/ (the four official IDX files) and a CIFAR-10 folder
+(cifar-10-batches-py/ or cifar-10-subset/, official python batches). Every model uses
+the preprocessing of `cnnkit train` (normalisation fitted on the training split, 1000
+validation images held out); times are wall-clock seconds of training and of
+predicting the test set, on the fast backend, measured in this run.
+"""
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # as `cnnkit` sets it: spinning OpenMP threads starve BLAS
+import cnnkit  # noqa: E402 (after the environment is set)
+from cnnkit.cli import build_model, make_trainer, training_data
+from cnnkit.models import FullyConnectedNet, KNearestNeighbor, TwoLayerNet
+from cnnkit.models.classifiers import LinearSVM, Softmax
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CIFAR_FOLDERS = ("cifar-10-batches-py", "cifar-10-subset", "cifar10")
+
+
+def train_network(model, data, dataset, epochs, lr, batch_size=64):
+    """Train as `cnnkit train` does (Adam, cosine schedule, augmentation); returns model.predict."""
+    make_trainer(model, data, dataset, "adam", lr, "cosine", batch_size, epochs, seed=0, verbose=True).train()
+    return model.predict
+
+
+def knn(data, dataset):
+    return KNearestNeighbor(k=3).fit(data["X_train"], data["y_train"]).predict
+
+
+def linear(classifier, lr, reg, epochs):
+    """Fit a linear classifier by SGD with momentum, keeping its best validation epoch."""
+    def fit(data, dataset):
+        model = classifier().fit(data["X_train"], data["y_train"], learning_rate=lr, reg=reg, num_epochs=epochs,
+                                 batch_size=200, seed=0, X_val=data["X_val"], y_val=data["y_val"],
+                                 update_rule="sgd_momentum")
+        return model.predict
+    return fit
+
+
+def network(make, epochs, lr):
+    """Build make(image_shape) and train it with train_network."""
+    def fit(data, dataset):
+        return train_network(make(data["X_train"].shape[1:]), data, dataset, epochs, lr)
+    return fit
+
+
+def flat(shape):
+    return int(np.prod(shape))
+
+
+CONVNET_EPOCHS = {"mnist": 6, "cifar10": 30, "builtin": 10}
+COURSE = [
+    ("KNearestNeighbor", "k = 3, L2 distance", knn),
+    ("LinearSVM", "SGD + momentum, lr 1e-3, reg 1e-2, 10 epochs", linear(LinearSVM, 1e-3, 1e-2, 10)),
+    ("Softmax", "SGD + momentum, lr 1e-2, reg 1e-2, 10 epochs", linear(Softmax, 1e-2, 1e-2, 10)),
+    ("TwoLayerNet", "256 hidden, Adam 1e-3, 10 epochs",
+     network(lambda shape: TwoLayerNet(flat(shape), 256, weight_scale="he", rng=0), 10, 1e-3)),
+    ("FullyConnectedNet", "256-128 hidden, batchnorm, Adam 1e-3, 10 epochs",
+     network(lambda shape: FullyConnectedNet([256, 128], flat(shape), normalization="batchnorm",
+                                             weight_scale="he", rng=0), 10, 1e-3)),
+]
+
+
+def convnet(dataset):
+    """(name, settings, fit) of `cnnkit train`'s default convnet on dataset."""
+    epochs = CONVNET_EPOCHS[dataset]
+    return ("convnet", f"cnnkit train's, Adam 3e-3 cosine, {epochs} epochs",
+            network(lambda shape: build_model("convnet", shape, 10), epochs, 3e-3))
+
+
+def measure(data, dataset, name, settings, fit):
+    """Markdown row: name, settings, test accuracy, training and testing seconds."""
+    start = time.perf_counter()
+    predict = fit(data, dataset)
+    trained = time.perf_counter()
+    accuracy = np.mean(predict(data["X_test"]) == data["y_test"])
+    print(f"| {name} | {settings} | {accuracy:.2%} | {trained - start:.0f} | {time.perf_counter() - trained:.1f} |",
+          flush=True)
+    return accuracy, trained - start
+
+
+def table(title, data, dataset, experiments):
+    print(f"\n{title} ({len(data['X_train'])} training, {len(data['X_val'])} validation, "
+          f"{len(data['X_test'])} test images)\n")
+    print("| model | settings | test accuracy | training (s) | testing (s) |\n|---|---|---:|---:|---:|")
+    return [measure(data, dataset, *experiment) for experiment in experiments]
+
+
+def cifar_folder(data_dir):
+    for name in CIFAR_FOLDERS:
+        if (data_dir / name).is_dir():
+            return data_dir / name
+    raise FileNotFoundError(f"no CIFAR-10 folder ({', '.join(CIFAR_FOLDERS)}) in {data_dir}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CNNKIT_DATA_DIR") or DEFAULT_DATA))
+    parser.add_argument("--tables", default="course,convnet,builtin",
+                        help="comma-separated: course, convnet, builtin (default: all)")
+    parser.add_argument("--num-train", type=int, help="use only the first N training images (quick runs)")
+    args = parser.parse_args()
+    cnnkit.set_backend("fast")
+    print(f"cnnkit {cnnkit.__version__}, backend {cnnkit.get_backend()}, {cnnkit.get_num_threads()} threads, "
+          f"{os.cpu_count()} cores, {platform.machine()}, numpy {np.__version__}")
+    tables = args.tables.split(",")
+    if "course" in tables or "convnet" in tables:
+        mnist, _ = training_data("mnist", args.data_dir / "mnist", num_train=args.num_train)
+        experiments = (COURSE if "course" in tables else []) + [convnet("mnist")]
+        table("The course's pipeline on MNIST", mnist, "mnist", experiments)
+    if "convnet" in tables:
+        cifar, _ = training_data("cifar10", cifar_folder(args.data_dir), num_train=args.num_train)
+        table("The convnet on CIFAR-10", cifar, "cifar10", [convnet("cifar10")])
+    if "builtin" in tables:
+        shapes, _ = training_data("builtin", num_train=args.num_train)
+        table("Built-in shapes: a linear classifier against the convnet", shapes, "builtin",
+              [COURSE[2], convnet("builtin")])
+
+
+if __name__ == "__main__":
+    main()

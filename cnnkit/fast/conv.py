@@ -1,0 +1,89 @@
+"""2-D convolution on the compiled drivers of cnnkit._ext.conv; same contract as cnnkit.reference.conv.
+
+The kernel threads (``cnnkit.set_num_threads``) each take whole images: im2col into a
+private buffer, the image's GEMMs through numpy/BLAS, col2im (see cnnkit/_ext/conv.pyx).
+Meanwhile BLAS is capped with threadpoolctl so that kernel threads times BLAS threads
+never exceed the thread count; with fewer images than threads, BLAS gets the rest.
+The cache holds x, w, b and the window, not the im2col columns: x, w and b are the
+caller's own arrays when C-contiguous, so the cache costs no memory then.
+"""
+import contextlib
+import functools
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from cnnkit._backend import get_num_threads
+from cnnkit._ext import conv as _kernels
+from cnnkit.fast._checks import float_arrays, gradient, window
+
+
+def conv2d_forward(x, w, b, stride, padding):
+    """Convolve x with filters w and add bias b (cross-correlation, as in PyTorch).
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W)
+    w : ndarray of shape (F, C, KH, KW)
+    b : ndarray of shape (F,)
+    stride, padding : pairs of ints
+
+    Returns
+    -------
+    out : ndarray of shape (N, F, OH, OW), OH = (H + 2*PH - KH) // SH + 1 (likewise OW)
+    cache : (x, w, b, (kernel, stride, padding)) for conv2d_backward
+    """
+    x, w, b = float_arrays([x, w, b], ["x", "w", "b"], ["(N, C, H, W)", "(F, C, KH, KW)", "(F,)"])
+    if x.shape[1] != w.shape[1] or b.shape[0] != w.shape[0]:
+        raise ValueError(f"x {x.shape}, w {w.shape} and b {b.shape} do not match: expected x (N, C, H, W), "
+                         f"w (F, C, KH, KW), b (F,)")
+    kernel, stride, padding, out_hw = window(x.shape, w.shape[2:], stride, padding)
+    out = np.empty(x.shape[:1] + w.shape[:1] + out_hw, dtype=x.dtype)
+    args = kernel + stride + padding
+    with _threads(len(x)) as kernel_threads:
+        _kernels.conv_forward(x, _wb(w, b), out.reshape(out.shape[0], out.shape[1], -1), *args, kernel_threads)
+    return out, (x, w, b, (kernel, stride, padding))
+
+
+def conv2d_backward(dout, cache):
+    """Gradients of conv2d_forward.
+
+    Parameters
+    ----------
+    dout : ndarray of shape (N, F, OH, OW)
+    cache : from conv2d_forward
+
+    Returns
+    -------
+    dx : ndarray of shape (N, C, H, W)
+    dw : ndarray of shape (F, C, KH, KW)
+    db : ndarray of shape (F,)
+    """
+    x, w, b, (kernel, stride, padding) = cache
+    out_hw = window(x.shape, kernel, stride, padding)[3]
+    dout = gradient(dout, x.dtype, x.shape[:1] + w.shape[:1] + out_hw)
+    dx = np.empty_like(x)
+    with _threads(len(x)) as kernel_threads:
+        dwb = _kernels.conv_backward(x, _wb(w, b), dout.reshape(dout.shape[0], dout.shape[1], -1), dx,
+                                     *kernel, *stride, *padding, kernel_threads)
+    return dx, dwb[:, :-1].reshape(w.shape), dwb[:, -1].copy()
+
+
+def _wb(w, b):
+    """[w.reshape(F, C*KH*KW) | b], shape (F, C*KH*KW + 1): the drivers' weight matrix."""
+    return np.concatenate([w.reshape(len(w), -1), b[:, None]], axis=1)
+
+
+@functools.cache
+def _blas():
+    """threadpoolctl's handle on the BLAS libraries loaded (numpy's among them)."""
+    return ThreadpoolController().select(user_api="blas")
+
+
+@contextlib.contextmanager
+def _threads(n_images):
+    """Yield the kernel thread count for n_images while BLAS is capped to match."""
+    total = get_num_threads()
+    kernel_threads = max(1, min(total, n_images))
+    with _blas().limit(limits=max(1, total // kernel_threads)):
+        yield kernel_threads

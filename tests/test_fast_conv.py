@@ -1,0 +1,114 @@
+"""The fast conv2d agrees with the reference, forward and every gradient, on any window."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from threadpoolctl import threadpool_info
+
+import cnnkit
+from cnnkit import fast, reference
+from conftest import TOLERANCE
+
+
+@st.composite
+def windows(draw, max_kernel=4, max_padding=2):
+    """A random window over a random (N, C, H, W) input, with dtype and kernel thread count."""
+    kernel = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
+    padding = draw(st.integers(0, max_padding)), draw(st.integers(0, max_padding))
+    h, w = (draw(st.integers(max(1, kernel[d] - 2 * padding[d]), 9)) for d in range(2))
+    return dict(shape=(draw(st.integers(1, 3)), draw(st.integers(1, 3)), h, w), kernel=kernel,
+                stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))), padding=padding,
+                dtype=draw(st.sampled_from([np.float32, np.float64])), threads=draw(st.sampled_from([1, 2])))
+
+
+def conv_arrays(rng, shape, filters, kernel, dtype):
+    """x (N, C, H, W), w (F, C, KH, KW), b (F,) of standard normals in `dtype`."""
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((filters, shape[1]) + tuple(kernel)).astype(dtype)
+    return x, w, rng.standard_normal(filters).astype(dtype)
+
+
+def assert_conv_agrees(x, w, b, stride, padding, rng):
+    """Fast forward and (dx, dw, db) match the reference's, in the input dtype."""
+    expected, ref_cache = reference.conv2d_forward(x, w, b, stride, padding)
+    out, cache = fast.conv2d_forward(x, w, b, stride, padding)
+    dout = rng.standard_normal(out.shape).astype(out.dtype)
+    tolerance = TOLERANCE[np.dtype(x.dtype).type]
+    np.testing.assert_allclose(out, expected, **tolerance)
+    for got, want in zip(fast.conv2d_backward(dout, cache), reference.conv2d_backward(dout, ref_cache)):
+        assert got.dtype == x.dtype
+        np.testing.assert_allclose(got, want, **tolerance)
+    assert out.dtype == x.dtype
+
+
+@settings(max_examples=80, deadline=None)
+@given(windows(), st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_conv_agrees_with_reference(g, filters, seed):
+    rng = np.random.default_rng(seed)
+    cnnkit.set_num_threads(g["threads"])
+    x, w, b = conv_arrays(rng, g["shape"], filters, g["kernel"], g["dtype"])
+    assert_conv_agrees(x, w, b, g["stride"], g["padding"], rng)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape, kernel, stride, padding", [
+    ((3, 5, 6, 7), (1, 1), (1, 1), (0, 0)),  # pointwise: no im2col
+    ((2, 3, 7, 8), (1, 1), (2, 1), (0, 1)),  # 1x1 that still needs im2col
+    ((1, 2, 9, 9), (3, 3), (1, 1), (1, 1)),  # fewer images than threads
+    ((3, 2, 4, 5), (2, 3), (1, 2), (3, 4)),  # padding larger than the kernel
+])
+def test_conv_special_windows(shape, kernel, stride, padding, threads, dtype, rng):
+    cnnkit.set_num_threads(threads)
+    x, w, b = conv_arrays(rng, shape, 4, kernel, dtype)
+    assert_conv_agrees(x, w, b, stride, padding, rng)
+
+
+def test_conv_accepts_non_contiguous_read_only_input(rng, dtype):
+    x, w, b = conv_arrays(rng, (2, 6, 10, 12), 8, (3, 2), dtype)
+    x, w, b = x[:, ::2, ::2, 1::2], w[::2, ::2], b[::2]
+    for array in (x, w, b):
+        array.flags.writeable = False
+    assert_conv_agrees(x, w, b, (2, 1), (1, 0), rng)
+    out, cache = fast.conv2d_forward(x, w, b, (2, 1), (1, 0))
+    dout = np.asfortranarray(np.ones_like(out))
+    dout.flags.writeable = False
+    expected = reference.conv2d_backward(np.ones_like(out), reference.conv2d_forward(x, w, b, (2, 1), (1, 0))[1])
+    for got, want in zip(fast.conv2d_backward(dout, cache), expected):
+        np.testing.assert_allclose(got, want, **TOLERANCE[dtype])
+
+
+def test_conv_cache_keeps_no_columns(rng):
+    """The cache holds the inputs (the caller's own arrays), not an N*C*KH*KW*OH*OW buffer."""
+    x, w, b = conv_arrays(rng, (4, 3, 16, 16), 8, (3, 3), np.float32)
+    _, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 1))
+    held = [a for a in cache if isinstance(a, np.ndarray)]
+    assert sum(a.nbytes for a in held) == x.nbytes + w.nbytes + b.nbytes
+    assert all(any(np.shares_memory(a, given) for given in (x, w, b)) for a in held)
+
+
+def test_conv_restores_blas_threads(rng):
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    cnnkit.set_num_threads(2)
+    x, w, b = conv_arrays(rng, (3, 2, 6, 6), 3, (3, 3), np.float64)
+    out, cache = fast.conv2d_forward(x, w, b, (1, 1), (0, 0))
+    fast.conv2d_backward(out, cache)
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda x, w, b: fast.conv2d_forward(x[0], w, b, (1, 1), (0, 0)), ValueError, r"4-D \(N, C, H, W\)"),
+    (lambda x, w, b: fast.conv2d_forward(x, w[0], b, (1, 1), (0, 0)), ValueError, r"4-D \(F, C, KH, KW\)"),
+    (lambda x, w, b: fast.conv2d_forward(x, w, b.astype(np.float32), (1, 1), (0, 0)), TypeError, "float32"),
+    (lambda x, w, b: fast.conv2d_forward(x.astype(int), w, b, (1, 1), (0, 0)), TypeError, "int64"),
+    (lambda x, w, b: fast.conv2d_forward(x[:, :2], w, b, (1, 1), (0, 0)), ValueError, "do not match"),
+    (lambda x, w, b: fast.conv2d_forward(x, w, b[:2], (1, 1), (0, 0)), ValueError, "do not match"),
+    (lambda x, w, b: fast.conv2d_forward(x, w, b, (0, 1), (0, 0)), ValueError, "stride must be >= 1"),
+    (lambda x, w, b: fast.conv2d_forward(x[:, :, :2], w, b, (1, 1), (0, 0)), ValueError, "larger than the padded"),
+    (lambda x, w, b: fast.conv2d_backward(np.ones((2, 4, 3, 3)), fast.conv2d_forward(x, w, b, (1, 1), (0, 0))[1]),
+     ValueError, r"dout must have shape \(2, 4, 4, 4\)"),
+    (lambda x, w, b: fast.conv2d_backward(np.ones((2, 4, 4, 4), np.float32),
+                                          fast.conv2d_forward(x, w, b, (1, 1), (0, 0))[1]), TypeError, "float64"),
+])
+def test_conv_bad_input_raises(call, error, message):
+    x, w, b = np.zeros((2, 3, 6, 6)), np.zeros((4, 3, 3, 3)), np.zeros(4)
+    with pytest.raises(error, match=message):
+        call(x, w, b)
