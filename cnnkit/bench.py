@@ -114,12 +114,18 @@ def add_arguments(parser):
                         help=f"comma-separated shapes among {', '.join(SHAPES)} (default: all); "
                              + "; ".join(f"{k} = {v.describe()}" for k, v in SHAPES.items()))
     parser.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
-    parser.add_argument("--repeat", type=int, default=None, help="timed runs per contender (default 5, 3 with --quick)")
-    parser.add_argument("--batch", type=int, default=None, help="override every shape's batch size N")
+    parser.add_argument("--repeat", type=_positive_int, help="timed runs per contender (default 5, 3 with --quick)")
+    parser.add_argument("--batch", type=_positive_int, help="override every shape's batch size N")
     parser.add_argument("--quick", action="store_true", help="batch 8, 3 repeats, 512x512 matmul: a fast sanity run")
-    parser.add_argument("--threads", type=int, default=None, help="kernel (and torch) threads (default: cnnkit's)")
+    parser.add_argument("--threads", type=_positive_int, help="kernel (and torch) threads (default: cnnkit's)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when it imports")
     return parser
+
+
+def _positive_int(text):
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
 
 
 def _shape_list(text):
@@ -132,9 +138,6 @@ def _shape_list(text):
 
 def run(args):
     """Measure and print the table; return 0, or 1 if the fast backend disagreed with the reference."""
-    repeat = args.repeat or (3 if args.quick else 5)
-    batch = args.batch or (8 if args.quick else None)
-    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
     torch = None if args.no_torch else _import_torch()
     threads = args.threads or cnnkit.get_num_threads()
     previous = cnnkit._backend._num_threads, torch and torch.get_num_threads()
@@ -142,24 +145,32 @@ def run(args):
     if torch is not None:
         torch.set_num_threads(threads)
     try:
-        _print_conditions(threads, repeat, torch)
-        rows, notes = [], []
-        for name in args.shapes:
-            shape = SHAPES[name]
-            if batch:
-                shape = dataclasses.replace(shape, x=(batch,) + shape.x[1:])
-            for dtype in dtypes:
-                row, note = _measure(name, shape, dtype, repeat, torch, 512 if args.quick else 1024)
-                rows.append(row)
-                notes += [note] if note else []
-        _print_table(rows)
-        print(*notes, sep="\n")
-        print(f"load average after: {_load()}")
+        rows = _run_table(args, threads, torch)
     finally:
         cnnkit.set_num_threads(previous[0])
         if torch is not None:
             torch.set_num_threads(previous[1])
     return int(any(row["check"] != "ok" for row in rows))
+
+
+def _run_table(args, threads, torch):
+    repeat = args.repeat or (3 if args.quick else 5)
+    batch = args.batch or (8 if args.quick else None)
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    _print_conditions(threads, repeat, torch)
+    start, rows, notes = _cpu_snapshot(), [], []
+    for name in args.shapes:
+        shape = SHAPES[name]
+        if batch:
+            shape = dataclasses.replace(shape, x=(batch,) + shape.x[1:])
+        for dtype in dtypes:
+            row, note = _measure(name, shape, dtype, repeat, torch, 512 if args.quick else 1024)
+            rows.append(row)
+            notes += [note] if note else []
+    _print_table(rows)
+    print(*notes, sep="\n")
+    print(f"load average after: {_load()}; {_others_share(start, _cpu_snapshot())}")
+    return rows
 
 
 def _import_torch():
@@ -168,6 +179,25 @@ def _import_torch():
     except ImportError:
         return None
     return torch
+
+
+def _cpu_snapshot():
+    """(machine busy CPU seconds, this process's CPU seconds, wall seconds); None without /proc/stat."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:9]]
+    except OSError:
+        return None
+    own = os.times()
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
+
+
+def _others_share(start, end):
+    """How busy other processes kept the CPUs during the run, as text."""
+    if start is None or end is None:
+        return "CPU use by other processes unknown"
+    busy, own, wall = (b - a for a, b in zip(start, end))
+    return f"other processes kept the CPUs {100 * max(0.0, busy - own) / (wall * os.cpu_count()):.0f}% busy meanwhile"
 
 
 def _load():

@@ -52,7 +52,11 @@ def test_disagreement_is_flagged(monkeypatch, capsys):
     assert "FAST DISAGREES WITH REFERENCE" in capsys.readouterr().out
 
 
-def test_unknown_shape_is_refused(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--shapes", "A,Z"], "unknown shapes ['Z']"),
+    (["--repeat", "0"], "expected an integer >= 1, got '0'"),
+])
+def test_bad_options_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit):
-        run(["--shapes", "A,Z"])
-    assert "unknown shapes ['Z']" in capsys.readouterr().err
+        run(argv)
+    assert message in capsys.readouterr().err

@@ -6,7 +6,17 @@ from threadpoolctl import threadpool_info
 
 import cnnkit
 from cnnkit import fast, reference
+from cnnkit.fast import _threads
 from conftest import TOLERANCE
+
+
+@pytest.fixture(autouse=True, scope="module")
+def tiny_grains():
+    """Let the tests' small inputs run on every thread asked for, as large inputs do."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_threads, "POOL_GRAIN", 1)
+        patch.setattr(_threads, "CONV_GRAIN", 1)
+        yield
 
 
 @st.composite
@@ -85,13 +95,36 @@ def test_conv_cache_keeps_no_columns(rng):
     assert all(any(np.shares_memory(a, given) for given in (x, w, b)) for a in held)
 
 
+def blas_threads():
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("images, work, kernel_threads, blas", [
+    (5, 10, 1, 1),  # small work: one thread, and BLAS on one too
+    (5, 10**9, 2, 1),  # threads take images, BLAS single-threaded in each
+    (1, 10**9, 1, 2),  # one image: BLAS gets the threads
+])
+def test_threads_split_between_kernels_and_blas(images, work, kernel_threads, blas, monkeypatch):
+    monkeypatch.setattr(_threads, "CONV_GRAIN", 100)
+    cnnkit.set_num_threads(2)
+    with _threads.split_over_images(images, work) as threads:
+        assert threads == kernel_threads
+        assert set(blas_threads()) == {blas}
+
+
+def test_pool_threads_need_a_grain_of_work(monkeypatch):
+    monkeypatch.setattr(_threads, "POOL_GRAIN", 100)
+    cnnkit.set_num_threads(2)
+    assert [_threads.pool_threads(n) for n in (0, 199, 200, 10**6)] == [1, 1, 2, 2]
+
+
 def test_conv_restores_blas_threads(rng):
-    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    before = blas_threads()
     cnnkit.set_num_threads(2)
     x, w, b = conv_arrays(rng, (3, 2, 6, 6), 3, (3, 3), np.float64)
     out, cache = fast.conv2d_forward(x, w, b, (1, 1), (0, 0))
     fast.conv2d_backward(out, cache)
-    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+    assert blas_threads() == before
 
 
 @pytest.mark.parametrize("call, error, message", [

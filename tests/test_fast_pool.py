@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 import cnnkit
 from cnnkit import fast, reference
 from conftest import TOLERANCE
-from test_fast_conv import windows
+from test_fast_conv import tiny_grains, windows  # noqa: F401 (tiny_grains: autouse fixture)
 
 OPS = ["max_pool2d", "avg_pool2d"]
 

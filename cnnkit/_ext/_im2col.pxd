@@ -1,4 +1,5 @@
-# Per-channel im2col / col2im kernels shared by im2col.pyx and conv.pyx (inline, GIL-free).
+# Window geometry and per-channel im2col / col2im loops, inline and GIL-free, shared by
+# im2col.pyx, conv.pyx and pool.pyx.
 #
 # For kernel offset (i, j) the output positions whose input lies inside the image form one
 # rectangle [y0, y1) x [x0, x1), computed once; the loops copy (or add) inside it with no
@@ -16,7 +17,7 @@ cdef inline Py_ssize_t first_inside(Py_ssize_t offset, Py_ssize_t stride, Py_ssi
 
 
 cdef inline Py_ssize_t end_inside(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size,
-                                   Py_ssize_t lo, Py_ssize_t count) noexcept nogil:
+                                  Py_ssize_t lo, Py_ssize_t count) noexcept nogil:
     """Smallest o in [lo, count] with o*stride + offset >= size."""
     if offset >= size:
         return lo

@@ -108,7 +108,7 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, floa
     dtype = np.float32 if floating is float else np.float64
     buffers = _column_buffers(n_threads, K, P, dtype, pointwise)
     cdef floating[:, :, ::1] cols = buffers
-    x_array, wb_array, out_array = np.asarray(x).reshape(N, C, -1), np.asarray(wb), np.asarray(out)
+    x_array, wb_array, out_array = np.asarray(x).reshape(N, C, H * W), np.asarray(wb), np.asarray(out)
     for n in prange(N, nogil=True, schedule="dynamic", num_threads=n_threads):
         t = threadid()
         if pointwise:
@@ -139,8 +139,8 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
     # per thread: running [dw | db], and one image's product (column K stays 0 when pointwise)
     sums, products = np.zeros((n_threads, F, K + 1), dtype=dtype), np.zeros((n_threads, F, K + 1), dtype=dtype)
     cdef floating[:, :, ::1] cols = buffers, dwb = sums, dwb_n = products
-    x_array, dout_array = np.asarray(x).reshape(N, C, -1), np.asarray(dout)
-    w_t, dx_array = np.asarray(wb)[:, :K].T, np.asarray(dx).reshape(N, C, -1)
+    x_array, dout_array = np.asarray(x).reshape(N, C, H * W), np.asarray(dout)
+    w_t, dx_array = np.asarray(wb)[:, :K].T, np.asarray(dx).reshape(N, C, H * W)
     for n in prange(N, nogil=True, schedule="dynamic", num_threads=n_threads):
         t = threadid()
         if pointwise:

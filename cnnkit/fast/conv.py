@@ -1,21 +1,17 @@
 """2-D convolution on the compiled drivers of cnnkit._ext.conv; same contract as cnnkit.reference.conv.
 
-The kernel threads (``cnnkit.set_num_threads``) each take whole images: im2col into a
-private buffer, the image's GEMMs through numpy/BLAS, col2im (see cnnkit/_ext/conv.pyx).
-Meanwhile BLAS is capped with threadpoolctl so that kernel threads times BLAS threads
-never exceed the thread count; with fewer images than threads, BLAS gets the rest.
+The kernel threads (``cnnkit.set_num_threads``, fewer for small work) each take whole
+images: im2col into a private buffer, the image's GEMMs through numpy/BLAS, col2im (see
+cnnkit/_ext/conv.pyx). Meanwhile BLAS is capped with threadpoolctl so that kernel threads
+times BLAS threads never exceed the thread count (cnnkit/fast/_threads.py).
 The cache holds x, w, b and the window, not the im2col columns: x, w and b are the
 caller's own arrays when C-contiguous, so the cache costs no memory then.
 """
-import contextlib
-import functools
-
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
-from cnnkit._backend import get_num_threads
 from cnnkit._ext import conv as _kernels
 from cnnkit.fast._checks import float_arrays, gradient, window
+from cnnkit.fast._threads import split_over_images
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -39,9 +35,9 @@ def conv2d_forward(x, w, b, stride, padding):
                          f"w (F, C, KH, KW), b (F,)")
     kernel, stride, padding, out_hw = window(x.shape, w.shape[2:], stride, padding)
     out = np.empty(x.shape[:1] + w.shape[:1] + out_hw, dtype=x.dtype)
-    args = kernel + stride + padding
-    with _threads(len(x)) as kernel_threads:
-        _kernels.conv_forward(x, _wb(w, b), out.reshape(out.shape[0], out.shape[1], -1), *args, kernel_threads)
+    with split_over_images(len(x), _multiply_adds(out, w)) as threads:
+        _kernels.conv_forward(x, _wb(w, b), _flat_hw(out),
+                              *kernel, *stride, *padding, threads)
     return out, (x, w, b, (kernel, stride, padding))
 
 
@@ -63,10 +59,15 @@ def conv2d_backward(dout, cache):
     out_hw = window(x.shape, kernel, stride, padding)[3]
     dout = gradient(dout, x.dtype, x.shape[:1] + w.shape[:1] + out_hw)
     dx = np.empty_like(x)
-    with _threads(len(x)) as kernel_threads:
-        dwb = _kernels.conv_backward(x, _wb(w, b), dout.reshape(dout.shape[0], dout.shape[1], -1), dx,
-                                     *kernel, *stride, *padding, kernel_threads)
+    with split_over_images(len(x), 2 * _multiply_adds(dout, w)) as threads:
+        dwb = _kernels.conv_backward(x, _wb(w, b), _flat_hw(dout), dx,
+                                     *kernel, *stride, *padding, threads)
     return dx, dwb[:, :-1].reshape(w.shape), dwb[:, -1].copy()
+
+
+def _flat_hw(a):
+    """(N, F, OH, OW) -> (N, F, OH*OW) view, N = 0 included."""
+    return a.reshape(a.shape[:2] + (a.shape[2] * a.shape[3],))
 
 
 def _wb(w, b):
@@ -74,16 +75,6 @@ def _wb(w, b):
     return np.concatenate([w.reshape(len(w), -1), b[:, None]], axis=1)
 
 
-@functools.cache
-def _blas():
-    """threadpoolctl's handle on the BLAS libraries loaded (numpy's among them)."""
-    return ThreadpoolController().select(user_api="blas")
-
-
-@contextlib.contextmanager
-def _threads(n_images):
-    """Yield the kernel thread count for n_images while BLAS is capped to match."""
-    total = get_num_threads()
-    kernel_threads = max(1, min(total, n_images))
-    with _blas().limit(limits=max(1, total // kernel_threads)):
-        yield kernel_threads
+def _multiply_adds(out, w):
+    """Multiply-adds of one GEMM pass: N*F*OH*OW outputs times C*KH*KW."""
+    return out.size * (w.size // max(1, len(w)))

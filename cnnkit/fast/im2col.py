@@ -1,9 +1,9 @@
 """im2col / col2im on the compiled kernels."""
 import numpy as np
 
-from cnnkit._backend import get_num_threads
 from cnnkit._ext import im2col as _kernels
 from cnnkit.fast._checks import check_shape, float_arrays, window
+from cnnkit.fast import _threads
 
 
 def im2col(x, kernel_size, stride, padding):
@@ -11,7 +11,7 @@ def im2col(x, kernel_size, stride, padding):
     (x,) = float_arrays([x], ["x"], ["(N, C, H, W)"])
     kernel, stride, padding, (oh, ow) = window(x.shape, kernel_size, stride, padding)
     cols = np.empty((x.shape[0], x.shape[1] * kernel[0] * kernel[1], oh * ow), dtype=x.dtype)
-    _kernels.im2col_into(x, cols, *kernel, *stride, *padding, get_num_threads())
+    _kernels.im2col_into(x, cols, *kernel, *stride, *padding, _threads.pool_threads(cols.size))
     return cols
 
 
@@ -22,5 +22,5 @@ def col2im(cols, x_shape, kernel_size, stride, padding):
     kernel, stride, padding, (oh, ow) = window(x_shape, kernel_size, stride, padding)
     check_shape(cols, (n, c * kernel[0] * kernel[1], oh * ow), "cols")
     x = np.empty((n, c, h, w), dtype=cols.dtype)
-    _kernels.col2im_into(cols, x, *kernel, *stride, *padding, get_num_threads())
+    _kernels.col2im_into(cols, x, *kernel, *stride, *padding, _threads.pool_threads(cols.size))
     return x

@@ -6,8 +6,8 @@ keeps only the window.
 """
 import numpy as np
 
-from cnnkit._backend import get_num_threads
 from cnnkit._ext import pool as _kernels
+from cnnkit.fast import _threads
 from cnnkit.fast._checks import float_arrays, gradient, window
 
 
@@ -38,7 +38,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
     """
     x, out, args = _pooled(x, kernel_size, stride, padding)
     argmax = np.empty(out.shape, dtype=np.intc)
-    _kernels.max_pool_forward(x, out, argmax, *_flat(args), get_num_threads())
+    _kernels.max_pool_forward(x, out, argmax, *_flat(args), _threads.pool_threads(x.size))
     return out, (x.shape, x.dtype, argmax)
 
 
@@ -47,7 +47,7 @@ def max_pool2d_backward(dout, cache):
     x_shape, dtype, argmax = cache
     dout = gradient(dout, dtype, argmax.shape)
     dx = np.empty(x_shape, dtype=dtype)
-    _kernels.max_pool_backward(dout, argmax, dx, get_num_threads())
+    _kernels.max_pool_backward(dout, argmax, dx, _threads.pool_threads(dx.size))
     return dx
 
 
@@ -65,7 +65,7 @@ def avg_pool2d_forward(x, kernel_size, stride, padding):
     cache : (x shape, dtype, output shape, window) for avg_pool2d_backward
     """
     x, out, args = _pooled(x, kernel_size, stride, padding)
-    _kernels.avg_pool_forward(x, out, *_flat(args), get_num_threads())
+    _kernels.avg_pool_forward(x, out, *_flat(args), _threads.pool_threads(x.size))
     return out, (x.shape, x.dtype, out.shape, args)
 
 
@@ -74,5 +74,5 @@ def avg_pool2d_backward(dout, cache):
     x_shape, dtype, out_shape, args = cache
     dout = gradient(dout, dtype, out_shape)
     dx = np.empty(x_shape, dtype=dtype)
-    _kernels.avg_pool_backward(dout, dx, *_flat(args), get_num_threads())
+    _kernels.avg_pool_backward(dout, dx, *_flat(args), _threads.pool_threads(dx.size))
     return dx
