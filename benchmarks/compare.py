@@ -1,6 +1,6 @@
 """Print the reference / fast / PyTorch comparison table (same as `cnnkit bench`).
 
-    python benchmarks/compare.py [--shapes A,B,C,P] [--dtype float32|float64|both] [--repeat 5] [--quick]
+    python benchmarks/compare.py [--shapes A,B,C,P,Q] [--dtype float32|float64|both] [--repeat 5] [--quick]
 """
 import argparse
 import sys

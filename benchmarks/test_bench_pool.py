@@ -1,9 +1,10 @@
-"""max_pool2d forward+backward on shape P: reference vs fast vs PyTorch."""
+"""Pooling forward+backward: max pool on shape P, avg pool on shape Q; reference vs fast vs PyTorch."""
 import pytest
 
 from conftest import BACKENDS
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_max_pool2d(run_benchmark, backend, dtype):
-    run_benchmark("P", backend, dtype)
+@pytest.mark.parametrize("name", ["P", "Q"])
+def test_pool2d(run_benchmark, name, backend, dtype):
+    run_benchmark(name, backend, dtype)

@@ -1,4 +1,4 @@
-"""Benchmark table: reference vs fast (vs PyTorch when importable) conv2d and max_pool2d.
+"""Benchmark table: reference vs fast (vs PyTorch when importable) conv2d, max and avg pooling.
 
 Every figure comes from one run. For each shape and dtype the contenders run forward +
 backward in turn on every repeat (interleaved, so load from other processes hits them
@@ -63,14 +63,18 @@ class Conv:
 
 
 @dataclasses.dataclass(frozen=True)
-class MaxPool:
-    """max_pool2d of x (N, C, H, W) with square windows."""
+class Pool:
+    """max ("max") or average ("avg") pooling of x (N, C, H, W) with square windows."""
 
     x: tuple
     kernel: int
     stride: int
     padding: int = 0
-    op = "max_pool2d"
+    kind: str = "max"
+
+    @property
+    def op(self):
+        return f"{self.kind}_pool2d"
 
     def arrays(self, dtype, rng):
         """x, dout in `dtype`."""
@@ -81,22 +85,24 @@ class MaxPool:
         return None
 
     def describe(self):
-        return f"max pool x{self.x} {self.kernel}x{self.kernel} s{self.stride} p{self.padding}"
+        return f"{self.kind} pool x{self.x} {self.kernel}x{self.kernel} s{self.stride} p{self.padding}"
 
     def step(self, ops, x, dout):
-        out, cache = ops.max_pool2d_forward(x, (self.kernel,) * 2, (self.stride,) * 2, (self.padding,) * 2)
-        return out, cache, (ops.max_pool2d_backward(dout, cache),)
+        window = (self.kernel,) * 2, (self.stride,) * 2, (self.padding,) * 2
+        out, cache = getattr(ops, f"{self.op}_forward")(x, *window)
+        return out, cache, (getattr(ops, f"{self.op}_backward")(dout, cache),)
 
     def torch_step(self, torch, x, dout):
         x.grad = None
-        torch.nn.functional.max_pool2d(x, self.kernel, self.stride, self.padding).backward(dout)
+        getattr(torch.nn.functional, self.op)(x, self.kernel, self.stride, self.padding).backward(dout)
 
 
 SHAPES = {
     "A": Conv((100, 3, 32, 32), 32, 3, padding=1),
     "B": Conv((64, 64, 32, 32), 64, 3, padding=1),
     "C": Conv((128, 32, 16, 16), 64, 3, padding=1),
-    "P": MaxPool((100, 32, 32, 32), 2, 2),
+    "P": Pool((100, 32, 32, 32), 2, 2),
+    "Q": Pool((100, 32, 32, 32), 3, 2, padding=1, kind="avg"),
 }
 # issue 4's targets: fast/torch time at most `torch`, conv rate at least `gemm` of numpy's matmul
 TARGETS = {

@@ -178,9 +178,14 @@ def plot_history(history, path):
 
     figure = Figure(figsize=(10, 4), layout="constrained")
     loss_axes, accuracy_axes = figure.subplots(1, 2)
-    epochs_of_updates = np.arange(1, len(history["loss"]) + 1) / history["updates_per_epoch"]
-    loss_axes.plot(epochs_of_updates, history["loss"], linewidth=0.5, alpha=0.6)
-    loss_axes.set(xlabel="epoch", ylabel="training loss", title="loss")
+    per_epoch = history["updates_per_epoch"]
+    epochs_of_updates = np.arange(1, len(history["loss"]) + 1) / per_epoch
+    loss_axes.plot(epochs_of_updates, history["loss"], linewidth=0.5, alpha=0.4, label="per update")
+    if len(history["loss"]) >= per_epoch:
+        smooth = np.convolve(history["loss"], np.ones(per_epoch) / per_epoch, mode="valid")
+        loss_axes.plot(epochs_of_updates[per_epoch - 1:], smooth, label="mean of the last epoch")
+    loss_axes.set(xlabel="epoch", ylabel="training loss", title="loss", yscale="log")
+    loss_axes.legend()
     epochs = np.arange(1, len(history["train_accuracy"]) + 1)
     accuracy_axes.plot(epochs, history["train_accuracy"], "o-", label="training")
     accuracy_axes.plot(epochs, history["val_accuracy"], "o-", label="validation")
@@ -331,7 +336,7 @@ def _add_data_options(parser):
 def _train_parser(commands):
     train = commands.add_parser("train", help="train a model and save it with its curves",
                                 description="Train a model; with no options, a small convnet on the built-in "
-                                            "shapes data (about a minute on 2 cores).")
+                                            "shapes data (under a minute on 2 cores).")
     train.add_argument("--dataset", choices=DATASET_CHOICES, default="builtin",
                        help="builtin (generated, no files), mnist, fashion-mnist or cifar10 (default: builtin)")
     _add_data_options(train)

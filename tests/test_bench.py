@@ -23,12 +23,12 @@ def test_table_has_every_shape_and_dtype(capsys):
     assert run(TINY + ["--no-torch"]) == 0
     text = capsys.readouterr().out
     rows = table_rows(text)
-    assert set(rows) == {(name, dtype) for name in "ABCP" for dtype in ("float32", "float64")}
+    assert set(rows) == {(name, dtype) for name in "ABCPQ" for dtype in ("float32", "float64")}
     for (name, _), cells in rows.items():
         ref_ms, fast_ms, torch_ms, ratio, speedup, gemm = cells[2:8]
         assert float(ref_ms) > 0 and float(fast_ms) > 0 and torch_ms == ratio == "-"
         assert float(speedup.rstrip("x")) == pytest.approx(float(ref_ms) / float(fast_ms), rel=0.06)
-        assert (gemm == "-") == (name == "P")
+        assert (gemm == "-") == (name in "PQ")
     assert text.count("whole-batch im2col columns, not kept") == 6
     assert "median of 1 interleaved runs" in text
 

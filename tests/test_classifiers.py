@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from cnnkit.datasets import load_builtin
 from cnnkit.gradcheck import check_loss_gradients
 from cnnkit.models import classifiers
 from cnnkit.models.classifiers import KNearestNeighbor, LinearSVM, Softmax, cross_validate_k
@@ -281,3 +282,25 @@ def test_linear_errors_say_what_was_expected(rng):
         Softmax(reg=-1.0)
     with pytest.raises(ValueError, match="reg must be a finite number >= 0"):
         Softmax().fit(X, y, reg=float("nan"))
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    """Standardised built-in shapes: 4000 training and 1000 test images of 10 classes."""
+    data = load_builtin(num_train=4000, num_test=1000, seed=0)
+    mean, std = data["X_train"].mean(axis=0), data["X_train"].std()
+    return [(data[f"X_{split}"] - mean) / std for split in ("train", "test")], data["y_train"], data["y_test"]
+
+
+SGD = {"reg": 1e-3, "num_epochs": 10, "batch_size": 200, "seed": 0, "update_rule": "sgd_momentum"}
+
+
+@pytest.mark.parametrize("model, options, test_floor", [
+    (KNearestNeighbor(k=5), {}, 0.3),
+    (LinearSVM(), dict(SGD, learning_rate=1e-3), 0.13),
+    (Softmax(), dict(SGD, learning_rate=1e-3), 0.17),
+], ids=["knn", "svm", "softmax"])
+def test_classifiers_learn_the_builtin_shapes(shapes, model, options, test_floor):
+    """Chance is 10%; position, colour and scale vary within a class, so linear models stay weak."""
+    (X_train, X_test), y_train, y_test = shapes
+    assert model.fit(X_train, y_train, **options).score(X_test, y_test) >= test_floor
