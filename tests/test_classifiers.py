@@ -1,6 +1,7 @@
 """KNearestNeighbor, LinearSVM, Softmax and cross_validate_k."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from cnnkit.datasets import load_builtin
 from cnnkit.gradcheck import check_loss_gradients
@@ -304,3 +305,14 @@ def test_classifiers_learn_the_builtin_shapes(shapes, model, options, test_floor
     """Chance is 10%; position, colour and scale vary within a class, so linear models stay weak."""
     (X_train, X_test), y_train, y_test = shapes
     assert model.fit(X_train, y_train, **options).score(X_test, y_test) >= test_floor
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 12), st.integers(1, 8), st.integers(0, 2**32 - 1))
+def test_k_smallest_is_a_stable_sort_prefix(rows, columns, k, seed):
+    """Distinct values and many ties (a few distinct levels) alike."""
+    rng = np.random.default_rng(seed)
+    k = min(k, columns)
+    for dists in (rng.standard_normal((rows, columns)), rng.integers(0, 3, (rows, columns)).astype(float)):
+        np.testing.assert_array_equal(classifiers._k_smallest(dists, k),
+                                      np.argsort(dists, axis=1, kind="stable")[:, :k])

@@ -118,6 +118,17 @@ def test_pool_threads_need_a_grain_of_work(monkeypatch):
     assert [_threads.pool_threads(n) for n in (0, 199, 200, 10**6)] == [1, 1, 2, 2]
 
 
+def test_conv_gradients_are_reproducible_on_two_threads(rng):
+    """Each thread sums the same images in the same order on every call: bitwise equal dw, db."""
+    cnnkit.set_num_threads(2)
+    x, w, b = conv_arrays(rng, (16, 3, 6, 6), 4, (3, 3), np.float32)
+    out, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 1))
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    first = fast.conv2d_backward(dout, cache)
+    for _ in range(10):
+        assert all(np.array_equal(a, b) for a, b in zip(fast.conv2d_backward(dout, cache), first))
+
+
 def test_conv_restores_blas_threads(rng):
     before = blas_threads()
     cnnkit.set_num_threads(2)

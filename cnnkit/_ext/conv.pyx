@@ -14,7 +14,9 @@ Design:
    and BLAS's own worker threads stay asleep instead of spinning against ours.
 3. Forward writes out[n] (F, P) in place: NCHW, no transpose. Backward overwrites the
    buffer's first K rows with w.T @ dout[n] and col2im scatter-adds them into dx[n];
-   [dw | db] is summed per thread, then across threads.
+   [dw | db] is summed over fixed groups of consecutive images, then across the groups
+   in order: the threads take groups dynamically, yet every call adds in the same order,
+   so the gradients are reproducible bit for bit.
 4. Nothing of size N*K*P exists: backward recomputes each image's columns.
 5. A pointwise convolution (1x1 kernel, unit stride, no padding) skips im2col: x[n] seen
    as (C, H*W) is its own column matrix; plain loops add the bias and sum db.
@@ -24,6 +26,8 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 
 from cnnkit._ext._im2col cimport col2im_channel, im2col_channel, output_hw
+
+GRADIENT_GROUPS = 8  # groups of images whose weight gradients are summed apart (see 3.)
 
 
 cdef void _im2col_image(const floating* image, floating* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -131,28 +135,29 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
     _expect(tuple(dout.shape)[:3], (x.shape[0], wb.shape[0], oh * ow), "dout")
     _expect(tuple(dx.shape)[:4], tuple(x.shape)[:4], "dx")
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], F = wb.shape[0]
-    cdef Py_ssize_t OH = oh, OW = ow, K = k, P = OH * OW, n
+    cdef Py_ssize_t OH = oh, OW = ow, K = k, P = OH * OW, n, g, groups = min(N, GRADIENT_GROUPS)
     cdef bint pointwise = _pointwise(kh, kw, sh, sw, ph, pw)
     cdef int t
     dtype = np.float32 if floating is float else np.float64
     buffers = _column_buffers(n_threads, K, P, dtype, pointwise)
-    # per thread: running [dw | db], and one image's product (column K stays 0 when pointwise)
-    sums, products = np.zeros((n_threads, F, K + 1), dtype=dtype), np.zeros((n_threads, F, K + 1), dtype=dtype)
+    # per group of images: its [dw | db]; per thread: one image's product (column K stays 0 when pointwise)
+    sums, products = np.zeros((groups, F, K + 1), dtype=dtype), np.zeros((n_threads, F, K + 1), dtype=dtype)
     cdef floating[:, :, ::1] cols = buffers, dwb = sums, dwb_n = products
     x_array, dout_array = np.asarray(x).reshape(N, C, H * W), np.asarray(dout)
     w_t, dx_array = np.asarray(wb)[:, :K].T, np.asarray(dx).reshape(N, C, H * W)
-    for n in prange(N, nogil=True, schedule="dynamic", num_threads=n_threads):
+    for g in prange(groups, nogil=True, schedule="dynamic", num_threads=n_threads):
         t = threadid()
-        if pointwise:
-            with gil:
-                np.matmul(dout_array[n], x_array[n].T, out=products[t, :, :K])
-                np.matmul(w_t, dout_array[n], out=dx_array[n])
-            _add_row_sums(&dwb[t, 0, 0], &dout[n, 0, 0], F, K, P)
-        else:
-            _im2col_image(&x[n, 0, 0, 0], &cols[t, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, OH, OW)
-            with gil:
-                np.matmul(dout_array[n], buffers[t].T, out=products[t])
-                np.matmul(w_t, dout_array[n], out=buffers[t, :K])
-            _col2im_image(&cols[t, 0, 0], &dx[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, OH, OW)
-        _add(&dwb[t, 0, 0], &dwb_n[t, 0, 0], F * (K + 1))
+        for n in range(g * N // groups, (g + 1) * N // groups):
+            if pointwise:
+                with gil:
+                    np.matmul(dout_array[n], x_array[n].T, out=products[t, :, :K])
+                    np.matmul(w_t, dout_array[n], out=dx_array[n])
+                _add_row_sums(&dwb[g, 0, 0], &dout[n, 0, 0], F, K, P)
+            else:
+                _im2col_image(&x[n, 0, 0, 0], &cols[t, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, OH, OW)
+                with gil:
+                    np.matmul(dout_array[n], buffers[t].T, out=products[t])
+                    np.matmul(w_t, dout_array[n], out=buffers[t, :K])
+                _col2im_image(&cols[t, 0, 0], &dx[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, ph, pw, OH, OW)
+            _add(&dwb[g, 0, 0], &dwb_n[t, 0, 0], F * (K + 1))
     return sums.sum(axis=0)

@@ -202,9 +202,7 @@ class KNearestNeighbor(_Classifier):
         X = self._features(X)
         k = _check_k(k, len(self.X_train))
         rows = max(1, _BLOCK_ELEMENTS // len(self.X_train))
-        order = np.concatenate([
-            np.argsort(self._distances(X[i:i + rows]), axis=1, kind="stable")[:, :k]
-            for i in range(0, len(X), rows)])
+        order = np.concatenate([_k_smallest(self._distances(X[i:i + rows]), k) for i in range(0, len(X), rows)])
         return self.classes_[self._y_index[order]]
 
     def _fitted_on(self):
@@ -214,6 +212,23 @@ class KNearestNeighbor(_Classifier):
         if self.distance == "l2":
             return _l2_distances(X, self.X_train, self._squared_norms)
         return _l1_distances(X, self.X_train)
+
+
+def _k_smallest(dists, k):
+    """Column indices of the k smallest entries of each row of dists (M, N), smallest first,
+    equal entries in column order: np.argsort(dists, kind="stable")[:, :k], without sorting whole rows.
+    """
+    if k == dists.shape[1]:
+        return np.argsort(dists, axis=1, kind="stable")
+    chosen = np.argpartition(dists, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(dists, chosen, axis=1)
+    kth = values.max(axis=1, keepdims=True)
+    # argpartition picks among entries equal to the k-th one arbitrarily; sort those rows fully
+    ambiguous = np.count_nonzero(dists == kth, axis=1) > np.count_nonzero(values == kth, axis=1)
+    chosen = np.take_along_axis(chosen, np.lexsort((chosen, values), axis=1), axis=1)
+    if ambiguous.any():
+        chosen[ambiguous] = np.argsort(dists[ambiguous], axis=1, kind="stable")[:, :k]
+    return chosen
 
 
 def _majority_vote(neighbor_labels, classes):
