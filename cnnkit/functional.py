@@ -14,6 +14,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from cnnkit import reference
 from cnnkit._backend import resolve_op
 from cnnkit._validation import (
     check_dims,
@@ -29,15 +30,7 @@ from cnnkit._validation import (
     window_args,
 )
 
-__all__ = [
-    "affine_backward", "affine_forward", "avg_pool2d_backward", "avg_pool2d_forward",
-    "batchnorm_backward", "batchnorm_forward", "col2im", "conv2d_backward", "conv2d_forward",
-    "dropout_backward", "dropout_forward", "elu_backward", "elu_forward", "im2col",
-    "leaky_relu_backward", "leaky_relu_forward", "max_pool2d_backward", "max_pool2d_forward",
-    "relu_backward", "relu_forward", "sigmoid_backward", "sigmoid_forward", "softmax_loss",
-    "spatial_batchnorm_backward", "spatial_batchnorm_forward", "svm_loss", "tanh_backward",
-    "tanh_forward",
-]
+__all__ = list(reference.__all__)  # the same ops, validated here and dispatched
 
 
 class Cache(NamedTuple):
