@@ -23,6 +23,17 @@ def backend(request):
         yield request.param
 
 
+@pytest.fixture(scope="module")
+def tiny_grains():
+    """Let small test inputs run on every thread asked for, as large inputs do (cnnkit.fast._threads)."""
+    from cnnkit.fast import _threads
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_threads, "POOL_GRAIN", 1)
+        patch.setattr(_threads, "CONV_GRAIN", 1)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _restore_backend_and_threads():
     """Each test starts and ends with the same backend and thread settings."""

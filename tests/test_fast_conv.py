@@ -10,13 +10,7 @@ from cnnkit.fast import _threads
 from conftest import TOLERANCE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def tiny_grains():
-    """Let the tests' small inputs run on every thread asked for, as large inputs do."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_threads, "POOL_GRAIN", 1)
-        patch.setattr(_threads, "CONV_GRAIN", 1)
-        yield
+pytestmark = pytest.mark.usefixtures("tiny_grains")
 
 
 @st.composite

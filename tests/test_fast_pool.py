@@ -6,9 +6,10 @@ from hypothesis import given, settings, strategies as st
 import cnnkit
 from cnnkit import fast, reference
 from conftest import TOLERANCE
-from test_fast_conv import tiny_grains, windows  # noqa: F401 (tiny_grains: autouse fixture)
+from test_fast_conv import windows
 
 OPS = ["max_pool2d", "avg_pool2d"]
+pytestmark = pytest.mark.usefixtures("tiny_grains")
 
 
 def assert_pool_agrees(op, x, kernel, stride, padding, rng):

@@ -15,19 +15,8 @@ from cnnkit.fast._threads import split_over_images
 
 
 def conv2d_forward(x, w, b, stride, padding):
-    """Convolve x with filters w and add bias b (cross-correlation, as in PyTorch).
-
-    Parameters
-    ----------
-    x : ndarray of shape (N, C, H, W)
-    w : ndarray of shape (F, C, KH, KW)
-    b : ndarray of shape (F,)
-    stride, padding : pairs of ints
-
-    Returns
-    -------
-    out : ndarray of shape (N, F, OH, OW), OH = (H + 2*PH - KH) // SH + 1 (likewise OW)
-    cache : (x, w, b, (kernel, stride, padding)) for conv2d_backward
+    """cnnkit.reference.conv2d_forward on the compiled drivers: x (N, C, H, W), w (F, C, KH, KW),
+    b (F,) -> out (N, F, OH, OW), cache (x, w, b, (kernel, stride, padding)).
     """
     x, w, b = float_arrays([x, w, b], ["x", "w", "b"], ["(N, C, H, W)", "(F, C, KH, KW)", "(F,)"])
     if x.shape[1] != w.shape[1] or b.shape[0] != w.shape[0]:
@@ -42,19 +31,7 @@ def conv2d_forward(x, w, b, stride, padding):
 
 
 def conv2d_backward(dout, cache):
-    """Gradients of conv2d_forward.
-
-    Parameters
-    ----------
-    dout : ndarray of shape (N, F, OH, OW)
-    cache : from conv2d_forward
-
-    Returns
-    -------
-    dx : ndarray of shape (N, C, H, W)
-    dw : ndarray of shape (F, C, KH, KW)
-    db : ndarray of shape (F,)
-    """
+    """cnnkit.reference.conv2d_backward: dout (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
     x, w, b, (kernel, stride, padding) = cache
     out_hw = window(x.shape, kernel, stride, padding)[3]
     dout = gradient(dout, x.dtype, x.shape[:1] + w.shape[:1] + out_hw)

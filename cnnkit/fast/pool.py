@@ -24,17 +24,8 @@ def _flat(args):
 
 
 def max_pool2d_forward(x, kernel_size, stride, padding):
-    """Maximum of each window (padding counts as -inf).
-
-    Parameters
-    ----------
-    x : ndarray of shape (N, C, H, W)
-    kernel_size, stride, padding : pairs of ints
-
-    Returns
-    -------
-    out : ndarray of shape (N, C, OH, OW)
-    cache : (x shape, dtype, argmax of shape (N, C, OH, OW)) for max_pool2d_backward
+    """cnnkit.reference.max_pool2d_forward: x (N, C, H, W) -> out (N, C, OH, OW),
+    cache (x shape, dtype, argmax (N, C, OH, OW)).
     """
     x, out, args = _pooled(x, kernel_size, stride, padding)
     argmax = np.empty(out.shape, dtype=np.intc)
@@ -52,17 +43,8 @@ def max_pool2d_backward(dout, cache):
 
 
 def avg_pool2d_forward(x, kernel_size, stride, padding):
-    """Mean of each zero-padded window (always divides by KH*KW).
-
-    Parameters
-    ----------
-    x : ndarray of shape (N, C, H, W)
-    kernel_size, stride, padding : pairs of ints
-
-    Returns
-    -------
-    out : ndarray of shape (N, C, OH, OW)
-    cache : (x shape, dtype, output shape, window) for avg_pool2d_backward
+    """cnnkit.reference.avg_pool2d_forward: x (N, C, H, W) -> out (N, C, OH, OW),
+    cache (x shape, dtype, output shape, window).
     """
     x, out, args = _pooled(x, kernel_size, stride, padding)
     _kernels.avg_pool_forward(x, out, *_flat(args), _threads.pool_threads(x.size))
