@@ -1,4 +1,5 @@
 """Build the Cython kernels in cnnkit/_ext, with OpenMP when the compiler supports it."""
+import glob
 import os
 import sys
 import tempfile
@@ -43,7 +44,7 @@ extensions = [
         extra_compile_args=["-O3"] * (sys.platform != "win32") + compile_flags,
         extra_link_args=link_flags,
     )
-    for name in ("_openmp", "conv", "im2col", "pool")
+    for name in sorted(os.path.basename(p)[:-4] for p in glob.glob("cnnkit/_ext/*.pyx"))
 ]
 
 setup(ext_modules=cythonize(extensions, language_level=3))

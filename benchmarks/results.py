@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # as `cnnkit` sets it: spinning OpenMP threads starve BLAS
-import cnnkit  # noqa: E402 (after the environment is set)
-from cnnkit.cli import build_model, make_trainer, training_data
+import cnnkit
 from cnnkit.models import FullyConnectedNet, KNearestNeighbor, TwoLayerNet
 from cnnkit.models.classifiers import LinearSVM, Softmax
+from cnnkit.recipes import build_model, make_trainer, training_data
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CIFAR_FOLDERS = ("cifar-10-batches-py", "cifar-10-subset", "cifar10")

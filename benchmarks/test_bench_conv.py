@@ -1,6 +1,5 @@
 """conv2d forward+backward on shapes A, B, C: reference vs fast vs PyTorch."""
 import pytest
-
 from conftest import BACKENDS
 
 

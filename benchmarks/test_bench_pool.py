@@ -1,6 +1,5 @@
 """Pooling forward+backward: max pool on shape P, avg pool on shape Q; reference vs fast vs PyTorch."""
 import pytest
-
 from conftest import BACKENDS
 
 

@@ -7,6 +7,7 @@ from cnnkit import _backend
 def config():
     """Dict describing version, backends, OpenMP, kernel threads and the BLAS in use."""
     import numpy as np
+
     from cnnkit import __version__
 
     blas = [

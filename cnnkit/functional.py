@@ -10,7 +10,8 @@ Arrays are NCHW, a conv weight is (F, C, KH, KW) and an affine weight is (D, M).
 kernel_size, stride and padding are ints or pairs. Inputs must all be float32 or all
 float64, and outputs keep that dtype.
 """
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 

@@ -1,7 +1,8 @@
 """KNearestNeighbor, LinearSVM, Softmax and cross_validate_k."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cnnkit.datasets import load_builtin
 from cnnkit.gradcheck import check_loss_gradients
@@ -142,7 +143,7 @@ def test_knn_errors_say_what_was_expected(rng):
     with pytest.raises(RuntimeError, match="not fitted"):
         KNearestNeighbor().predict(X)
     knn = KNearestNeighbor().fit(X, y)
-    with pytest.raises(ValueError, match="3 features per sample.*fitted on 4"):
+    with pytest.raises(ValueError, match=r"3 features per sample.*fitted on 4"):
         knn.predict(X[:, :3])
     with pytest.raises(ValueError, match="k=6 is larger than the number of training samples"):
         knn.predict(X, k=6)
@@ -265,7 +266,7 @@ def test_linear_errors_say_what_was_expected(rng):
     with pytest.raises(RuntimeError, match="not fitted"):
         Softmax().predict(X)
     model = LinearSVM().fit(X, y, num_epochs=1)
-    with pytest.raises(ValueError, match="5 features per sample.*fitted on 4"):
+    with pytest.raises(ValueError, match=r"5 features per sample.*fitted on 4"):
         model.predict(rng.standard_normal((2, 5)))
     with pytest.raises(TypeError, match="float32 but the model was fitted on float64"):
         model.loss(X.astype(np.float32))
@@ -273,11 +274,11 @@ def test_linear_errors_say_what_was_expected(rng):
         model.loss(X, np.full(6, 2))
     with pytest.raises(ValueError, match=r"y must have shape \(6,\)"):
         model.score(X, y[:3])
-    with pytest.raises(ValueError, match="class labels must be 0, 1, ..., C-1, got -1"):
+    with pytest.raises(ValueError, match=r"class labels must be 0, 1, ..., C-1, got -1"):
         Softmax().fit(X, y - 1)
     with pytest.raises(ValueError, match="both X_val and y_val"):
         LinearSVM().fit(X, y, X_val=X)
-    with pytest.raises(ValueError, match="5 features per sample.*fitted on 4"):
+    with pytest.raises(ValueError, match=r"5 features per sample.*fitted on 4"):
         LinearSVM().fit(X, y, X_val=rng.standard_normal((2, 5)), y_val=np.zeros(2, int))
     with pytest.raises(ValueError, match="reg must be a finite number >= 0"):
         Softmax(reg=-1.0)

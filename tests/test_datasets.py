@@ -126,7 +126,8 @@ def test_truncated_gzip_is_a_dataset_error(tmp_path, rng):
 def test_images_and_labels_must_agree(tmp_path, rng):
     write_idx_dataset(tmp_path, rng)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(4, np.uint8))))
-    with pytest.raises(DatasetError, match=r"test images must be \(N, H, W\) with N labels, got \(5, 28, 28\) and \(4,\)"):
+    expected = r"test images must be \(N, H, W\) with N labels, got \(5, 28, 28\) and \(4,\)"
+    with pytest.raises(DatasetError, match=expected):
         load_mnist(tmp_path)
 
 
@@ -199,7 +200,7 @@ def test_cifar_array_with_wrong_byte_count_is_a_dataset_error(tmp_path, rng):
 
 
 def test_missing_cifar_folder_suggests_download(tmp_path):
-    with pytest.raises(FileNotFoundError, match="CIFAR-10 batches .* not found .* download=True"):
+    with pytest.raises(FileNotFoundError, match=r"CIFAR-10 batches .* not found .* download=True"):
         load_cifar10(tmp_path)
 
 

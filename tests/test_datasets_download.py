@@ -10,11 +10,10 @@ from functools import partial
 
 import numpy as np
 import pytest
-
-from cnnkit.datasets import DownloadError, default_cache_dir, load_cifar10, load_mnist
-from cnnkit.datasets import files
-from cnnkit.datasets._download import Source, fetch
 from test_datasets import write_cifar_dataset, write_idx_dataset
+
+from cnnkit.datasets import DownloadError, default_cache_dir, files, load_cifar10, load_mnist
+from cnnkit.datasets._download import Source, fetch
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -166,5 +165,5 @@ def test_corrupt_cifar_archive_is_a_clear_error(server, tmp_path, monkeypatch):
     bad = gzip.compress(b"not a tar file")
     (served / files.CIFAR_ARCHIVE).write_bytes(bad)
     monkeypatch.setitem(files.SOURCES, "cifar10", Source((url,), {files.CIFAR_ARCHIVE: md5(bad)}))
-    with pytest.raises(files.DatasetError, match="cannot extract the CIFAR-10 batches .* delete it and retry"):
+    with pytest.raises(files.DatasetError, match=r"cannot extract the CIFAR-10 batches .* delete it and retry"):
         load_cifar10(tmp_path / "cache", download=True)

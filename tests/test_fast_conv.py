@@ -1,14 +1,14 @@
 """The fast conv2d agrees with the reference, forward and every gradient, on any window."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from conftest import TOLERANCE
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from threadpoolctl import threadpool_info
 
 import cnnkit
 from cnnkit import fast, reference
 from cnnkit.fast import _threads
-from conftest import TOLERANCE
-
 
 pytestmark = pytest.mark.usefixtures("tiny_grains")
 

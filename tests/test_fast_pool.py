@@ -1,12 +1,13 @@
 """The fast max/avg pooling agrees with the reference: ties, overlapping windows, padding, NaN."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from conftest import TOLERANCE
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_fast_conv import windows
 
 import cnnkit
 from cnnkit import fast, reference
-from conftest import TOLERANCE
-from test_fast_conv import windows
 
 OPS = ["max_pool2d", "avg_pool2d"]
 pytestmark = pytest.mark.usefixtures("tiny_grains")

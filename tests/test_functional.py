@@ -1,12 +1,11 @@
 """Every functional op: gradients, dtypes, non-contiguous input, and the backward's checks."""
 import numpy as np
 import pytest
-
-import cnnkit
-from cnnkit import functional as F
-from cnnkit.gradcheck import check_gradients
 from conftest import TOLERANCE
 from op_cases import CASES
+
+from cnnkit import functional as F
+from cnnkit.gradcheck import check_gradients
 
 
 def _run(name, dtype, transform=lambda key, a: a):

@@ -35,7 +35,7 @@ def test_numerical_gradient_array_is_the_vector_jacobian_product(rng):
 
 
 def test_numerical_gradient_needs_a_float_array():
-    with pytest.raises(TypeError, match="x must be a float ndarray .* got list"):
+    with pytest.raises(TypeError, match=r"x must be a float ndarray .* got list"):
         numerical_gradient(sum, [1.0, 2.0])
     with pytest.raises(TypeError, match="got ndarray of dtype int64"):
         numerical_gradient(np.sum, np.arange(3))

@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from conftest import TOLERANCE
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cnnkit
-from cnnkit import fast, functional as F, reference
-from conftest import TOLERANCE
+from cnnkit import fast, reference
+from cnnkit import functional as F
 
 
 @st.composite

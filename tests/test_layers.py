@@ -113,7 +113,7 @@ def test_dtype_chosen_at_construction(make, dtype):
 
 
 def test_layer_refuses_input_of_another_dtype(rng):
-    with pytest.raises(TypeError, match="float64.*float32|float32.*float64"):
+    with pytest.raises(TypeError, match=r"float64.*float32|float32.*float64"):
         nn.Linear(4, 2).forward(rng.standard_normal((3, 4)))
     out = nn.Linear(4, 2).forward(rng.standard_normal((3, 4)).astype(np.float32))
     assert out.dtype == np.float32

@@ -12,7 +12,8 @@ from cnnkit.trainer import Trainer
 
 def small_sequential(dtype=np.float64, loss="softmax", reg=0.0):
     return Sequential([
-        nn.Conv2d(2, 3, 3, padding=1, bias=False, dtype=dtype, rng=0), nn.BatchNorm2d(3, dtype=dtype), nn.LeakyReLU(0.1),
+        nn.Conv2d(2, 3, 3, padding=1, bias=False, dtype=dtype, rng=0), nn.BatchNorm2d(3, dtype=dtype),
+        nn.LeakyReLU(0.1),
         nn.MaxPool2d(2), nn.Conv2d(3, 2, 2, stride=1, dtype=dtype, rng=1), nn.Tanh(),
         nn.AvgPool2d(1), nn.Flatten(), nn.Linear(2 * 2 * 2, 6, dtype=dtype, rng=2), nn.ELU(), nn.Dropout(0.2, rng=3),
         nn.Sigmoid(), nn.BatchNorm1d(6, dtype=dtype), nn.Linear(6, 4, dtype=dtype, rng=4),

@@ -70,7 +70,7 @@ def test_given_hyperparameters_are_kept():
 def test_get_update_rule():
     assert optim.get_update_rule("adam") is optim.adam
     assert optim.get_update_rule(optim.sgd) is optim.sgd
-    with pytest.raises(ValueError, match="unknown update rule 'adagrad'.*'sgd_momentum'"):
+    with pytest.raises(ValueError, match=r"unknown update rule 'adagrad'.*'sgd_momentum'"):
         optim.get_update_rule("adagrad")
 
 

@@ -1,11 +1,13 @@
 """Reference conv and pooling: hand-computed cases, a per-output-position oracle, gradients."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from cnnkit import functional as F, reference
-from cnnkit.gradcheck import check_gradients
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from op_cases import distinct, geometries
+
+from cnnkit import functional as F
+from cnnkit import reference
+from cnnkit.gradcheck import check_gradients
 
 
 def windows(x, kernel, stride, padding, fill=0.0):

@@ -9,7 +9,13 @@ from cnnkit.datasets._formats import DatasetError
 from cnnkit.datasets.builtin import load_builtin, make_shapes
 from cnnkit.datasets.files import DATASETS, load_cifar10, load_dataset, load_fashion_mnist, load_mnist
 from cnnkit.datasets.preprocessing import (
-    augmentation, channel_stats, normalize, random_crop, random_flip, train_val_split)
+    augmentation,
+    channel_stats,
+    normalize,
+    random_crop,
+    random_flip,
+    train_val_split,
+)
 
 __all__ = [
     "DATASETS", "DatasetError", "DownloadError", "augmentation", "channel_stats", "default_cache_dir",

@@ -72,10 +72,10 @@ class _Inert:
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that maps numpy's array names to `_Inert` and refuses every other global."""
 
-    ALLOWED = {
+    ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
-    }
+    })
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.datasets._download import Source, atomic_open, default_cache_dir, fetch
+from cnnkit.datasets._formats import DatasetError, check_labels, float_dtype, read_cifar_batch, read_idx, read_pickle
 from cnnkit.datasets.builtin import load_builtin
-from cnnkit.datasets._formats import (
-    DatasetError, check_labels, float_dtype, read_cifar_batch, read_idx, read_pickle)
 
 IDX_FILES = {
     "X_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
@@ -104,7 +103,8 @@ def load_cifar10(root=None, download=False, dtype=np.float32):
     classes = tuple(name.decode() for name in meta.get(b"label_names", [])) if isinstance(meta, dict) else ()
     if len(classes) != 10:
         raise DatasetError(f"{folder / 'batches.meta'}: expected 10 names under b'label_names'")
-    return _as_float({"X_train": np.concatenate([x for x, _ in train]), "y_train": np.concatenate([y for _, y in train]),
+    X_train, y_train = np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])
+    return _as_float({"X_train": X_train, "y_train": y_train,
                       "X_test": X_test, "y_test": y_test, "classes": classes}, dtype)
 
 

@@ -2,8 +2,8 @@
 import numpy as np
 
 from cnnkit._ext import im2col as _kernels
-from cnnkit.fast._checks import check_shape, float_arrays, window
 from cnnkit.fast import _threads
+from cnnkit.fast._checks import check_shape, float_arrays, window
 
 
 def im2col(x, kernel_size, stride, padding):

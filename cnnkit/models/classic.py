@@ -4,6 +4,8 @@ Each has a softmax loss with L2 regularisation 0.5 * reg * sum(W**2) over the we
 and the course's defaults: weights drawn from a normal of standard deviation
 weight_scale (or "he"/"xavier"), zero biases.
 """
+import itertools
+
 import numpy as np
 
 from cnnkit import layers as nn
@@ -77,7 +79,7 @@ class FullyConnectedNet(_CourseNet):
         rng = np.random.default_rng(rng)
         dims = [input_dim, *hidden_dims, num_classes]
         layers, keys = [], []
-        for index, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:]), start=1):
+        for index, (fan_in, fan_out) in enumerate(itertools.pairwise(dims), start=1):
             layers.append(nn.Linear(fan_in, fan_out, init=weight_scale, dtype=dtype, rng=rng))
             keys.append(_weights(index))
             if index == len(dims) - 1:

@@ -1,0 +1,105 @@
+"""`cnnkit train`: train a model on a dataset and save it with its history and curves.
+
+It writes into its output folder (default ./cnnkit-out):
+
+- model.npz        the trained model (cnnkit.models.load reads it)
+- model.json       what predict/evaluate need besides the weights: dataset, class names,
+                   image shape, the training set's per-channel mean and std, test accuracy
+- history.json     loss per update, training/validation accuracy per epoch, test accuracy
+- curves.png       loss and accuracy curves
+- checkpoint.npz   the state after the last epoch, which `--resume` continues from
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cnnkit.commands._options import (
+    NON_NEGATIVE_FLOAT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    add_data_options,
+    add_runtime_options,
+)
+from cnnkit.recipes import DATASET_CHOICES, MODEL_CHOICES, UPDATE_RULES, build_model, make_trainer, training_data
+
+
+def add_parser(commands):
+    train = commands.add_parser("train", help="train a model and save it with its curves",
+                                description="Train a model; with no options, a small convnet on the built-in "
+                                            "shapes data (under a minute on 2 cores).")
+    train.add_argument("--dataset", choices=DATASET_CHOICES, default="builtin",
+                       help="builtin (generated, no files), mnist, fashion-mnist or cifar10 (default: builtin)")
+    add_data_options(train)
+    train.add_argument("--model", choices=MODEL_CHOICES, default="convnet",
+                       help="convnet (2 conv layers), threelayer (the course's ThreeLayerConvNet), twolayer, "
+                            "fc (FullyConnectedNet with batchnorm) (default: convnet)")
+    train.add_argument("--epochs", type=POSITIVE_INT, default=10, help="default: 10")
+    train.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="default: 64")
+    train.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-3, help="initial learning rate (default: 3e-3)")
+    train.add_argument("--update-rule", choices=UPDATE_RULES, default="adam", help="default: adam")
+    train.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine",
+                       help="learning rate over the epochs: cosine decay to 0, step (x0.1 every 10 epochs) "
+                            "or constant (default: cosine)")
+    train.add_argument("--reg", type=NON_NEGATIVE_FLOAT, default=0.0, help="L2 regularisation (default: 0)")
+    train.add_argument("--num-train", type=POSITIVE_INT, help="use only the first N training images")
+    train.add_argument("--num-val", type=POSITIVE_INT, default=1000,
+                       help="training images held out for validation (default: 1000)")
+    train.add_argument("--no-augment", action="store_true", help="no random crops or flips")
+    train.add_argument("--seed", type=int, default=0, help="seed of weights, split, order, augmentation (default: 0)")
+    train.add_argument("--out", type=Path, default=Path("cnnkit-out"), help="output folder (default: ./cnnkit-out)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from OUT/checkpoint.npz (give the same options; --epochs may grow)")
+    add_runtime_options(train)
+    train.set_defaults(run=run)
+
+
+def run(args):
+    data, info = training_data(args.dataset, args.data_dir, args.download, args.num_train, args.num_val, args.seed)
+    info["model"] = args.model
+    model = build_model(args.model, info["image_shape"], len(info["classes"]), reg=args.reg, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.npz"
+    if args.resume and not checkpoint.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}; train into {out} first")
+    trainer = make_trainer(model, data, args.dataset, args.update_rule, args.lr, args.schedule, args.batch_size,
+                           args.epochs, args.seed, augment=not args.no_augment, callbacks=[report_epoch],
+                           checkpoint=checkpoint, resume=checkpoint if args.resume else None, verbose=True)
+    print(f"training {args.model} ({model.num_params:,} parameters) on {args.dataset}: "
+          f"{len(data['X_train'])} training, {len(data['X_val'])} validation images", flush=True)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    info["test_accuracy"] = float(np.mean(model.predict(data["X_test"]) == data["y_test"]))
+    print(f"test accuracy: {info['test_accuracy']:.2%} on {len(data['X_test'])} images "
+          f"(training took {seconds:.0f} s)")
+    write_outputs(out, model, trainer, info)
+    print(f"wrote {out}/: model.npz, model.json, history.json, curves.png")
+    return 0
+
+
+def report_epoch(trainer):
+    """One line per epoch, printed above the progress bar."""
+    from tqdm import tqdm
+
+    per_epoch = trainer.iteration // trainer.epoch
+    loss = np.mean(trainer.loss_history[-per_epoch:])
+    tqdm.write(f"epoch {trainer.epoch}/{trainer.num_epochs}: loss {loss:.4f}, "
+               f"train accuracy {trainer.train_acc_history[-1]:.2%}, val accuracy {trainer.val_acc_history[-1]:.2%}")
+    sys.stdout.flush()
+
+
+def write_outputs(out, model, trainer, info):
+    """model.npz, model.json, history.json and curves.png into the folder `out`."""
+    from cnnkit.plots import plot_history
+
+    model.save(out / "model.npz")
+    (out / "model.json").write_text(json.dumps(info, indent=2) + "\n")
+    history = {"loss": trainer.loss_history, "train_accuracy": trainer.train_acc_history,
+               "val_accuracy": trainer.val_acc_history, "test_accuracy": info["test_accuracy"],
+               "updates_per_epoch": trainer.iteration // trainer.epoch}
+    (out / "history.json").write_text(json.dumps(history) + "\n")
+    plot_history(history, out / "curves.png")
