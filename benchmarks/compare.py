@@ -1,12 +1,16 @@
-"""Print the reference / fast / PyTorch comparison table (same as `cnnkit bench`).
+"""Print the reference / fast / PyTorch comparison table (same as `cnnkit bench`), each contender alone.
 
-    python benchmarks/compare.py [--shapes A,B,C,P,Q] [--dtype float32|float64|both] [--repeat 5] [--quick]
+    python benchmarks/compare.py [--rows A,B,C,P,Q,mnist,cifar,cifar-wide] [--dtype float32|float64|both]
+                                 [--repeat 5] [--threads 2] [--quick] [--markdown] [--train-epoch DIR]
+    python benchmarks/compare.py --profile mnist     # time per layer of a training step
 """
 import argparse
+import os
 import sys
 
 from cnnkit import bench
 
 if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # as the `cnnkit` command sets it for its workers
     parser = bench.add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     sys.exit(bench.run(parser.parse_args()))

@@ -1,13 +1,17 @@
 """Shared pieces of the pytest-benchmark suites: dtypes, contenders, the correctness check.
 
 Run with `pytest benchmarks/` (the default `pytest` collects tests/ only). Each group is
-one op on one shape and dtype; its members are the reference, fast and (when it imports)
-PyTorch forward+backward. The fast result is checked against the reference before timing.
+one row of `cnnkit bench` (an op on one shape and dtype, or a training step); its members
+are the reference, fast and (when it imports) PyTorch. The fast result is checked against
+the reference before timing. pytest-benchmark runs every member in this one process, one
+after the other; `cnnkit bench` (benchmarks/compare.py) times each alone in its own process.
 """
-import numpy as np
+import contextlib
+
 import pytest
 
-from cnnkit import bench, fast, reference
+import cnnkit
+from cnnkit.bench.cases import ROWS
 
 BACKENDS = ["reference", "fast", "torch"]
 ROUNDS = 5
@@ -20,19 +24,15 @@ def dtype(request):
 
 @pytest.fixture
 def run_benchmark(benchmark):
-    """run_benchmark(name, backend, dtype): check, then time forward+backward of bench.SHAPES[name]."""
+    """run_benchmark(name, backend, dtype): check, then time cnnkit.bench.cases.ROWS[name] on backend."""
     def run(name, backend, dtype):
-        shape = bench.SHAPES[name]
-        arrays = shape.arrays(np.dtype(dtype), np.random.default_rng(0))
+        case = ROWS[name]
         if backend == "torch":
-            torch = pytest.importorskip("torch")
-            tensors = [torch.from_numpy(a.copy()).requires_grad_(i < len(arrays) - 1) for i, a in enumerate(arrays)]
-            call = lambda: shape.torch_step(torch, *tensors)  # noqa: E731
-        else:
-            ops = fast if backend == "fast" else reference
-            call = lambda: shape.step(ops, *arrays)  # noqa: E731
-            if backend == "fast":
-                assert bench.agrees(call(), shape.step(reference, *arrays), dtype)
-        benchmark.group = f"{shape.op} {name} {dtype}: {shape.describe()}"
-        benchmark.pedantic(call, rounds=ROUNDS, warmup_rounds=1)
+            pytest.importorskip("torch")
+        if backend == "fast":
+            assert case.check(dtype)
+        with cnnkit.use_backend(backend) if backend in cnnkit.available_backends() else contextlib.nullcontext():
+            call = case.contender(backend, dtype)
+            benchmark.group = f"{case.op} {name} {dtype}: {case.describe()}"
+            benchmark.pedantic(call, rounds=ROUNDS, warmup_rounds=2)
     return run

@@ -4,7 +4,7 @@ Readable numpy reference ops, fast Cython kernels chosen at run time, one Traine
 """
 __version__ = "0.1.0"
 
-from cnnkit import functional, gradcheck, layers, models, optim
+from cnnkit import errors, functional, gradcheck, layers, models, optim
 from cnnkit._backend import (
     available_backends,
     get_backend,
@@ -14,12 +14,18 @@ from cnnkit._backend import (
     use_backend,
 )
 from cnnkit._info import show_config
+from cnnkit.errors import CheckpointError, DatasetError, FileFormatError, ModelFileError
 from cnnkit.trainer import Trainer
 
 __all__ = [
+    "CheckpointError",
+    "DatasetError",
+    "FileFormatError",
+    "ModelFileError",
     "Trainer",
     "__version__",
     "available_backends",
+    "errors",
     "functional",
     "get_backend",
     "get_num_threads",
@@ -32,3 +38,12 @@ __all__ = [
     "show_config",
     "use_backend",
 ]
+
+
+def __getattr__(name):
+    """cnnkit.Sweep, imported on first use (the sweep's extras, Dask and Optuna, load only when it runs)."""
+    if name == "Sweep":
+        from cnnkit.sweep import Sweep
+
+        return Sweep
+    raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")

@@ -2,11 +2,32 @@
 
 The active backend is "fast" (Cython kernels in cnnkit._ext plus BLAS) or "reference"
 (pure numpy). "auto", the default, takes fast when its extension imports and otherwise
-falls back to reference with one warning. CNNKIT_BACKEND sets the default.
+falls back to reference with one warning.
+
+Per thread and per process:
+
+- The backend and the kernel thread count are settings of the calling thread (its
+  context, as for the decimal module): ``use_backend`` scopes the backend to a block of
+  the calling thread or asyncio task, and ``set_backend`` / ``set_num_threads`` called
+  from any thread but the main one change that thread only.
+- Called from the main thread, ``set_backend`` / ``set_num_threads`` also set the
+  process-wide default, which every thread that has not chosen its own setting uses,
+  threads started later included. CNNKIT_BACKEND sets the initial default backend.
+- Kernel threads add up across Python threads: two trainers in two threads on a 2-core
+  machine should each run ``set_num_threads(1)``.
+- BLAS's own thread pool is per process (threadpoolctl sets it for every thread). The
+  fast kernels hold it at one thread while any of them runs, in whatever thread, and
+  restore it when the last one ends (cnnkit.fast._threads). OpenBLAS may add up a large
+  product in another order on more threads, so a numpy product run outside the kernels
+  can differ in its last bits depending on whether another thread is inside a kernel:
+  for bit-for-bit results in several threads, hold BLAS at one thread for the whole
+  process (``threadpoolctl.threadpool_limits(1)`` in the main thread).
 """
 import contextlib
+import contextvars
 import importlib
 import os
+import threading
 import warnings
 
 BACKENDS = ("fast", "reference")
@@ -17,9 +38,11 @@ REBUILD_HINT = (
     "in a source checkout (needs a C compiler)"
 )
 
-_active = None  # resolved backend name; None until first use
+_default_backend = None  # process default, resolved from CNNKIT_BACKEND on first use
+_num_threads = None  # process default kernel thread count; None: OpenMP's default
 _fallback_warned = False
-_num_threads = None  # None: OpenMP's default
+_backend_choice = contextvars.ContextVar("cnnkit_backend", default=None)  # None: the default
+_threads_choice = contextvars.ContextVar("cnnkit_num_threads", default=None)  # None: the default
 
 
 def _import_fast():
@@ -49,6 +72,10 @@ def _resolve(name, source="backend"):
         return "reference"
 
 
+def _in_main_thread():
+    return threading.current_thread() is threading.main_thread()
+
+
 def available_backends():
     """Names of the backends that work here, e.g. ("fast", "reference")."""
     try:
@@ -59,29 +86,36 @@ def available_backends():
 
 
 def get_backend():
-    """Name of the active backend: "fast" or "reference"."""
-    global _active
-    if _active is None:
-        _active = _resolve(os.environ.get("CNNKIT_BACKEND", "auto"), source="CNNKIT_BACKEND value")
-    return _active
+    """Name of the calling thread's backend: "fast" or "reference"."""
+    global _default_backend
+    chosen = _backend_choice.get()
+    if chosen is not None:
+        return chosen
+    if _default_backend is None:
+        _default_backend = _resolve(os.environ.get("CNNKIT_BACKEND", "auto"), source="CNNKIT_BACKEND value")
+    return _default_backend
 
 
 def set_backend(name):
-    """Make `name` ("auto", "fast" or "reference") the active backend."""
-    global _active
-    _active = _resolve(name)
+    """Make `name` ("auto", "fast" or "reference") the calling thread's backend.
+
+    From the main thread it also becomes the process default that other threads use.
+    """
+    global _default_backend
+    resolved = _resolve(name)
+    if _in_main_thread():
+        _default_backend = resolved
+    _backend_choice.set(resolved)
 
 
 @contextlib.contextmanager
 def use_backend(name):
-    """Context manager: run the block on backend `name`, then restore the previous one."""
-    global _active
-    previous = get_backend()
-    set_backend(name)
+    """Context manager: run the block on backend `name` in this thread (or task) only, then restore."""
+    token = _backend_choice.set(_resolve(name))
     try:
         yield get_backend()
     finally:
-        _active = previous
+        _backend_choice.reset(token)
 
 
 def backend_module(name=None):
@@ -106,18 +140,26 @@ def openmp_enabled():
 
 
 def set_num_threads(n):
-    """Set the kernels' OpenMP thread count (an int >= 1, or None for OpenMP's default)."""
+    """Set the calling thread's kernel thread count (an int >= 1, or None for OpenMP's default).
+
+    From the main thread it also becomes the process default that other threads use.
+    """
     global _num_threads
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"set_num_threads expects an int >= 1 or None, got {n!r}")
-    _num_threads = n
+    if _in_main_thread():
+        _num_threads = n
+    _threads_choice.set(n)
 
 
 def get_num_threads():
-    """Threads the kernels use: 1 without OpenMP, else the set count or OpenMP's default."""
+    """Threads the calling thread's kernels use: 1 without OpenMP, else the set count or OpenMP's default."""
     if not openmp_enabled():
         return 1
-    if _num_threads is not None:
-        return _num_threads
+    chosen = _threads_choice.get()
+    if chosen is None:
+        chosen = _num_threads
+    if chosen is not None:
+        return chosen
     from cnnkit._ext import _openmp
     return _openmp.max_threads()

@@ -6,7 +6,8 @@ fast backend does not implement are served by the reference. A forward returns
 input order. The cache remembers which backend ran the forward, so the backward runs
 on the same one, and the output's shape and dtype, which dout must match.
 
-Arrays are NCHW, a conv weight is (F, C, KH, KW) and an affine weight is (D, M).
+Arrays are NCHW, a conv weight is (F, C, KH, KW), an affine weight is (D, M) and a
+maxout weight is (D, M, K).
 kernel_size, stride and padding are ints or pairs. Inputs must all be float32 or all
 float64, and outputs keep that dtype.
 """
@@ -217,19 +218,53 @@ def affine_forward(x, w, b):
     out : ndarray of shape (N, M)
     cache : for affine_backward
     """
-    x, w, b = _as_arrays(x, w, b)
-    if x.ndim < 2:
-        raise ValueError(f"x must be at least 2-D (N, d1, ..., dk), got shape {x.shape}")
-    check_ndim(w, 2, "w", "(D, M)")
-    check_float(x, w, b, names=["x", "w", "b"])
-    d = int(np.prod(x.shape[1:]))
-    if w.shape[0] != d:
-        raise ValueError(f"w must have shape (D, M) with D = {d} features of x {x.shape}, got {w.shape}")
-    check_shape(b, w.shape[1:], "b", f"(M,) with M = {w.shape[1]} outputs of w")
-    return _forward("affine", x, w, b)
+    return _forward("affine", *_dense_args(x, w, b, ("D", "M")))
 
 
 affine_backward = _backward("affine", "dx, dw, db : gradients of shapes (N, d1, ..., dk), (D, M), (M,)")
+
+
+def maxout_forward(x, w, b):
+    """Maxout units (Goodfellow et al. 2013): out[n, j] = max_k (x[n] . w[:, j, k] + b[j, k]).
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, d1, ..., dk), D = d1*...*dk
+    w : ndarray of shape (D, M, K), K >= 1 pieces for each of M units
+    b : ndarray of shape (M, K)
+
+    Returns
+    -------
+    out : ndarray of shape (N, M)
+    cache : for maxout_backward, which sends each unit's gradient to its first largest piece
+    """
+    x, w, b = _dense_args(x, w, b, ("D", "M", "K"))
+    if w.shape[2] == 0:
+        raise ValueError(f"w must have at least one piece per unit (K >= 1), got shape {w.shape}")
+    return _forward("maxout", x, w, b)
+
+
+maxout_backward = _backward("maxout", "dx, dw, db : gradients of shapes (N, d1, ..., dk), (D, M, K), (M, K)")
+
+
+def _dense_args(x, w, b, dims):
+    """Checked (x, w, b) for a dense op: x flattens to (N, D), w has the named `dims`, b has w.shape[1:]."""
+    x, w, b = _as_arrays(x, w, b)
+    if x.ndim < 2:
+        raise ValueError(f"x must be at least 2-D (N, d1, ..., dk), got shape {x.shape}")
+    check_ndim(w, len(dims), "w", _layout(dims))
+    check_float(x, w, b, names=["x", "w", "b"])
+    d = int(np.prod(x.shape[1:]))
+    if w.shape[0] != d:
+        raise ValueError(f"w must have shape {_layout(dims)} with D = {d} features of x {x.shape}, got {w.shape}")
+    sizes = ", ".join(f"{name} = {size}" for name, size in zip(dims[1:], w.shape[1:]))
+    check_shape(b, w.shape[1:], "b", f"{_layout(dims[1:])} with {sizes} from w")
+    return x, w, b
+
+
+def _layout(dims):
+    """("M",) -> "(M,)", ("D", "M") -> "(D, M)"."""
+    return str(tuple(dims)).replace("'", "")
 
 
 # ---------------------------------------------------------------- activations

@@ -7,10 +7,12 @@ statistics, the dropout random stream) lives in `buffers` and is saved with the 
 Every op goes through cnnkit.functional, so layers run on the active backend.
 
 Arrays are NCHW. A Linear weight is (in_features, out_features), as in the course
-(`x @ W`), and a Conv2d weight is (out_channels, in_channels, KH, KW).
+(`x @ W`), a Maxout weight is (in_features, out_features, pieces), and a Conv2d weight
+is (out_channels, in_channels, KH, KW).
 """
 import math
 import numbers
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,6 +31,7 @@ __all__ = [
     "LeakyReLU",
     "Linear",
     "MaxPool2d",
+    "Maxout",
     "ReLU",
     "Sigmoid",
     "Tanh",
@@ -43,7 +46,9 @@ class Layer:
     `config()` (the constructor arguments, JSON-serialisable) and `extra_repr()`.
     """
 
-    regularized = ()  # names of the params that L2 regularisation applies to
+    # {param name: axes holding one unit's incoming weights} for the weights that
+    # regularisation (L2, L1) and the Trainer's max_norm apply to
+    regularized: ClassVar[dict] = {}
 
     def __init__(self):
         self.params, self.grads, self.buffers = {}, {}, {}
@@ -129,9 +134,10 @@ def init_weight(shape, fan_in, fan_out, init, dtype, rng):
 
 
 class _Weighted(Layer):
-    """A layer with a weight and an optional bias (Linear, Conv2d)."""
+    """A layer with a weight and an optional bias (Linear, Conv2d, Maxout) on functional `{op}_*`."""
 
-    regularized = ("weight",)
+    op = None
+    regularized: ClassVar[dict] = {"weight": (0,)}  # a column of an (in_features, ...) weight
 
     def __init__(self, weight_shape, outputs, fan_in, fan_out, bias, init, dtype, rng):
         super().__init__()
@@ -144,16 +150,40 @@ class _Weighted(Layer):
     def _weight_and_bias(self):
         return self.params["weight"], self.params.get("bias", self._zero_bias)
 
-    def _store_grads(self, dw, db):
-        self.grads["weight"] = dw
+    def _forward(self, x):
+        return getattr(F, f"{self.op}_forward")(x, *self._weight_and_bias())
+
+    def _backward(self, dout, cache):
+        dx, self.grads["weight"], db = getattr(F, f"{self.op}_backward")(dout, cache)
         if self.bias:
             self.grads["bias"] = db
+        return dx
 
     def _base_config(self):
         return {"bias": self.bias, "init": self.init, "dtype": self.dtype.name}
 
 
-class Linear(_Weighted):
+class _Dense(_Weighted):
+    """A weighted layer on flattened input: (N, in_features) or (N, d1, ..., dk) -> (N, out_features).
+
+    The weight is (in_features, out_features, *pieces) and the bias (out_features, *pieces).
+    """
+
+    def __init__(self, in_features, out_features, pieces, bias, init, dtype, rng):
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
+        units = (self.out_features, *pieces)
+        super().__init__((self.in_features, *units), units, self.in_features, math.prod(units), bias, init, dtype,
+                         rng)
+
+    def output_shape(self, input_shape):
+        ok = len(input_shape) >= 2 and math.prod(input_shape[1:]) == self.in_features
+        self._expect(input_shape, ok, f"(N, {self.in_features}) or (N, ...) with {self.in_features} "
+                                      "features per sample")
+        return (input_shape[0], self.out_features)
+
+
+class Linear(_Dense):
     """Fully connected layer: x.reshape(N, -1) @ weight + bias.
 
     Parameters
@@ -169,31 +199,46 @@ class Linear(_Weighted):
     Input (N, in_features), or (N, d1, ..., dk) with d1*...*dk = in_features; output (N, out_features).
     """
 
+    op = "affine"
+
     def __init__(self, in_features, out_features, bias=True, init="he", dtype=np.float32, rng=None):
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
-        super().__init__((self.in_features, self.out_features), self.out_features, self.in_features,
-                         self.out_features, bias, init, dtype, rng)
-
-    def output_shape(self, input_shape):
-        ok = len(input_shape) >= 2 and math.prod(input_shape[1:]) == self.in_features
-        self._expect(input_shape, ok, f"(N, {self.in_features}) or (N, ...) with {self.in_features} "
-                                      "features per sample")
-        return (input_shape[0], self.out_features)
-
-    def _forward(self, x):
-        return F.affine_forward(x, *self._weight_and_bias())
-
-    def _backward(self, dout, cache):
-        dx, dw, db = F.affine_backward(dout, cache)
-        self._store_grads(dw, db)
-        return dx
+        super().__init__(in_features, out_features, (), bias, init, dtype, rng)
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features, **self._base_config()}
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias}"
+
+
+class Maxout(_Dense):
+    """Maxout units (Goodfellow et al. 2013): out[n, j] = max_k (x[n] . weight[:, j, k] + bias[j, k]).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    pieces : int
+        Affine pieces per unit (K); the gradient of a unit goes to its first largest piece.
+    bias, init, dtype, rng
+        As for Linear; fan-in is in_features, fan-out out_features*pieces.
+
+    Params weight (in_features, out_features, pieces) and bias (out_features, pieces).
+    Input (N, in_features), or (N, d1, ..., dk) with d1*...*dk = in_features; output (N, out_features).
+    """
+
+    op = "maxout"
+
+    def __init__(self, in_features, out_features, pieces=2, bias=True, init="he", dtype=np.float32, rng=None):
+        self.pieces = _positive_int(pieces, "pieces")
+        super().__init__(in_features, out_features, (self.pieces,), bias, init, dtype, rng)
+
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features, "pieces": self.pieces,
+                **self._base_config()}
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, pieces={self.pieces}, "
+                f"bias={self.bias}")
 
 
 class Conv2d(_Weighted):
@@ -209,6 +254,9 @@ class Conv2d(_Weighted):
     Input (N, in_channels, H, W); output (N, out_channels, OH, OW) with
     OH = (H + 2*padding - KH) // stride + 1.
     """
+
+    op = "conv2d"
+    regularized: ClassVar[dict] = {"weight": (1, 2, 3)}  # a filter w[f] is one unit's incoming weights
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  init="he", dtype=np.float32, rng=None):
@@ -227,11 +275,6 @@ class Conv2d(_Weighted):
 
     def _forward(self, x):
         return F.conv2d_forward(x, *self._weight_and_bias(), self.stride, self.padding)
-
-    def _backward(self, dout, cache):
-        dx, dw, db = F.conv2d_backward(dout, cache)
-        self._store_grads(dw, db)
-        return dx
 
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,

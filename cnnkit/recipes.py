@@ -2,17 +2,54 @@
 
 These are shared by the `train` and `sweep` commands and by benchmarks/results.py.
 """
+import itertools
+
 import numpy as np
 
 DATASET_CHOICES = ("builtin", "mnist", "fashion-mnist", "cifar10")
-MODEL_CHOICES = ("convnet", "threelayer", "twolayer", "fc")
+MODEL_CHOICES = ("convnet", "vgg", "threelayer", "twolayer", "fc", "maxout")
+# the width each model has unless told: first conv's filters (convnet, vgg, threelayer), else hidden units
+WIDTHS = {"convnet": 16, "vgg": 32, "threelayer": 32, "twolayer": 256, "fc": 256, "maxout": 240}
 UPDATE_RULES = ("sgd", "sgd_momentum", "nesterov", "rmsprop", "adam")
 # (random-crop padding, horizontal flip) per dataset; no flip for digits
 AUGMENTATION = {"builtin": (2, True), "mnist": (2, False), "fashion-mnist": (2, True), "cifar10": (4, True)}
+# What `cnnkit train --dataset NAME` trains unless its options say otherwise (keys are the options);
+# warmup counts updates. Measured in /work/notes/recipes-log.md.
+_MNIST = dict(model="convnet", width=16, depth=None, dropout=0.25, epochs=10, batch_size=128, update_rule="adam",
+              lr=3e-3, schedule="cosine", warmup=200, reg=0.0)
+RECIPES = {
+    "builtin": dict(model="convnet", width=16, depth=None, dropout=0.0, epochs=10, batch_size=64,
+                    update_rule="adam", lr=3e-3, schedule="cosine", warmup=0, reg=0.0),
+    "mnist": _MNIST,
+    "fashion-mnist": _MNIST,
+    "cifar10": dict(model="vgg", width=48, depth=1, dropout=0.0, epochs=50, batch_size=64, update_rule="adam",
+                    lr=2e-3, schedule="cosine", warmup=200, reg=5e-4),
+}
 
 
-def convnet(image_shape, num_classes, width=16, hidden=128, reg=0.0, seed=0):
-    """Small convnet: [conv3x3 - relu - maxpool2] x 2 - linear - relu - linear.
+def recipe(dataset, model=None):
+    """The options RECIPES[dataset] sets; for a model other than the recipe's, without width,
+    dropout and depth (that model's own apply)."""
+    options = dict(RECIPES[dataset])
+    if model not in (None, options["model"]):
+        del options["width"], options["dropout"], options["depth"]
+    return options
+
+
+def describe_recipe(dataset):
+    """One line saying what RECIPES[dataset] trains, e.g. for `cnnkit train --help`."""
+    r = RECIPES[dataset]
+    crop, flip = AUGMENTATION[dataset]
+    depth = f", depth {r['depth']}" if r["depth"] else ""
+    dropout = f", dropout {r['dropout']:g}" if r["dropout"] else ""
+    warmup = f", {r['warmup']} warm-up updates" if r["warmup"] else ""
+    return (f"{dataset}: {r['model']} width {r['width']}{depth}{dropout}; {r['epochs']} epochs of batch "
+            f"{r['batch_size']}, {r['update_rule']} lr {r['lr']:g} {r['schedule']}{warmup}, L2 {r['reg']:g}; "
+            f"random crops (pad {crop}){' and flips' if flip else ''}")
+
+
+def convnet(image_shape, num_classes, width=16, hidden=128, dropout=0.0, reg=0.0, seed=0, l1=0.0):
+    """Small convnet: [conv3x3 - relu - maxpool2] x 2 - linear - relu - dropout - linear.
 
     Parameters
     ----------
@@ -22,8 +59,10 @@ def convnet(image_shape, num_classes, width=16, hidden=128, reg=0.0, seed=0):
         Filters of the first conv layer; the second has twice as many.
     hidden : int
         Units of the hidden linear layer.
-    reg : float
-        L2 regularisation strength.
+    dropout : float
+        Dropout probability before the last layer (0: none).
+    reg, l1 : float
+        L2 and L1 regularisation strengths.
     seed : int
         Seed of the initial weights.
 
@@ -40,26 +79,118 @@ def convnet(image_shape, num_classes, width=16, hidden=128, reg=0.0, seed=0):
     return Sequential([
         nn.Conv2d(channels, width, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(width, 2 * width, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(flat, hidden, rng=rng), nn.ReLU(), nn.Linear(hidden, num_classes, rng=rng),
-    ], reg=reg, input_shape=image_shape)
+        nn.Flatten(), nn.Linear(flat, hidden, rng=rng), nn.ReLU(),
+        *_dropout(dropout, rng), nn.Linear(hidden, num_classes, rng=rng),
+    ], reg=reg, l1=l1, input_shape=image_shape)
 
 
-def build_model(name, image_shape, num_classes, reg=0.0, seed=0):
-    """Model `name` (one of MODEL_CHOICES) for images of image_shape (C, H, W)."""
+def vgg(image_shape, num_classes, width=32, depth=1, dropout=0.0, reg=0.0, seed=0, l1=0.0):
+    """VGG-style convnet: stages of [conv3x3 - batchnorm - relu] x depth - maxpool2, then dropout - linear.
+
+    Stages follow each other while the image is at least 8 pixels high and wide (2 for
+    28 x 28 MNIST, 3 for 32 x 32 CIFAR-10); the first has `width` filters, each next one
+    twice as many.
+
+    Parameters
+    ----------
+    image_shape : (C, H, W)
+    num_classes : int
+    width : int
+        Filters of the first stage.
+    depth : int
+        Conv layers per stage.
+    dropout : float
+        Dropout probability before the linear layer (0: none).
+    reg, l1, seed
+        As for convnet.
+
+    Returns
+    -------
+    cnnkit.models.Sequential
+    """
+    from cnnkit import layers as nn
+    from cnnkit.models import Sequential
+
+    channels, height, width_px = image_shape
+    rng = np.random.default_rng(seed)
+    layers, filters = [], width
+    while min(height, width_px) >= 8:
+        for _ in range(depth):
+            layers += [nn.Conv2d(channels, filters, 3, padding=1, bias=False, rng=rng), nn.BatchNorm2d(filters),
+                       nn.ReLU()]
+            channels = filters
+        layers.append(nn.MaxPool2d(2))
+        filters, height, width_px = 2 * filters, height // 2, width_px // 2
+    layers += [nn.Flatten(), *_dropout(dropout, rng), nn.Linear(channels * height * width_px, num_classes, rng=rng)]
+    return Sequential(layers, reg=reg, l1=l1, input_shape=image_shape)
+
+
+def _dropout(p, rng):
+    """[Dropout(p)], or [] when p is 0."""
+    from cnnkit import layers as nn
+
+    return [nn.Dropout(p, rng=rng)] if p else []
+
+
+def maxout_mlp(image_shape, num_classes, hidden=(240, 240), pieces=5, dropout=0.2, reg=0.0, seed=0, l1=0.0):
+    """Maxout MLP after Goodfellow et al. 2013: [dropout - maxout] x len(hidden) - dropout - linear.
+
+    Parameters
+    ----------
+    image_shape : (C, H, W)
+    num_classes : int
+    hidden : sequence of int
+        Units of each maxout layer.
+    pieces : int
+        Affine pieces per maxout unit.
+    dropout : float
+        Dropout probability before each weighted layer (0: none).
+    reg, l1, seed
+        As for convnet.
+
+    Returns
+    -------
+    cnnkit.models.Sequential
+    """
+    from cnnkit import layers as nn
+    from cnnkit.models import Sequential
+
+    rng = np.random.default_rng(seed)
+    widths = [int(np.prod(image_shape)), *hidden]
+    layers = [nn.Flatten()]
+    for fan_in, fan_out in itertools.pairwise(widths):
+        layers += [*_dropout(dropout, rng), nn.Maxout(fan_in, fan_out, pieces, init="xavier", rng=rng)]
+    layers += [*_dropout(dropout, rng), nn.Linear(widths[-1], num_classes, rng=rng)]
+    return Sequential(layers, reg=reg, l1=l1, input_shape=image_shape)
+
+
+def build_model(name, image_shape, num_classes, reg=0.0, seed=0, l1=0.0, width=None, dropout=None, depth=None):
+    """Model `name` (one of MODEL_CHOICES) for images of image_shape (C, H, W), with L2 strength
+    reg and L1 strength l1; width (see WIDTHS), dropout and depth (vgg's) None take the model's own."""
     from cnnkit.models import FullyConnectedNet, ThreeLayerConvNet, TwoLayerNet
 
+    if name not in MODEL_CHOICES:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_CHOICES)}")
+    if dropout and name in ("threelayer", "twolayer"):
+        raise ValueError(f"model {name} has no dropout; convnet, vgg, fc and maxout have")
+    if depth is not None and name != "vgg":
+        raise ValueError(f"depth (conv layers per stage) is vgg's, not {name}'s")
+    width = WIDTHS[name] if width is None else width
+    common = dict(reg=reg, l1=l1, **({} if dropout is None else {"dropout": dropout}))
     features = int(np.prod(image_shape))
     if name == "convnet":
-        return convnet(image_shape, num_classes, reg=reg, seed=seed)
+        return convnet(image_shape, num_classes, width=width, seed=seed, **common)
+    if name == "vgg":
+        return vgg(image_shape, num_classes, width=width, depth=depth or 1, seed=seed, **common)
+    if name == "maxout":
+        return maxout_mlp(image_shape, num_classes, hidden=(width, width), seed=seed, **common)
     if name == "threelayer":
-        return ThreeLayerConvNet(tuple(image_shape), num_filters=32, filter_size=5, hidden_dim=128,
-                                 num_classes=num_classes, weight_scale="he", reg=reg, rng=seed)
+        return ThreeLayerConvNet(tuple(image_shape), num_filters=width, filter_size=5, hidden_dim=128,
+                                 num_classes=num_classes, weight_scale="he", rng=seed, **common)
     if name == "twolayer":
-        return TwoLayerNet(features, hidden_dim=256, num_classes=num_classes, weight_scale="he", reg=reg, rng=seed)
-    if name == "fc":
-        return FullyConnectedNet([256, 128], features, num_classes, normalization="batchnorm",
-                                 weight_scale="he", reg=reg, rng=seed)
-    raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_CHOICES)}")
+        return TwoLayerNet(features, hidden_dim=width, num_classes=num_classes, weight_scale="he", rng=seed, **common)
+    return FullyConnectedNet([width, width // 2], features, num_classes, normalization="batchnorm",
+                             weight_scale="he", rng=seed, **common)
 
 
 def make_trainer(model, data, dataset, update_rule, lr, schedule, batch_size, epochs, seed, augment=True,

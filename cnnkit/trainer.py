@@ -6,6 +6,8 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from cnnkit._validation import check_real
+from cnnkit.errors import CheckpointError
 from cnnkit.models.io import assign_arrays, prefixed, read_npz, unprefixed, write_npz
 from cnnkit.optim import get_update_rule
 
@@ -30,7 +32,8 @@ class Trainer:
         without y, else (loss, grads) with grads keyed like params. Optional: `train()`
         and `eval()` (both), called before training steps and before accuracy checks,
         and `buffers`, a dict of non-trainable arrays (e.g. running means) saved in
-        checkpoints and with the best parameters.
+        checkpoints and with the best parameters. max_norm needs `incoming_axes`, a dict
+        {param key: axes holding one unit's incoming weights}.
     data : dict
         "X_train" (N, ...) and "y_train" (N,) int labels; optionally "X_val", "y_val".
     update_rule : str or callable
@@ -46,6 +49,9 @@ class Trainer:
         a callable maps the epoch (from 0) to a factor.
     step_size, gamma : int, float
         Of the "step" schedule.
+    warmup_steps : int
+        Linear warm-up: update i (from 0) with i < warmup_steps multiplies the learning
+        rate of its epoch by (i + 1) / warmup_steps; 0 for none.
     batch_size, num_epochs : int
     seed : int or None
         Seeds the generator of shuffling, accuracy subsamples and augmentation.
@@ -58,12 +64,18 @@ class Trainer:
         Stop after this many epochs without a better validation accuracy (needs X_val).
     augment : callable, optional
         ``augment(X_batch, rng) -> X_batch``, applied to each training minibatch.
+    max_norm : float or None
+        After every update, rescale each unit's incoming weight vector (the params of
+        model.incoming_axes: a Linear or Maxout weight column, a Conv2d filter) whose norm
+        exceeds max_norm to norm max_norm; smaller ones are left as they are.
     callbacks : sequence of callables
         Each called as ``callback(trainer)`` at the end of every epoch, after the checkpoint.
     checkpoint : path, optional
         Written atomically at the end of every epoch (.npz, no pickle).
     resume : path, optional
         Checkpoint to continue from; the other options must match the interrupted run's.
+        A damaged checkpoint, or one from another run, raises cnnkit.CheckpointError (a
+        ValueError) naming the file and what was wrong.
     verbose : bool
         Show a tqdm progress bar (only when stderr is a terminal).
 
@@ -81,18 +93,20 @@ class Trainer:
     def __init__(self, model, data, *, update_rule="sgd", optim_config=None, lr_decay=1.0, schedule=None,
                  step_size=10, gamma=0.1, batch_size=100, num_epochs=10, seed=None, num_train_samples=1000,
                  num_val_samples=None, patience=None, augment=None, callbacks=(), checkpoint=None, resume=None,
-                 verbose=True):
+                 verbose=True, max_norm=None, warmup_steps=0):
         self.model = model
         self.X_train, self.y_train, self.X_val, self.y_val = _split_data(data)
         self.update_rule = get_update_rule(update_rule)
         self.lr_decay, self.schedule, self.step_size, self.gamma = lr_decay, schedule, step_size, gamma
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.num_epochs = _positive_int(num_epochs, "num_epochs")
+        self.warmup_steps = _positive_int(warmup_steps, "warmup_steps", minimum=0)
         self.num_train_samples, self.num_val_samples = num_train_samples, num_val_samples
         self.patience, self.augment, self.callbacks = patience, augment, list(callbacks)
         self.checkpoint, self.verbose = checkpoint, verbose
         if patience is not None and self.X_val is None:
             raise ValueError("patience (early stopping) needs validation data X_val, y_val")
+        self.max_norm = _max_norm(max_norm, model)
         optim_config = {k: v.item() if isinstance(v, np.generic) else v for k, v in (optim_config or {}).items()}
         defaults = getattr(self.update_rule, "defaults", {})
         self._base_lr = optim_config.get("learning_rate", defaults.get("learning_rate"))
@@ -149,6 +163,8 @@ class Trainer:
     def _step(self, X, y):
         if self.augment is not None:
             X = self.augment(X, self.rng)
+        if self.iteration <= self.warmup_steps:
+            self._set_learning_rate()
         loss, grads = self.model.loss(X, y)
         if not np.isfinite(loss):
             saved = (f"the last checkpoint {os.fspath(self.checkpoint)!r} is intact" if self.checkpoint
@@ -161,6 +177,9 @@ class Trainer:
         for key, w in list(self.model.params.items()):
             self.model.params[key], self.optim_configs[key] = self.update_rule(
                 w, grads[key], self.optim_configs[key])
+        if self.max_norm is not None:
+            for key, axes in self.model.incoming_axes.items():
+                self.model.params[key] = _clip_norms(self.model.params[key], self.max_norm, axes)
         self.loss_history.append(float(loss))
         self.iteration += 1
 
@@ -201,8 +220,9 @@ class Trainer:
             raise ValueError(f"schedule must be None, a callable or one of {SCHEDULES}, got {self.schedule!r}")
         if self.schedule == "step":
             _positive_int(self.step_size, "step_size")
-        if (self.lr_decay != 1.0 or self.schedule is not None) and self._base_lr is None:
-            raise ValueError("lr_decay and schedule need optim_config['learning_rate'] for this update rule")
+        if self._lr_is_scheduled() and self._base_lr is None:
+            raise ValueError("lr_decay, schedule and warmup_steps need optim_config['learning_rate'] "
+                             "for this update rule")
 
     def learning_rate_factor(self, epoch):
         """lr_decay**epoch times the schedule's factor for epoch (counted from 0)."""
@@ -213,10 +233,18 @@ class Trainer:
             return factor * (1 + math.cos(math.pi * epoch / self.num_epochs)) / 2
         return factor * (self.schedule(epoch) if callable(self.schedule) else 1.0)
 
+    def warmup_factor(self, iteration):
+        """The warm-up's factor of update `iteration` (counted from 0): 1 once warm-up is over."""
+        return min(1.0, (iteration + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+
+    def _lr_is_scheduled(self):
+        return self.lr_decay != 1.0 or self.schedule is not None or self.warmup_steps > 0
+
     def _set_learning_rate(self):
-        if self.lr_decay != 1.0 or self.schedule is not None:
+        if self._lr_is_scheduled():
+            rate = self._base_lr * self.learning_rate_factor(self.epoch) * self.warmup_factor(self.iteration)
             for config in self.optim_configs.values():
-                config["learning_rate"] = self._base_lr * self.learning_rate_factor(self.epoch)
+                config["learning_rate"] = rate
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -238,27 +266,58 @@ class Trainer:
         state = {"format": CHECKPOINT_FORMAT, "version": 1, "epoch": self.epoch, "iteration": self.iteration,
                  "bad_epochs": self._bad_epochs, "best_val_acc": self.best_val_acc,
                  "rng": self.rng.bit_generator.state, "optim": optim_state,
-                 "batch_size": self.batch_size, "num_train": len(self.X_train)}
+                 "batch_size": self.batch_size, "num_train": len(self.X_train), "max_norm": self.max_norm,
+                 "warmup_steps": self.warmup_steps}
         write_npz(path, arrays, "state", state)
 
     def _load_checkpoint(self, path):
-        state, arrays = read_npz(path, "state", CHECKPOINT_FORMAT)
-        for name, value in [("batch_size", self.batch_size), ("num_train", len(self.X_train))]:
-            if state[name] != value:
-                raise ValueError(f"checkpoint {os.fspath(path)!r} was written with {name} {state[name]}, "
-                                 f"this run has {value}; resuming needs the same data and options")
-        assign_arrays(self.model.params, unprefixed("params", arrays), "checkpoint parameters")
-        assign_arrays(_buffers(self.model), unprefixed("buffers", arrays), "checkpoint buffers")
+        """Restore the state save_checkpoint wrote to path; the model changes only on success.
+
+        Raises
+        ------
+        OSError
+            The file cannot be opened.
+        CheckpointError
+            (A ValueError.) The file is damaged, not a checkpoint, or was written by a run
+            with other data, options or model.
+        """
+        where = f"checkpoint {os.fspath(path)}"
+        state, arrays = read_npz(path, "state", CHECKPOINT_FORMAT, CheckpointError)
+        for name, value in [("batch_size", self.batch_size), ("num_train", len(self.X_train)),
+                            ("max_norm", self.max_norm), ("warmup_steps", self.warmup_steps)]:
+            if state.get(name) != value:
+                raise CheckpointError(f"{where} was written with {name} {state.get(name)}, "
+                                      f"this run has {value}; resuming needs the same data and options")
+        try:
+            self._restore(state, arrays)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CheckpointError(f"{where}: damaged training state ({type(error).__name__}: {error})") from error
+        assign_arrays(self.model.params, unprefixed("params", arrays), f"{os.fspath(path)}: checkpoint parameters",
+                      CheckpointError)
+        assign_arrays(_buffers(self.model), unprefixed("buffers", arrays), f"{os.fspath(path)}: checkpoint buffers",
+                      CheckpointError)
+
+    def _restore(self, state, arrays):
+        """The trainer's own state (all but the model's arrays) from a checkpoint, checked."""
         self.optim_configs = {key: {**scalars, **unprefixed(f"optim/{key}", arrays)}
                               for key, scalars in state["optim"].items()}
         self.best_params = unprefixed("best_params", arrays)
         self._best_buffers = unprefixed("best_buffers", arrays)
         self.loss_history, self.train_acc_history, self.val_acc_history = (
-            arrays[f"history/{name}"].tolist() for name in ("loss", "train_acc", "val_acc"))
+            arrays[f"history/{name}"].astype(np.float64, casting="same_kind").reshape(-1).tolist()
+            for name in ("loss", "train_acc", "val_acc"))
         self.rng.bit_generator.state = state["rng"]
         self.epoch, self.iteration = state["epoch"], state["iteration"]
         self._bad_epochs, self.best_val_acc = state["bad_epochs"], state["best_val_acc"]
-
+        counters = (self.epoch, self.iteration, self._bad_epochs)
+        scalars = [value for config in self.optim_configs.values() for value in config.values()
+                   if not isinstance(value, np.ndarray)]
+        if (not all(type(count) is int and count >= 0 for count in counters)
+                or not all(type(value) in (int, float) for value in scalars)
+                or sorted(self.optim_configs) != sorted(self.model.params)
+                or not (self.best_val_acc is None or type(self.best_val_acc) in (int, float))):
+            raise ValueError("counters, optimiser settings or best accuracy of the wrong type, "
+                             "or optimiser state for other parameters")
 
 def _split_data(data):
     """(X_train, y_train, X_val, y_val) from the data dict, validation None when absent."""
@@ -283,10 +342,30 @@ def _checked(data, x_name, y_name):
     return X, y
 
 
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+def _positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _max_norm(value, model):
+    """value as a float > 0 (or None), after checking the model says which weights it bounds."""
+    if value is None:
+        return None
+    value = check_real(value, "max_norm", "None or a finite number > 0", lambda c: c > 0)
+    if not isinstance(getattr(model, "incoming_axes", None), dict):
+        raise TypeError(f"max_norm needs a model with incoming_axes ({{param key: axes of a unit's incoming "
+                        f"weights}}); {type(model).__name__} has none")
+    return value
+
+
+def _clip_norms(weight, max_norm, axes):
+    """weight with each unit's incoming vector (its entries along `axes`) rescaled to norm at most max_norm.
+
+    Vectors within max_norm are multiplied by exactly 1, so they stay as they are, bit for bit.
+    """
+    norms = np.sqrt(np.sum(weight * weight, axis=axes, keepdims=True))
+    return weight * (max_norm / np.maximum(norms, max_norm))
 
 
 def _buffers(model):

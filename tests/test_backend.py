@@ -1,3 +1,4 @@
+import contextvars
 import os
 import subprocess
 import sys
@@ -55,7 +56,8 @@ def test_dispatch_falls_back_to_reference_for_ops_fast_lacks(monkeypatch):
 def no_extension(monkeypatch):
     """Make cnnkit.fast unimportable, as when the extension was never compiled."""
     monkeypatch.setitem(sys.modules, "cnnkit.fast", None)
-    monkeypatch.setattr(_backend, "_active", None)
+    monkeypatch.setattr(_backend, "_default_backend", None)
+    monkeypatch.setattr(_backend, "_backend_choice", contextvars.ContextVar("cnnkit_backend", default=None))
     monkeypatch.setattr(_backend, "_fallback_warned", False)
 
 

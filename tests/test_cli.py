@@ -43,7 +43,7 @@ def trained(tmp_path_factory):
 
 def test_train_writes_model_history_and_plot(trained):
     assert sorted(p.name for p in trained.iterdir()) == [
-        "checkpoint.npz", "curves.png", "history.json", "model.json", "model.npz"]
+        "checkpoint.npz", "curves.png", "filters.png", "history.json", "model.json", "model.npz"]
     history = json.loads((trained / "history.json").read_text())
     assert len(history["loss"]) == 4 and history["updates_per_epoch"] == 4  # 200 images / 50
     assert len(history["train_accuracy"]) == len(history["val_accuracy"]) == 1
@@ -133,9 +133,9 @@ def test_predict_image_file(trained, tmp_path, capsys):
     (["predict", "{model}", "{tmp}/wrong.npy"], r"expected an array of shape (C, H, W) or (N, C, H, W) with "
                                                 r"C, H, W = 3, 16, 16 (or (H, W) for grey images); got (2, 8, 8)"),
     (["predict", "{model}", "{tmp}/text.npy"], "{tmp}/text.npy: not a .npy array file"),
-    (["evaluate", "{tmp}/model.npz"], "{tmp}/model.json not found: predict and evaluate need the preprocessing"),
-    (["evaluate", "{tmp}/text.npz"], "{tmp}/text.npz: cannot load the model"),
-    (["evaluate", "{tmp}/half.npz"], "{tmp}/half.npz: cannot load the model (File is not a zip file)"),
+    (["evaluate", "{tmp}/model.npz"], "{tmp}/model.json not found: predict, evaluate and export need the"),
+    (["evaluate", "{tmp}/text.npz"], "{tmp}/text.npz: damaged or not a cnnkit-model file"),
+    (["evaluate", "{tmp}/half.npz"], "{tmp}/half.npz: damaged or not a cnnkit-model file (BadZipFile: File is not"),
 ])
 def test_predict_and_evaluate_errors_are_one_line(trained, tmp_path, capsys, argv, message):
     np.save(tmp_path / "wrong.npy", np.zeros((2, 8, 8), np.float32))

@@ -1,13 +1,16 @@
 """The fast conv2d agrees with the reference, forward and every gradient, on any window."""
+import contextlib
+
 import numpy as np
 import pytest
 from conftest import TOLERANCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import cnnkit
 from cnnkit import fast, reference
+from cnnkit._ext import conv as conv_kernels
 from cnnkit.fast import _threads
 
 pytestmark = pytest.mark.usefixtures("tiny_grains")
@@ -44,13 +47,26 @@ def assert_conv_agrees(x, w, b, stride, padding, rng):
     assert out.dtype == x.dtype
 
 
+@contextlib.contextmanager
+def band_bytes(size):
+    """Cut every image into bands of as few output rows as fit in `size` bytes (one row at least)."""
+    kept = conv_kernels.BAND_BYTES
+    conv_kernels.BAND_BYTES = size
+    try:
+        yield
+    finally:
+        conv_kernels.BAND_BYTES = kept
+
+
 @settings(max_examples=80, deadline=None)
-@given(windows(), st.integers(1, 4), st.integers(0, 2**32 - 1))
-def test_conv_agrees_with_reference(g, filters, seed):
+@given(windows(), st.integers(1, 4), st.sampled_from([1, 600, conv_kernels.BAND_BYTES]), st.integers(0, 2**32 - 1))
+def test_conv_agrees_with_reference(g, filters, band_size, seed):
+    """Any window, cut into bands of one output row, a few rows or whole images."""
     rng = np.random.default_rng(seed)
     cnnkit.set_num_threads(g["threads"])
     x, w, b = conv_arrays(rng, g["shape"], filters, g["kernel"], g["dtype"])
-    assert_conv_agrees(x, w, b, g["stride"], g["padding"], rng)
+    with band_bytes(band_size):
+        assert_conv_agrees(x, w, b, g["stride"], g["padding"], rng)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -59,11 +75,16 @@ def test_conv_agrees_with_reference(g, filters, seed):
     ((2, 3, 7, 8), (1, 1), (2, 1), (0, 1)),  # 1x1 that still needs im2col
     ((1, 2, 9, 9), (3, 3), (1, 1), (1, 1)),  # fewer images than threads
     ((3, 2, 4, 5), (2, 3), (1, 2), (3, 4)),  # padding larger than the kernel
+    ((1, 3, 1, 2), (1, 1), (3, 3), (4, 0)),  # bands of padding rows only, below and above
+    ((2, 3, 7, 6), (5, 3), (1, 1), (2, 1)),  # output as wide as the input: one run per kernel offset
+    ((2, 2, 3, 4), (3, 5), (1, 1), (3, 2)),  # as wide, padding rows above and below
 ])
-def test_conv_special_windows(shape, kernel, stride, padding, threads, dtype, rng):
+@pytest.mark.parametrize("band_size", [600, conv_kernels.BAND_BYTES])
+def test_conv_special_windows(shape, kernel, stride, padding, threads, band_size, dtype, rng):
     cnnkit.set_num_threads(threads)
     x, w, b = conv_arrays(rng, shape, 4, kernel, dtype)
-    assert_conv_agrees(x, w, b, stride, padding, rng)
+    with band_bytes(band_size):
+        assert_conv_agrees(x, w, b, stride, padding, rng)
 
 
 def test_conv_accepts_non_contiguous_read_only_input(rng, dtype):
@@ -93,17 +114,28 @@ def blas_threads():
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
-@pytest.mark.parametrize("images, work, kernel_threads, blas", [
-    (5, 10, 1, 1),  # small work: one thread, and BLAS on one too
-    (5, 10**9, 2, 1),  # threads take images, BLAS single-threaded in each
-    (1, 10**9, 1, 2),  # one image: BLAS gets the threads
+@pytest.mark.parametrize("images, work, kernel_threads", [
+    (5, 10, 1),  # small work: one thread
+    (5, 10**9, 2),  # threads take images
+    (1, 10**9, 1),  # one image: one thread (BLAS never gets the others)
 ])
-def test_threads_split_between_kernels_and_blas(images, work, kernel_threads, blas, monkeypatch):
+def test_threads_split_over_images_with_blas_on_one_thread(images, work, kernel_threads, monkeypatch):
     monkeypatch.setattr(_threads, "CONV_GRAIN", 100)
     cnnkit.set_num_threads(2)
     with _threads.split_over_images(images, work) as threads:
         assert threads == kernel_threads
-        assert set(blas_threads()) == {blas}
+        assert set(blas_threads()) == {1}
+
+
+def test_single_threaded_blas_nests_and_restores():
+    """Every BLAS library (numpy's and scipy's) at one thread until the outermost scope closes."""
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert len(blas_threads()) >= 2 and set(blas_threads()) == {2}
+        with _threads.single_threaded_blas():
+            with _threads.single_threaded_blas():
+                assert set(blas_threads()) == {1}
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {2}
 
 
 def test_pool_threads_need_a_grain_of_work(monkeypatch):
@@ -112,15 +144,26 @@ def test_pool_threads_need_a_grain_of_work(monkeypatch):
     assert [_threads.pool_threads(n) for n in (0, 199, 200, 10**6)] == [1, 1, 2, 2]
 
 
-def test_conv_gradients_are_reproducible_on_two_threads(rng):
-    """Each thread sums the same images in the same order on every call: bitwise equal dw, db."""
-    cnnkit.set_num_threads(2)
+@pytest.mark.parametrize("size", [600, conv_kernels.BAND_BYTES])
+def test_conv_gradients_are_reproducible(rng, size):
+    """Fixed groups of images summed in a fixed order: bitwise equal dw, db on 2 threads and on 1."""
     x, w, b = conv_arrays(rng, (16, 3, 6, 6), 4, (3, 3), np.float32)
+    with band_bytes(size):
+        out, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 1))
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        cnnkit.set_num_threads(2)
+        first = fast.conv2d_backward(dout, cache)
+        for threads in [2] * 10 + [1]:
+            cnnkit.set_num_threads(threads)
+            assert all(np.array_equal(a, b) for a, b in zip(fast.conv2d_backward(dout, cache), first))
+
+
+def test_conv_of_an_empty_batch(dtype):
+    x, w, b = np.zeros((0, 3, 5, 5), dtype), np.ones((4, 3, 3, 3), dtype), np.ones(4, dtype)
     out, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 1))
-    dout = rng.standard_normal(out.shape).astype(np.float32)
-    first = fast.conv2d_backward(dout, cache)
-    for _ in range(10):
-        assert all(np.array_equal(a, b) for a, b in zip(fast.conv2d_backward(dout, cache), first))
+    dx, dw, db = fast.conv2d_backward(np.zeros_like(out), cache)
+    assert out.shape == (0, 4, 5, 5) and dx.shape == x.shape
+    assert not dw.any() and not db.any() and dw.dtype == db.dtype == dtype
 
 
 def test_conv_restores_blas_threads(rng):

@@ -37,6 +37,17 @@ def test_fast_agrees_with_reference_and_is_adjoint(g, seed):
     np.testing.assert_allclose(np.vdot(cols, y), np.vdot(x, back), rtol=1e-4 if g["dtype"] == np.float32 else 1e-12)
 
 
+@pytest.mark.parametrize("kernel, padding", [((3, 3), (1, 1)), ((5, 1), (2, 0)), ((1, 3), (3, 1)), ((3, 5), (0, 2))])
+def test_windows_as_wide_as_the_input(kernel, padding, rng, dtype):
+    """Stride 1 with OW == W: each kernel offset's rows are copied and added in one run."""
+    x = rng.standard_normal((2, 3, 4, 6)).astype(dtype)
+    args = kernel, (1, 1), padding
+    cols = fast.im2col(x, *args)
+    np.testing.assert_array_equal(cols, reference.im2col(x, *args))
+    np.testing.assert_allclose(fast.col2im(cols, x.shape, *args), reference.col2im(cols, x.shape, *args),
+                               **TOLERANCE[dtype])
+
+
 def test_layout_matches_weight_reshape(backend, rng):
     """conv as w.reshape(F, -1) @ cols[n] equals the direct sum."""
     x = rng.standard_normal((2, 3, 5, 6))

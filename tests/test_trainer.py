@@ -97,6 +97,22 @@ def test_learning_rate_per_epoch(options, factors):
     assert recorded_rates(**options) == pytest.approx([0.2 * f for f in factors], rel=1e-12)
 
 
+@pytest.mark.parametrize("warmup_steps, factors", [
+    (3, [1 / 3, 2 / 3, 1, 1, 0.5, 0.5, 0.5, 0.5]),
+    (6, [1 / 6, 2 / 6, 3 / 6, 4 / 6, 0.5 * 5 / 6, 0.5, 0.5, 0.5]),
+], ids=["within-an-epoch", "across-epochs"])
+def test_linear_warmup_per_update_then_the_schedule(warmup_steps, factors):
+    rates = []
+
+    def rule(w, dw, config):
+        rates.append(config["learning_rate"])
+        return optim.sgd(w, dw, config)
+
+    Trainer(Linear(), numbered(8), update_rule=rule, optim_config={"learning_rate": 0.2}, schedule="step",
+            step_size=1, gamma=0.5, warmup_steps=warmup_steps, batch_size=2, num_epochs=2, verbose=False).train()
+    assert rates == pytest.approx([0.2 * f for f in factors], rel=1e-12)
+
+
 def test_default_learning_rate_of_a_named_rule_is_scheduled():
     trainer = Trainer(Linear(), numbered(4), update_rule="adam", lr_decay=0.5, batch_size=4, num_epochs=2,
                       verbose=False).train()
@@ -171,7 +187,8 @@ def test_resumed_run_ends_with_exactly_the_uninterrupted_parameters(tmp_path, rn
         return X + (0.05 * generator.standard_normal(X.shape)).astype(X.dtype)
 
     options = dict(update_rule="adam", optim_config={"learning_rate": 2e-2}, schedule="cosine", lr_decay=0.9,
-                   batch_size=16, num_epochs=5, seed=3, num_train_samples=40, augment=jitter, verbose=False)
+                   batch_size=16, num_epochs=5, seed=3, num_train_samples=40, augment=jitter, verbose=False,
+                   warmup_steps=11)  # the warm-up outlasts the interrupted run's 10 updates
     full = Trainer(model(), data, **options).train()
     path = tmp_path / "run.npz"
     with pytest.raises(Interrupted):
@@ -222,6 +239,8 @@ def test_resume_refuses_a_different_setup(tmp_path):
     Trainer(Linear(), numbered(6), batch_size=3, num_epochs=1, checkpoint=path, verbose=False).train()
     with pytest.raises(ValueError, match="written with batch_size 3, this run has 2"):
         Trainer(Linear(), numbered(6), batch_size=2, resume=path, verbose=False)
+    with pytest.raises(ValueError, match="written with warmup_steps 0, this run has 5"):
+        Trainer(Linear(), numbered(6), batch_size=3, warmup_steps=5, resume=path, verbose=False)
     with pytest.raises(ValueError, match="checkpoint parameters 'W': expected float64 of shape \\(4, 2\\)"):
         Trainer(Linear(num_features=4), numbered(6, num_features=4), batch_size=3, resume=path, verbose=False)
 
@@ -246,6 +265,8 @@ def test_progress_bar_only_on_a_terminal_and_when_verbose(capsys, monkeypatch):
     (numbered(3), {"schedule": "linear"}, ValueError, "schedule must be None, a callable or one of"),
     (numbered(3), {"update_rule": lambda w, dw, c: (w, c), "lr_decay": 0.5}, ValueError, "need optim_config"),
     (numbered(3), {"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
+    (numbered(3), {"warmup_steps": -1}, ValueError, "warmup_steps must be an int >= 0"),
+    (numbered(3), {"update_rule": lambda w, dw, c: (w, c), "warmup_steps": 2}, ValueError, "need optim_config"),
 ])
 def test_bad_data_and_options(data, options, error, message):
     with pytest.raises(error, match=message):

@@ -4,7 +4,8 @@
 # For kernel offset (i, j) the output positions whose input lies inside the image form one
 # rectangle [y0, y1) x [x0, x1), computed once; the loops copy (or add) inside it with no
 # per-element bounds test and write zeros around it. Stride-1 rows are contiguous, so the
-# compiler vectorises them.
+# compiler vectorises them; when, besides, the output keeps the input's width (OW == W),
+# a kernel offset's whole rectangle is one run, with its few edge entries fixed after.
 from cython cimport floating
 from libc.string cimport memset
 
@@ -28,39 +29,69 @@ cdef inline void im2col_channel(const floating* plane, floating* rows, Py_ssize_
                                 int kh, int kw, int sh, int sw, int ph, int pw,
                                 Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
     """Write the KH*KW rows (each OH*OW long) of one channel plane (H, W)."""
-    cdef Py_ssize_t i, j, y, t, y0, y1, x0, x1, n_in
+    cdef Py_ssize_t i, j, y0, y1, x0, x1
     cdef floating* dst
-    cdef const floating* src
     for i in range(kh):
         y0 = first_inside(i - ph, sh, oh)
         y1 = end_inside(i - ph, sh, H, y0, oh)
         for j in range(kw):
             x0 = first_inside(j - pw, sw, ow)
             x1 = end_inside(j - pw, sw, W, x0, ow)
-            n_in = x1 - x0
             dst = rows + (i * kw + j) * oh * ow
             memset(dst, 0, y0 * ow * sizeof(floating))
-            for y in range(y0, y1):
-                src = plane + (y * sh + i - ph) * W + x0 * sw + j - pw
-                memset(dst + y * ow, 0, x0 * sizeof(floating))
-                if sw == 1:
-                    for t in range(n_in):
-                        dst[y * ow + x0 + t] = src[t]
-                else:
-                    for t in range(n_in):
-                        dst[y * ow + x0 + t] = src[t * sw]
-                memset(dst + y * ow + x1, 0, (ow - x1) * sizeof(floating))
+            if sh == sw == 1 and ow == W and y1 > y0:
+                _copy_shifted(plane + (y0 + i - ph) * W + j - pw, dst + y0 * ow, y1 - y0, W, x0, x1)
+            else:
+                _copy_rows(plane, dst, W, sh, sw, i - ph, j - pw, y0, y1, x0, x1, ow)
             memset(dst + y1 * ow, 0, (oh - y1) * ow * sizeof(floating))
+
+
+cdef inline void _copy_shifted(const floating* src, floating* dst, Py_ssize_t rows, Py_ssize_t W,
+                               Py_ssize_t x0, Py_ssize_t x1) noexcept nogil:
+    """dst (rows, W) = src (rows, W) where x0 <= x < x1, zero elsewhere; src rows W apart too.
+
+    One run from the first row's x0 to the last row's x1, then the few entries outside
+    [x0, x1) (which the run filled from the neighbouring rows) set to zero.
+    """
+    cdef Py_ssize_t t, y, x, end = (rows - 1) * W + x1
+    for t in range(x0, end):
+        dst[t] = src[t]
+    for y in range(rows):
+        for x in range(x0):
+            dst[y * W + x] = 0
+        for x in range(x1, W):
+            dst[y * W + x] = 0
+
+
+cdef inline void _copy_rows(const floating* plane, floating* dst, Py_ssize_t W, int sh, int sw,
+                            Py_ssize_t di, Py_ssize_t dj, Py_ssize_t y0, Py_ssize_t y1,
+                            Py_ssize_t x0, Py_ssize_t x1, Py_ssize_t ow) noexcept nogil:
+    """Rows [y0, y1) of one kernel offset's output (row length ow): inside [x0, x1), zero around."""
+    cdef Py_ssize_t y, t, n_in = x1 - x0
+    cdef const floating* src
+    for y in range(y0, y1):
+        src = plane + (y * sh + di) * W + x0 * sw + dj
+        memset(dst + y * ow, 0, x0 * sizeof(floating))
+        if sw == 1:
+            for t in range(n_in):
+                dst[y * ow + x0 + t] = src[t]
+        else:
+            for t in range(n_in):
+                dst[y * ow + x0 + t] = src[t * sw]
+        memset(dst + y * ow + x1, 0, (ow - x1) * sizeof(floating))
 
 
 cdef inline void col2im_channel(const floating* rows, floating* plane, Py_ssize_t H, Py_ssize_t W,
                                 int kh, int kw, int sh, int sw, int ph, int pw,
-                                Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """Overwrite one channel plane (H, W) with the scatter-add of its KH*KW rows."""
+                                Py_ssize_t oh, Py_ssize_t ow, bint rows_writable) noexcept nogil:
+    """Scatter-add the KH*KW rows of one channel into its plane (H, W).
+
+    With rows_writable, a stride-1 window with ow == W adds each kernel offset's rows in
+    one run, after zeroing its entries that fall in the padding (rows is overwritten there).
+    """
     cdef Py_ssize_t i, j, y, t, y0, y1, x0, x1, n_in
     cdef const floating* src
     cdef floating* dst
-    memset(plane, 0, H * W * sizeof(floating))
     for i in range(kh):
         y0 = first_inside(i - ph, sh, oh)
         y1 = end_inside(i - ph, sh, H, y0, oh)
@@ -68,6 +99,10 @@ cdef inline void col2im_channel(const floating* rows, floating* plane, Py_ssize_
             x0 = first_inside(j - pw, sw, ow)
             x1 = end_inside(j - pw, sw, W, x0, ow)
             n_in = x1 - x0
+            if rows_writable and sh == sw == 1 and ow == W and y1 > y0:
+                _add_shifted(<floating*>rows + (i * kw + j) * oh * ow + y0 * ow,
+                             plane + (y0 + i - ph) * W + j - pw, y1 - y0, W, x0, x1)
+                continue
             for y in range(y0, y1):
                 src = rows + (i * kw + j) * oh * ow + y * ow + x0
                 dst = plane + (y * sh + i - ph) * W + x0 * sw + j - pw
@@ -77,6 +112,22 @@ cdef inline void col2im_channel(const floating* rows, floating* plane, Py_ssize_
                 else:
                     for t in range(n_in):
                         dst[t * sw] += src[t]
+
+
+cdef inline void _add_shifted(floating* src, floating* dst, Py_ssize_t rows, Py_ssize_t W,
+                              Py_ssize_t x0, Py_ssize_t x1) noexcept nogil:
+    """dst (rows, W) += src (rows, W) where x0 <= x < x1; src rows W apart too, zeroed elsewhere.
+
+    The adjoint of _copy_shifted: zero the entries outside [x0, x1), then one run.
+    """
+    cdef Py_ssize_t t, y, x, end = (rows - 1) * W + x1
+    for y in range(rows):
+        for x in range(x0):
+            src[y * W + x] = 0
+        for x in range(x1, W):
+            src[y * W + x] = 0
+    for t in range(x0, end):
+        dst[t] += src[t]
 
 
 cdef inline tuple output_hw(tuple x_shape, int kh, int kw, int sh, int sw, int ph, int pw):

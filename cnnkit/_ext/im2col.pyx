@@ -14,6 +14,7 @@ same memory. The per-channel loops live in _im2col.pxd (shared with conv.pyx).
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.string cimport memset
 
 from cnnkit._ext._im2col cimport col2im_channel, im2col_channel, output_hw
 
@@ -45,5 +46,6 @@ def col2im_into(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3], q
     cdef Py_ssize_t rows = kh * kw, OH = oh, OW = ow
     for q in prange(x.shape[0] * C, nogil=True, schedule="dynamic", num_threads=n_threads):
+        memset(&x[q // C, q % C, 0, 0], 0, H * W * sizeof(floating))
         col2im_channel(&cols[q // C, (q % C) * rows, 0], &x[q // C, q % C, 0, 0],
-                       H, W, kh, kw, sh, sw, ph, pw, OH, OW)
+                       H, W, kh, kw, sh, sw, ph, pw, OH, OW, False)

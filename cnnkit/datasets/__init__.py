@@ -5,7 +5,6 @@ NCHW; labels int64) and classes. Official files are downloaded on request into
 `default_cache_dir()` with an md5 check.
 """
 from cnnkit.datasets._download import DownloadError, default_cache_dir
-from cnnkit.datasets._formats import DatasetError
 from cnnkit.datasets.builtin import load_builtin, make_shapes
 from cnnkit.datasets.files import DATASETS, load_cifar10, load_dataset, load_fashion_mnist, load_mnist
 from cnnkit.datasets.preprocessing import (
@@ -16,6 +15,7 @@ from cnnkit.datasets.preprocessing import (
     random_flip,
     train_val_split,
 )
+from cnnkit.errors import DatasetError
 
 __all__ = [
     "DATASETS", "DatasetError", "DownloadError", "augmentation", "channel_stats", "default_cache_dir",

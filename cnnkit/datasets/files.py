@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.datasets._download import Source, atomic_open, default_cache_dir, fetch
-from cnnkit.datasets._formats import DatasetError, check_labels, float_dtype, read_cifar_batch, read_idx, read_pickle
+from cnnkit.datasets._formats import check_labels, float_dtype, read_cifar_batch, read_cifar_meta, read_idx
 from cnnkit.datasets.builtin import load_builtin
+from cnnkit.errors import DatasetError
 
 IDX_FILES = {
     "X_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
@@ -59,12 +60,22 @@ def load_mnist(root=None, download=False, dtype=np.float32):
     -------
     dict with X_train (60000, 1, 28, 28), y_train (60000,), X_test (10000, 1, 28, 28),
     y_test (10000,) and classes; pixels scaled to [0, 1].
+
+    Raises
+    ------
+    FileNotFoundError
+        A file is missing and download is False.
+    DatasetError
+        (A ValueError.) A file is damaged or not in the official format, or the images
+        and labels do not match; the message names the file.
+    DownloadError
+        (An OSError.) download=True and every mirror failed.
     """
     return _load_idx("mnist", root, download, dtype, MNIST_CLASSES)
 
 
 def load_fashion_mnist(root=None, download=False, dtype=np.float32):
-    """Fashion-MNIST (Zalando) from its official IDX files; same layout as `load_mnist`."""
+    """Fashion-MNIST (Zalando) from its official IDX files; same layout and errors as `load_mnist`."""
     return _load_idx("fashion-mnist", root, download, dtype, FASHION_CLASSES)
 
 
@@ -86,6 +97,11 @@ def load_cifar10(root=None, download=False, dtype=np.float32):
     -------
     dict with X_train (N, 3, 32, 32), y_train (N,), X_test (M, 3, 32, 32), y_test (M,) and
     classes; pixels scaled to [0, 1]. N = 50000 and M = 10000 for the official files.
+
+    Raises
+    ------
+    FileNotFoundError, DatasetError, DownloadError
+        As for `load_mnist`; a pickle that names anything but numpy arrays is a DatasetError.
     """
     dtype = float_dtype(dtype)
     root = Path(root) if root is not None else default_cache_dir() / "cifar10"
@@ -99,10 +115,7 @@ def load_cifar10(root=None, download=False, dtype=np.float32):
             "pass download=True (--download) to fetch them")
     train = [read_cifar_batch(folder / name) for name in CIFAR_TRAIN]
     X_test, y_test = read_cifar_batch(folder / "test_batch")
-    meta = read_pickle(folder / "batches.meta")
-    classes = tuple(name.decode() for name in meta.get(b"label_names", [])) if isinstance(meta, dict) else ()
-    if len(classes) != 10:
-        raise DatasetError(f"{folder / 'batches.meta'}: expected 10 names under b'label_names'")
+    classes = read_cifar_meta(folder / "batches.meta")
     X_train, y_train = np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])
     return _as_float({"X_train": X_train, "y_train": y_train,
                       "X_test": X_test, "y_test": y_test, "classes": classes}, dtype)

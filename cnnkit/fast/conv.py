@@ -1,17 +1,19 @@
 """2-D convolution on the compiled drivers of cnnkit._ext.conv; same contract as cnnkit.reference.conv.
 
-The kernel threads (``cnnkit.set_num_threads``, fewer for small work) each take whole
-images: im2col into a private buffer, the image's GEMMs through numpy/BLAS, col2im (see
-cnnkit/_ext/conv.pyx). Meanwhile BLAS is capped with threadpoolctl so that kernel threads
-times BLAS threads never exceed the thread count (cnnkit/fast/_threads.py).
+The kernel threads (``cnnkit.set_num_threads``, fewer for small work) take bands of
+output rows: im2col into a private buffer that stays in cache, the band's GEMMs as direct
+single-threaded BLAS calls without the GIL, col2im (see cnnkit/_ext/conv.pyx). BLAS's
+own pool is held at one thread meanwhile (cnnkit/fast/_threads.py).
 The cache holds x, w, b and the window, not the im2col columns: x, w and b are the
 caller's own arrays when C-contiguous, so the cache costs no memory then.
 """
+import math
+
 import numpy as np
 
 from cnnkit._ext import conv as _kernels
 from cnnkit.fast._checks import float_arrays, gradient, window
-from cnnkit.fast._threads import split_over_images
+from cnnkit.fast._threads import CONV_GRAIN, kernel_threads, single_threaded_blas
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -24,9 +26,9 @@ def conv2d_forward(x, w, b, stride, padding):
                          f"w (F, C, KH, KW), b (F,)")
     kernel, stride, padding, out_hw = window(x.shape, w.shape[2:], stride, padding)
     out = np.empty(x.shape[:1] + w.shape[:1] + out_hw, dtype=x.dtype)
-    with split_over_images(len(x), _multiply_adds(out, w)) as threads:
-        _kernels.conv_forward(x, _wb(w, b), _flat_hw(out),
-                              *kernel, *stride, *padding, threads)
+    with single_threaded_blas():
+        _kernels.conv_forward(x, _wb(w, b), _flat_hw(out), *kernel, *stride, *padding,
+                              kernel_threads(_multiply_adds(out, w), CONV_GRAIN))
     return out, (x, w, b, (kernel, stride, padding))
 
 
@@ -35,10 +37,10 @@ def conv2d_backward(dout, cache):
     x, w, b, (kernel, stride, padding) = cache
     out_hw = window(x.shape, kernel, stride, padding)[3]
     dout = gradient(dout, x.dtype, x.shape[:1] + w.shape[:1] + out_hw)
-    dx = np.empty_like(x)
-    with split_over_images(len(x), 2 * _multiply_adds(dout, w)) as threads:
-        dwb = _kernels.conv_backward(x, _wb(w, b), _flat_hw(dout), dx,
-                                     *kernel, *stride, *padding, threads)
+    dx, dwb = np.empty_like(x), np.empty((len(w), math.prod(w.shape[1:]) + 1), dtype=x.dtype)
+    with single_threaded_blas():
+        _kernels.conv_backward(x, _wb(w, b), _flat_hw(dout), dx, dwb, *kernel, *stride, *padding,
+                               kernel_threads(2 * _multiply_adds(dout, w), CONV_GRAIN))
     return dx, dwb[:, :-1].reshape(w.shape), dwb[:, -1].copy()
 
 

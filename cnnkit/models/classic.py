@@ -1,6 +1,7 @@
 """The course's networks, built from layers, with the course's parameter keys (W1, b1, ...).
 
-Each has a softmax loss with L2 regularisation 0.5 * reg * sum(W**2) over the weights,
+Each has a softmax loss with L2 regularisation 0.5 * reg * sum(W**2) over the weights
+and, with l1 > 0, L1 regularisation l1 * sum(|W|) (elastic net with both; see Network),
 and the course's defaults: weights drawn from a normal of standard deviation
 weight_scale (or "he"/"xavier"), zero biases.
 """
@@ -21,7 +22,7 @@ class _CourseNet(Network):
 
     def __init__(self, config, layers, keys, input_shape):
         self._config = config
-        super().__init__(layers, reg=config["reg"], input_shape=input_shape, keys=keys)
+        super().__init__(layers, reg=config["reg"], input_shape=input_shape, keys=keys, l1=config["l1"])
 
     def config(self):
         return dict(self._config)
@@ -36,7 +37,8 @@ class TwoLayerNet(_CourseNet):
         Features per sample; X may be (N, input_dim) or (N, d1, ...) with that many.
     hidden_dim, num_classes : int
     weight_scale : float, "he" or "xavier"
-    reg : float
+    reg, l1 : float
+        L2 and L1 regularisation strengths.
     dtype : float32 or float64
     rng : int, numpy.random.Generator or None
         Seed or generator for the initial weights.
@@ -45,12 +47,12 @@ class TwoLayerNet(_CourseNet):
     """
 
     def __init__(self, input_dim=3 * 32 * 32, hidden_dim=100, num_classes=10, weight_scale=1e-3, reg=0.0,
-                 dtype=np.float32, rng=None):
+                 dtype=np.float32, rng=None, l1=0.0):
         rng = np.random.default_rng(rng)
         common = dict(init=weight_scale, dtype=dtype, rng=rng)
         layers = [nn.Linear(input_dim, hidden_dim, **common), nn.ReLU(), nn.Linear(hidden_dim, num_classes, **common)]
         config = dict(input_dim=input_dim, hidden_dim=hidden_dim, num_classes=num_classes,
-                      weight_scale=weight_scale, reg=reg, dtype=np.dtype(dtype).name)
+                      weight_scale=weight_scale, reg=reg, l1=l1, dtype=np.dtype(dtype).name)
         super().__init__(config, layers, [_weights(1), {}, _weights(2)], (input_dim,))
 
 
@@ -65,7 +67,7 @@ class FullyConnectedNet(_CourseNet):
     dropout : float
         Probability of dropping a hidden unit; 0 means no dropout layers.
     normalization : None or "batchnorm"
-    reg, weight_scale, dtype, rng
+    reg, l1, weight_scale, dtype, rng
         As for TwoLayerNet; rng also seeds the dropout masks.
 
     Params: W1, b1, ..., WL, bL and, with batchnorm, gamma1, beta1, ... (buffers
@@ -73,7 +75,7 @@ class FullyConnectedNet(_CourseNet):
     """
 
     def __init__(self, hidden_dims, input_dim=3 * 32 * 32, num_classes=10, dropout=0.0, normalization=None,
-                 reg=0.0, weight_scale=1e-2, dtype=np.float32, rng=None):
+                 reg=0.0, weight_scale=1e-2, dtype=np.float32, rng=None, l1=0.0):
         if normalization not in (None, "batchnorm"):
             raise ValueError(f"normalization must be None or 'batchnorm', got {normalization!r}")
         rng = np.random.default_rng(rng)
@@ -94,7 +96,7 @@ class FullyConnectedNet(_CourseNet):
                 layers.append(nn.Dropout(dropout, rng=rng))
                 keys.append({"state": f"dropout{index}_state"})
         config = dict(hidden_dims=list(hidden_dims), input_dim=input_dim, num_classes=num_classes,
-                      dropout=dropout, normalization=normalization, reg=reg, weight_scale=weight_scale,
+                      dropout=dropout, normalization=normalization, reg=reg, l1=l1, weight_scale=weight_scale,
                       dtype=np.dtype(dtype).name)
         super().__init__(config, layers, keys, (input_dim,))
 
@@ -109,7 +111,7 @@ class ThreeLayerConvNet(_CourseNet):
     ----------
     input_dim : (C, H, W)
     num_filters, filter_size, hidden_dim, num_classes : int
-    weight_scale, reg, dtype, rng
+    weight_scale, reg, l1, dtype, rng
         As for TwoLayerNet.
 
     Params: W1 (num_filters, C, filter_size, filter_size), b1, W2 (num_filters*H'*W',
@@ -117,7 +119,7 @@ class ThreeLayerConvNet(_CourseNet):
     """
 
     def __init__(self, input_dim=(3, 32, 32), num_filters=32, filter_size=7, hidden_dim=100, num_classes=10,
-                 weight_scale=1e-3, reg=0.0, dtype=np.float32, rng=None):
+                 weight_scale=1e-3, reg=0.0, dtype=np.float32, rng=None, l1=0.0):
         rng = np.random.default_rng(rng)
         common = dict(init=weight_scale, dtype=dtype, rng=rng)
         conv = nn.Conv2d(input_dim[0], num_filters, filter_size, padding=(filter_size - 1) // 2, **common)
@@ -126,7 +128,7 @@ class ThreeLayerConvNet(_CourseNet):
         layers = [conv, nn.ReLU(), pool, nn.Linear(channels * height * width, hidden_dim, **common), nn.ReLU(),
                   nn.Linear(hidden_dim, num_classes, **common)]
         config = dict(input_dim=list(input_dim), num_filters=num_filters, filter_size=filter_size,
-                      hidden_dim=hidden_dim, num_classes=num_classes, weight_scale=weight_scale, reg=reg,
+                      hidden_dim=hidden_dim, num_classes=num_classes, weight_scale=weight_scale, reg=reg, l1=l1,
                       dtype=np.dtype(dtype).name)
         keys = [_weights(1), {}, {}, _weights(2), {}, _weights(3)]
         super().__init__(config, layers, keys, tuple(input_dim))

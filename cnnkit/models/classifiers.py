@@ -5,11 +5,13 @@ compute in float32 when X is float32 and in float64 otherwise (integer pixels in
 once fitted, float input of the other precision raises TypeError instead of being cast.
 """
 from collections import namedtuple
+from typing import ClassVar
 
 import numpy as np
 
 from cnnkit import functional
 from cnnkit._validation import check_real
+from cnnkit.models.network import weight_penalty
 
 __all__ = ["CrossValidation", "KNearestNeighbor", "LinearClassifier", "LinearSVM", "Softmax", "cross_validate_k"]
 
@@ -297,11 +299,21 @@ def cross_validate_k(X, y, ks, num_folds=5, distance="l2", seed=None):
     return CrossValidation(accuracies, best_k)
 
 
+def _strength(name, doc):
+    """A property holding a regularisation strength, checked to be a finite float >= 0 when set."""
+    def set_strength(self, value):
+        setattr(self, f"_{name}", check_real(value, name, "a finite number >= 0", lambda r: r >= 0))
+
+    return property(lambda self: getattr(self, f"_{name}"), set_strength, doc=doc)
+
+
 class LinearClassifier(_Classifier):
     """Linear scores X @ W + b trained by minibatch SGD; subclasses set the data loss.
 
     params holds W of shape (D, C) and a separate bias b of shape (C,). The loss is the
-    data loss averaged over the batch plus reg * sum(W * W); the bias is not regularised.
+    data loss averaged over the batch plus reg * sum(W * W) + l1 * sum(|W|) (elastic net
+    when both are set); the bias is not regularised. The L1 subgradient is 0 where a
+    weight is exactly 0.
 
     Parameters
     ----------
@@ -309,30 +321,28 @@ class LinearClassifier(_Classifier):
         L2 regularisation strength (fit can change it).
     weight_scale : float, default 1e-3
         Standard deviation of the initial weights.
+    l1 : float, default 0
+        L1 regularisation strength (fit can change it).
     """
+
+    incoming_axes: ClassVar[dict] = {"W": (0,)}  # Trainer(max_norm=c) bounds the norm of each column of W
 
     @staticmethod
     def data_loss(scores, y):
         """(loss, dscores) of scores (N, C) against labels y (N,); each subclass sets it."""
         raise NotImplementedError
 
-    def __init__(self, reg=1e-5, weight_scale=1e-3):
-        self.reg = reg
+    def __init__(self, reg=1e-5, weight_scale=1e-3, l1=0.0):
+        self.reg, self.l1 = reg, l1
         self.weight_scale = check_real(weight_scale, "weight_scale", "a finite number > 0", lambda s: s > 0)
         self.params = {}
         self.loss_history, self.train_acc_history, self.val_acc_history = [], [], []
 
-    @property
-    def reg(self):
-        """L2 regularisation strength, a float >= 0."""
-        return self._reg
-
-    @reg.setter
-    def reg(self, value):
-        self._reg = check_real(value, "reg", "a finite number >= 0", lambda r: r >= 0)
+    reg = _strength("reg", "L2 regularisation strength, a float >= 0.")
+    l1 = _strength("l1", "L1 regularisation strength, a float >= 0.")
 
     def __repr__(self):
-        return f"{type(self).__name__}(reg={self.reg}, weight_scale={self.weight_scale})"
+        return f"{type(self).__name__}(reg={self.reg}, weight_scale={self.weight_scale}, l1={self.l1})"
 
     def init_params(self, num_features, num_classes, dtype=np.float64, seed=None):
         """Draw W (num_features, num_classes) from N(0, weight_scale^2) and zero b (num_classes,).
@@ -364,15 +374,15 @@ class LinearClassifier(_Classifier):
         if y is None:
             return scores
         data_loss, dscores = self.data_loss(scores, y)
-        loss = data_loss + self.reg * np.sum(W * W)
-        return loss, {"W": X.T @ dscores + 2 * self.reg * W, "b": dscores.sum(axis=0)}
+        penalty, dW = weight_penalty(W, 2 * self.reg, self.l1)
+        return data_loss + penalty, {"W": X.T @ dscores + dW, "b": dscores.sum(axis=0)}
 
     def predict(self, X):
         """Class with the highest score, ndarray of shape (N,)."""
         return np.argmax(self.loss(X), axis=1)
 
     def fit(self, X, y, learning_rate=1e-3, reg=None, num_epochs=10, batch_size=200, seed=None, verbose=False,
-            X_val=None, y_val=None, **trainer_options):
+            X_val=None, y_val=None, l1=None, **trainer_options):
         """Train from new random weights by minibatch SGD through cnnkit.Trainer.
 
         Parameters
@@ -381,8 +391,8 @@ class LinearClassifier(_Classifier):
         y : ndarray of shape (N,), integer labels in [0, C); C = 1 + the largest label
             of y and y_val
         learning_rate : float
-        reg : float, optional
-            Replaces self.reg when given.
+        reg, l1 : float, optional
+            Replace self.reg and self.l1 when given.
         num_epochs, batch_size : int
             Each epoch visits every sample once in a new random order.
         seed : int, optional
@@ -393,7 +403,7 @@ class LinearClassifier(_Classifier):
             Validation data; when given, the parameters of the epoch with the best
             validation accuracy are kept.
         **trainer_options
-            Further Trainer options, e.g. update_rule="sgd_momentum", lr_decay, patience.
+            Further Trainer options, e.g. update_rule="sgd_momentum", lr_decay, patience, max_norm.
 
         Returns
         -------
@@ -404,6 +414,8 @@ class LinearClassifier(_Classifier):
 
         if reg is not None:
             self.reg = reg
+        if l1 is not None:
+            self.l1 = l1
         if (X_val is None) != (y_val is None):
             raise ValueError("give both X_val and y_val, or neither")
         X = _as_features(X)

@@ -4,19 +4,26 @@
 (dicts of the layers' arrays under the model's keys), `loss(X, y=None)`, `predict`,
 train/eval mode, `summary`, `save` and `load`.
 """
+import contextlib
+import os
+import threading
+
 import numpy as np
 
 from cnnkit import functional as F
 from cnnkit import layers as nn
+from cnnkit._validation import check_real
+from cnnkit.errors import ModelFileError
 from cnnkit.models.io import assign_arrays, prefixed, read_npz, unprefixed, write_npz
 
 MODEL_FORMAT = "cnnkit-model"
 LOSSES = {"softmax": F.softmax_loss, "svm": F.svm_loss}
 _MODELS = {}  # class name -> Network subclass, for load()
+_MODE_LOCK = threading.Lock()  # guards the mode switches of concurrent predict calls
 
 
 class Network:
-    """Layers applied in order, then a classification loss with L2 regularisation.
+    """Layers applied in order, then a classification loss with L2 and L1 regularisation.
 
     Parameters
     ----------
@@ -24,7 +31,11 @@ class Network:
     loss : {"softmax", "svm"}
         Data loss on the scores: softmax cross-entropy or multiclass hinge.
     reg : float
-        L2 strength: the loss adds 0.5 * reg * sum(w**2) over the weights of Linear and Conv2d.
+        L2 strength: the loss adds 0.5 * reg * sum(w**2) over the weights of Linear, Maxout
+        and Conv2d (each layer's `regularized` params).
+    l1 : float
+        L1 strength: the loss adds l1 * sum(|w|) over the same weights (with reg too: elastic
+        net); its gradient is l1 * sign(w), 0 where a weight is exactly 0.
     input_shape : tuple of int, optional
         Shape of one sample, used by summary().
     keys : list of dict, optional
@@ -46,11 +57,12 @@ class Network:
         super().__init_subclass__(**kwargs)
         _MODELS[cls.__name__] = cls
 
-    def __init__(self, layers, loss="softmax", reg=0.0, input_shape=None, keys=None):
+    def __init__(self, layers, loss="softmax", reg=0.0, input_shape=None, keys=None, l1=0.0):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
         if reg < 0:
             raise ValueError(f"reg must be >= 0, got {reg!r}")
+        self.l1 = check_real(l1, "l1", "a finite number >= 0", lambda v: v >= 0)
         self.layers = list(layers)
         bad = [layer for layer in self.layers if not isinstance(layer, nn.Layer)]
         if bad:
@@ -76,13 +88,21 @@ class Network:
 
     def forward(self, X):
         """Scores of shape (N, num_classes) for X of shape (N, ...), in the current mode."""
-        for kind in ("params", "buffers"):
-            self._push(kind)
+        self.sync()
         for layer in self.layers:
             X = layer.forward(X)
         for key, (layer, name) in self._entries["buffers"].items():
             self.buffers[key] = layer.buffers[name]
         return X
+
+    def sync(self):
+        """Hand the arrays assigned in params and buffers to the layers now (forward does it first).
+
+        For code that reads the layers' own arrays, e.g. an exporter; returns self.
+        """
+        for kind in ("params", "buffers"):
+            self._push(kind)
+        return self
 
     def _push(self, kind):
         """Hand arrays assigned in self.params (or buffers) to their layers, checking them first."""
@@ -123,21 +143,29 @@ class Network:
         loss, dscores = LOSSES[self.loss_name](scores, y)
         self.backward(dscores)
         grads = {key: layer.grads[name] for key, (layer, name) in self._entries["params"].items()}
-        for key, (layer, name) in self._entries["params"].items():
-            if self.reg and name in layer.regularized:
-                weight = layer.params[name]
-                loss += 0.5 * self.reg * np.sum(weight * weight)
-                grads[key] = grads[key] + self.reg * weight
+        if self.reg or self.l1:
+            for key in self.incoming_axes:
+                penalty, dweight = weight_penalty(self.params[key], self.reg, self.l1)
+                loss, grads[key] = loss + penalty, grads[key] + dweight
         return float(loss), grads
 
+    @property
+    def incoming_axes(self):
+        """{param key: axes holding one unit's incoming weights} for the regularised weights.
+
+        The penalties apply to these params, and Trainer(max_norm=c) bounds the norm over
+        these axes: a column of a Linear or Maxout weight, a filter of a Conv2d weight.
+        """
+        return {key: layer.regularized[name] for key, (layer, name) in self._entries["params"].items()
+                if name in layer.regularized}
+
     def predict(self, X, batch_size=256):
-        """Predicted classes, int ndarray of shape (N,); runs in eval mode, then restores the mode."""
-        was_training = self.training
-        self.eval()
-        try:
+        """Predicted classes, int ndarray of shape (N,); runs in eval mode, then restores the mode.
+
+        Safe to call from several threads at once: the last call to finish restores the mode.
+        """
+        with _eval_mode(self):
             scores = [self.forward(X[i:i + batch_size]) for i in range(0, len(X), batch_size)]
-        finally:
-            self._set_mode(was_training)
         return np.argmax(np.concatenate(scores), axis=1)
 
     def train(self):
@@ -183,7 +211,7 @@ class Network:
         lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}" for row in rows]
         rule = "-" * len(lines[0])
         title = (f"{type(self).__name__}: input {_format_shape((None, *sample))}, "
-                 f"{self.loss_name} loss, reg {self.reg}")
+                 f"{self.loss_name} loss, reg {self.reg}" + (f", l1 {self.l1}" if self.l1 else ""))
         return "\n".join([title, rule, lines[0], rule, *lines[1:], rule,
                           f"total: {self.num_params:,} parameters"])
 
@@ -205,7 +233,10 @@ class Network:
 
     @classmethod
     def load(cls, path):
-        """The model saved at path, which must be an instance of this class."""
+        """The model saved at path, which must be an instance of this class.
+
+        Raises ModelFileError (a ValueError) for a damaged file, TypeError for another class.
+        """
         model = load(path)
         if not isinstance(model, cls):
             raise TypeError(f"{path!r} holds a {type(model).__name__}, not a {cls.__name__}")
@@ -217,15 +248,53 @@ class Network:
 
 
 def load(path):
-    """Load a model saved with save(path): rebuild it from its architecture, then fill its arrays."""
-    architecture, arrays = read_npz(path, "architecture", MODEL_FORMAT)
-    if architecture["class"] not in _MODELS:
-        raise ValueError(f"{path!r} holds an unknown model class {architecture['class']!r}; "
-                         f"known: {sorted(_MODELS)}")
-    model = _MODELS[architecture["class"]].from_config(architecture["config"])
-    assign_arrays(model.params, unprefixed("params", arrays), "parameters")
-    assign_arrays(model.buffers, unprefixed("buffers", arrays), "buffers")
+    """Load a model saved with save(path): rebuild it from its architecture, then fill its arrays.
+
+    Raises
+    ------
+    OSError
+        The file cannot be opened.
+    ModelFileError
+        (A ValueError.) The file is damaged, not a cnnkit model file, describes a model
+        that cannot be built, or holds arrays that do not fit it.
+    """
+    architecture, arrays = read_npz(path, "architecture", MODEL_FORMAT, ModelFileError)
+    name = architecture.get("class")
+    if name not in _MODELS:
+        raise ModelFileError(f"{os.fspath(path)}: unknown model class {name!r}; known: {sorted(_MODELS)}")
+    try:
+        model = _MODELS[name].from_config(architecture["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(f"{os.fspath(path)}: cannot build the {name} it describes ({error})") from error
+    assign_arrays(model.params, unprefixed("params", arrays), f"{os.fspath(path)}: parameters", ModelFileError)
+    assign_arrays(model.buffers, unprefixed("buffers", arrays), f"{os.fspath(path)}: buffers", ModelFileError)
     return model
+
+
+def weight_penalty(weight, l2, l1):
+    """0.5 * l2 * sum(weight**2) + l1 * sum(|weight|) and its (sub)gradient l2 * weight + l1 * sign(weight).
+
+    The L1 subgradient is 0 where a weight is exactly 0. Returns (float, ndarray of weight's shape and dtype).
+    """
+    penalty = 0.5 * l2 * np.sum(weight * weight) + l1 * np.sum(np.abs(weight))
+    return float(penalty), l2 * weight + l1 * np.sign(weight)
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    """Eval mode for the block; concurrent blocks share it and the last one out restores the mode."""
+    with _MODE_LOCK:
+        if not getattr(model, "_eval_holders", 0):
+            model._eval_holders, model._mode_to_restore = 0, model.training
+            model._set_mode(False)
+        model._eval_holders += 1
+    try:
+        yield
+    finally:
+        with _MODE_LOCK:
+            model._eval_holders -= 1
+            if not model._eval_holders:
+                model._set_mode(model._mode_to_restore)
 
 
 def _format_shape(shape):
@@ -251,7 +320,7 @@ class Sequential(Network):
     Parameters
     ----------
     layers : list of Layer
-    loss, reg, input_shape
+    loss, reg, input_shape, l1
         As for Network.
 
     Params and buffers are keyed "<layer index>.<name>", e.g. "0.weight", "1.running_mean".
@@ -265,12 +334,12 @@ class Sequential(Network):
     20714
     """
 
-    def __init__(self, layers, loss="softmax", reg=0.0, input_shape=None):
-        super().__init__(layers, loss=loss, reg=reg, input_shape=input_shape)
+    def __init__(self, layers, loss="softmax", reg=0.0, input_shape=None, l1=0.0):
+        super().__init__(layers, loss=loss, reg=reg, input_shape=input_shape, l1=l1)
 
     def config(self):
         return {"layers": [layer_config(layer) for layer in self.layers], "loss": self.loss_name,
-                "reg": self.reg, "input_shape": self.input_shape}
+                "reg": self.reg, "l1": self.l1, "input_shape": self.input_shape}
 
     @classmethod
     def from_config(cls, config):

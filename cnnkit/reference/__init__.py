@@ -20,6 +20,7 @@ from cnnkit.reference.conv import conv2d_backward, conv2d_forward
 from cnnkit.reference.dropout import dropout_backward, dropout_forward
 from cnnkit.reference.im2col import col2im, im2col
 from cnnkit.reference.losses import softmax_loss, svm_loss
+from cnnkit.reference.maxout import maxout_backward, maxout_forward
 from cnnkit.reference.normalization import (
     batchnorm_backward,
     batchnorm_forward,
@@ -33,6 +34,7 @@ __all__ = [
     "batchnorm_backward", "batchnorm_forward", "col2im", "conv2d_backward", "conv2d_forward",
     "dropout_backward", "dropout_forward", "elu_backward", "elu_forward", "im2col",
     "leaky_relu_backward", "leaky_relu_forward", "max_pool2d_backward", "max_pool2d_forward",
+    "maxout_backward", "maxout_forward",
     "relu_backward", "relu_forward", "sigmoid_backward", "sigmoid_forward", "softmax_loss",
     "spatial_batchnorm_backward", "spatial_batchnorm_forward", "svm_loss", "tanh_backward",
     "tanh_forward",

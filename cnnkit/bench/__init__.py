@@ -1,0 +1,201 @@
+"""`cnnkit bench`: reference vs fast vs PyTorch, each contender timed alone in its own process.
+
+Rows: conv2d (A, B, C), max pooling (P) and average pooling (Q) forward+backward in
+float32 and float64, and a training step of `cnnkit train`'s convnet on three nets
+(mnist, cifar, cifar-wide; float32). Every contender of every row (and numpy's matmul,
+the GEMM rate the conv is measured against) runs in a fresh `python -m cnnkit.bench`
+process (cnnkit.bench.worker) with the same thread count for the kernels, BLAS and
+torch: a warm-up, then the timed repeats; the table gives their median and spread.
+The fast result is checked against the reference after fast's timings. ``add_arguments``
+and ``run`` serve both ``cnnkit bench`` and ``benchmarks/compare.py``.
+"""
+import argparse
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+import cnnkit
+from cnnkit.bench import report
+from cnnkit.bench.cases import ROWS, Conv, Net, agrees
+from cnnkit.bench.worker import WARMUP, case, run_job, run_python
+from cnnkit.profiler import format_profile
+
+__all__ = ["ROWS", "add_arguments", "agrees", "run"]
+
+NETS = [name for name, row in ROWS.items() if isinstance(row, Net)]
+QUICK_BATCH, QUICK_MATMUL, MATMUL = 8, 512, 1024
+OPENBLAS_HINTS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+SHOWN_ENVIRONMENT = ("OMP_", "OPENBLAS_", "MKL_", "GOMP_", "KMP_", "CNNKIT_")
+
+
+def add_arguments(parser):
+    """Add the benchmark's options to an argparse parser; returns it."""
+    parser.add_argument("--rows", "--shapes", dest="rows", default=",".join(ROWS), type=_row_list,
+                        help="comma-separated rows (default: all); "
+                             + "; ".join(f"{k} = {v.describe()}" for k, v in ROWS.items()))
+    parser.add_argument("--dtype", choices=["float32", "float64", "both"], default="both",
+                        help="dtypes of the op rows (training steps are float32)")
+    parser.add_argument("--repeat", type=_positive_int, help="timed runs per contender (default 5, 3 with --quick)")
+    parser.add_argument("--batch", type=_positive_int, help="override every row's batch size N")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"batch {QUICK_BATCH}, 3 repeats, {QUICK_MATMUL}x{QUICK_MATMUL} matmul: a sanity run")
+    parser.add_argument("--threads", type=_positive_int,
+                        help="threads of every contender: cnnkit.set_num_threads, BLAS, torch.set_num_threads "
+                             "(default: cnnkit's, the cores)")
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when it is installed")
+    parser.add_argument("--markdown", action="store_true", help="print the table in markdown")
+    parser.add_argument("--train-epoch", metavar="DIR",
+                        help="also time `cnnkit train --dataset mnist --data-dir DIR --epochs 1` (fast backend)")
+    parser.add_argument("--profile", nargs="?", const="mnist", choices=NETS, metavar="NET",
+                        help=f"instead of the table, time each layer of a training step of NET "
+                             f"({', '.join(NETS)}; default mnist) on the fast backend")
+    return parser
+
+
+def _positive_int(text):
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def _row_list(text):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = [name.upper() if name.upper() in ROWS else name for name in names]
+    unknown = [name for name in names if name not in ROWS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown rows {unknown}; expected names among {', '.join(ROWS)}")
+    return names
+
+
+def run(args, env=None):
+    """Measure and print the table (or the profile); return 0, or 1 if fast disagreed with the reference.
+
+    Every worker process starts with the environment env (default: this process's).
+    """
+    settings = dict(threads=args.threads or cnnkit.get_num_threads(), batch=args.batch or (
+        QUICK_BATCH if args.quick else None), repeat=args.repeat or (3 if args.quick else 5))
+    env = dict(os.environ if env is None else env)
+    torch_version = None if args.no_torch else _torch_version()
+    _print_conditions(settings, env, torch_version)
+    if args.profile:
+        return _print_profile(args.profile, settings, env)
+    start = _cpu_snapshot()
+    rows = list(_table(args, settings, env, torch=torch_version is not None))
+    if args.train_epoch:
+        print(_epoch(args.train_epoch, settings["threads"], env))
+    print(f"load average after: {_load()}; {_others_share(start, _cpu_snapshot())}")
+    return int(any(row["agrees"] is False for row in rows))
+
+
+def _table(args, settings, env, torch):
+    """Time every selected row and dtype (torch too when `torch`), printing each row when done; yields the rows."""
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    chosen = [(name, dtype) for name in args.rows for dtype in ROWS[name].dtypes if dtype in dtypes]
+    gemm = {dtype: _gemm_rate(dtype, args.quick, settings, env)
+            for dtype in dict.fromkeys(dtype for name, dtype in chosen if isinstance(ROWS[name], Conv))}
+    _print_method(settings["repeat"])
+    print(report.header(args.markdown), flush=True)
+    for name, dtype in chosen:
+        row, timed = _measure(name, dtype, settings, env, torch), case(name, settings["batch"])
+        row["gemm"] = timed.flops() / np.median(row["fast"]) / gemm[dtype] if timed.flops() else None
+        texts = report.cells(row)
+        print(report.markdown_line(texts, timed.describe()) if args.markdown else report.text_line(texts),
+              flush=True)
+        yield row
+
+
+def _measure(name, dtype, settings, env, torch):
+    """Row dict (see report.cells) from one worker process per contender."""
+    def timed(contender):
+        return run_job(dict(case=name, dtype=dtype, contender=contender, **settings), env)
+
+    fast = timed("fast")
+    return dict(name=name, dtype=dtype, ref=timed("reference")["seconds"], fast=fast["seconds"],
+                torch=timed("torch")["seconds"] if torch else None, agrees=fast["agrees"])
+
+
+def _gemm_rate(dtype, quick, settings, env):
+    """numpy matmul FLOP/s (median of the repeats) in a worker of its own."""
+    size = QUICK_MATMUL if quick else MATMUL
+    seconds = run_job(dict(case=f"matmul{size}", dtype=dtype, contender="numpy", **settings), env)["seconds"]
+    return 2 * size ** 3 / np.median(seconds)
+
+
+def _print_profile(name, settings, env):
+    net = case(name, settings["batch"])
+    print(f"profile: {net.describe()}, fast backend, in a process of its own: mean of {settings['repeat']} "
+          f"steps after {WARMUP} warm-up steps\n", flush=True)
+    print(format_profile(run_job(dict(profile=name, **settings), env), rest="update (Adam)"))
+    return 0
+
+
+def _epoch(data_dir, threads, env):
+    """One line: wall seconds of `cnnkit train --dataset mnist --epochs 1` in a process of its own."""
+    command = ["train", "--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "1", "--threads", str(threads)]
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        run_python(["-m", "cnnkit.cli", *command, "--out", out], env, f"cnnkit {' '.join(command)}")
+        seconds = time.perf_counter() - start
+    return (f"cnnkit {' '.join(command)}: {seconds:.1f} s wall, the whole command (loading, one epoch, "
+            "accuracy checks, test set, writing the model)")
+
+
+def _torch_version():
+    """torch's version when it is installed, without importing it here; else None."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    return importlib.metadata.version("torch")
+
+
+def _print_conditions(settings, env, torch_version):
+    """The machine, libraries and the workers' environment, with a hint when OpenBLAS is tuned here."""
+    from threadpoolctl import threadpool_info
+
+    blas = ", ".join(f"{lib['internal_api']} {lib['version']}" for lib in threadpool_info()
+                     if lib["user_api"] == "blas") or "not detected"
+    shown = " ".join(f"{key}={value}" for key, value in sorted(env.items()) if key.startswith(SHOWN_ENVIRONMENT))
+    print(f"cnnkit {cnnkit.__version__} bench on {platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"before: {_load()}; numpy {np.__version__}, BLAS: {blas}; torch: {torch_version or 'not timed'}")
+    print(f"workers: {settings['threads']} threads each (cnnkit.set_num_threads, BLAS via threadpoolctl, "
+          f"torch.set_num_threads); environment: {shown or 'no OMP_/OPENBLAS_/MKL_/CNNKIT_ variables'}")
+    hints = [key for key in OPENBLAS_HINTS if key in env]
+    if hints:
+        print(f"note: {' and '.join(hints)} set here; a user's machine does not set them. "
+              f"`env {' '.join(f'-u {key}' for key in hints)} cnnkit bench` measures what a user gets")
+
+
+def _print_method(repeat):
+    print(f"each contender timed alone, in a process of its own (python -m cnnkit.bench): {WARMUP} warm-up calls, "
+          f"then {repeat} timed; median ms ±half the min-max range; fast checked against the reference after "
+          "its timings")
+    print("ops: forward+backward; speedup: reference/fast; GEMM %: fast conv FLOP/s (3 x 2*N*F*C*KH*KW*OH*OW) "
+          "over numpy matmul FLOP/s\n", flush=True)
+
+
+def _cpu_snapshot():
+    """(machine busy CPU seconds, CPU seconds of this process and its workers, wall seconds); None without /proc."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:9]]
+    except OSError:
+        return None
+    own = os.times()
+    return ((sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"),
+            own.user + own.system + own.children_user + own.children_system, time.monotonic())
+
+
+def _others_share(start, end):
+    """How busy other processes kept the CPUs during the run, as text."""
+    if start is None or end is None:
+        return "CPU use by other processes unknown"
+    busy, own, wall = (b - a for a, b in zip(start, end))
+    return f"other processes kept the CPUs {100 * max(0.0, busy - own) / (wall * os.cpu_count()):.0f}% busy meanwhile"
+
+
+def _load():
+    return " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"

@@ -1,0 +1,111 @@
+"""One contender timed alone: `python -m cnnkit.bench JOB` runs a JSON job in a fresh process.
+
+A job times one contender on one case (or profiles a training step) and prints one JSON
+line. Only that contender's library does work in the process, so no other library's
+thread pool is spinning while it is timed.
+
+Jobs (JSON objects):
+
+- time: case (a cases.ROWS name or "matmul<size>"), batch (N or null), dtype, contender
+  ("reference", "fast", "torch" or "numpy"), repeat, threads ->
+  {"seconds": [one per timed call], "agrees": fast vs reference after the timings, else null}
+- profile: profile (a net's name), batch, repeat, threads ->
+  profiler.profile_step's dict, on the fast backend
+"""
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+from cnnkit.bench.cases import ROWS, Matmul, Net
+
+WARMUP = 2  # untimed calls first: Adam's state, the kernels' buffers, torch's allocator
+
+
+def case(name, batch=None):
+    """The case named `name` (a ROWS key or "matmul<size>"), with batch size N when batch is given."""
+    if name.startswith("matmul"):
+        return Matmul(int(name[len("matmul"):]))
+    chosen = ROWS[name]
+    return dataclasses.replace(chosen, x=(batch, *chosen.x[1:])) if batch else chosen
+
+
+def time_alone(job):
+    """Run a time job in this process; its result dict."""
+    chosen, contender = case(job["case"], job["batch"]), job["contender"]
+    with _threads(job["threads"], contender):
+        call = chosen.contender(contender, job["dtype"])
+        for _ in range(WARMUP):
+            call()
+        seconds = []
+        for _ in range(job["repeat"]):
+            start = time.perf_counter()
+            call()
+            seconds.append(time.perf_counter() - start)
+        agrees = chosen.check(job["dtype"]) if contender == "fast" else None
+    return {"seconds": seconds, "agrees": agrees}
+
+
+def profile(job):
+    """Run a profile job in this process: profiler.profile_step of a net's training step (fast backend)."""
+    from cnnkit.profiler import profile_step
+
+    net = case(job["profile"], job["batch"])
+    if not isinstance(net, Net):
+        raise ValueError(f"--profile takes a training step's row, got {job['profile']!r}")
+    with _threads(job["threads"], "fast"):
+        model, step = net.training()
+        for _ in range(WARMUP):
+            step()
+        return profile_step(model, step, job["repeat"])
+
+
+@contextlib.contextmanager
+def _threads(threads, contender):
+    """`threads` kernel, BLAS and (for torch) torch threads, and the backend when contender names one.
+
+    Meant for a worker process: the kernel threads, torch threads and backend stay set after the block.
+    """
+    from threadpoolctl import threadpool_limits
+
+    import cnnkit
+
+    cnnkit.set_num_threads(threads)
+    if contender in cnnkit.available_backends():
+        cnnkit.set_backend(contender)
+    if contender == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    with threadpool_limits(threads, user_api="blas"):
+        yield
+
+
+def run_job(job, env=None):
+    """Run `job` in a fresh `python -m cnnkit.bench` process with environment env (None: this one's).
+
+    Returns the job's result; raises ChildProcessError with the worker's last error line.
+    """
+    out = run_python(["-m", "cnnkit.bench", json.dumps(job)], env, f"benchmark worker for {json.dumps(job)}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_python(args, env, what):
+    """stdout of `python ARGS` run with environment env; ChildProcessError naming `what` if it fails."""
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise ChildProcessError(f"{what} failed: {last}")
+    return done.stdout
+
+
+def main(argv):
+    """Entry point of `python -m cnnkit.bench JOB`: print the job's result as one JSON line."""
+    if len(argv) != 1:
+        sys.exit("usage: python -m cnnkit.bench JOB (a JSON object; `cnnkit bench` starts these workers)")
+    job = json.loads(argv[0])
+    result = profile(job) if "profile" in job else time_alone(job)
+    sys.stdout.write(json.dumps(result) + os.linesep)

@@ -1,0 +1,42 @@
+"""Affine (fully connected) layer on the BLAS kernels of cnnkit._ext.affine; same contract as
+cnnkit.reference.affine.
+
+The kernel threads each take a block of rows and call BLAS single-threaded without the GIL
+while BLAS's own pool is held at one thread (cnnkit/fast/_threads.py). The cache is (x as (N, D), w,
+x's shape): the caller's own arrays when C-contiguous.
+"""
+import math
+
+import numpy as np
+
+from cnnkit._ext import affine as _kernels
+from cnnkit.fast._checks import float_arrays, gradient
+from cnnkit.fast._threads import CONV_GRAIN, kernel_threads, single_threaded_blas
+
+
+def affine_forward(x, w, b):
+    """cnnkit.reference.affine_forward: x (N, d1, ..., dk), w (D, M), b (M,) -> out (N, M), cache."""
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"x must be at least 2-D (N, d1, ..., dk), got shape {x.shape}")
+    rows, w, b = float_arrays([x.reshape(len(x), math.prod(x.shape[1:])), w, b], ["x", "w", "b"],
+                              ["(N, D)", "(D, M)", "(M,)"])
+    out = np.empty((len(rows), w.shape[1]), dtype=rows.dtype)
+    with single_threaded_blas():
+        _kernels.affine_forward(rows, w, b, out, _threads(len(rows), rows.size * w.shape[1]))
+    return out, (rows, w, x.shape)
+
+
+def affine_backward(dout, cache):
+    """Gradients of affine_forward: dout (N, M) -> dx (N, d1, ..., dk), dw (D, M), db (M,)."""
+    rows, w, x_shape = cache
+    dout = gradient(dout, rows.dtype, (len(rows), w.shape[1]))
+    dx, dw, db = np.empty_like(rows), np.empty_like(w), np.empty(w.shape[1], dtype=w.dtype)
+    with single_threaded_blas():
+        _kernels.affine_backward(dout, rows, w, dx, dw, db, _threads(max(len(rows), len(w)), 2 * rows.size * len(db)))
+    return dx.reshape(x_shape), dw, db
+
+
+def _threads(blocks, multiply_adds):
+    """Kernel threads for a product of `multiply_adds` split into at most `blocks` row blocks."""
+    return min(kernel_threads(multiply_adds, CONV_GRAIN), max(1, blocks))
