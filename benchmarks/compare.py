@@ -5,12 +5,12 @@
     python benchmarks/compare.py --profile mnist     # time per layer of a training step
 """
 import argparse
-import os
 import sys
 
 from cnnkit import bench
+from cnnkit._backend import prefer_passive_wait
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # as the `cnnkit` command sets it for its workers
+    prefer_passive_wait()  # as the `cnnkit` command does
     parser = bench.add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     sys.exit(bench.run(parser.parse_args()))

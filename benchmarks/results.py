@@ -21,11 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # as `cnnkit` sets it: spinning OpenMP threads starve BLAS
 import cnnkit
+from cnnkit._backend import prefer_passive_wait
 from cnnkit.models import FullyConnectedNet, KNearestNeighbor, TwoLayerNet
 from cnnkit.models.classifiers import LinearSVM, Softmax
 from cnnkit.recipes import RECIPES, build_model, describe_recipe, make_trainer, training_data
+
+prefer_passive_wait()  # as the `cnnkit` command does; before the first kernel loads OpenMP
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CIFAR_FOLDERS = ("cifar-10-batches-py", "cifar-10-subset", "cifar10")

@@ -45,6 +45,27 @@ _backend_choice = contextvars.ContextVar("cnnkit_backend", default=None)  # None
 _threads_choice = contextvars.ContextVar("cnnkit_num_threads", default=None)  # None: the default
 
 
+WAIT_POLICY_MARK = "CNNKIT_CHOSE_OMP_WAIT_POLICY"  # set when cnnkit, not the user, chose the policy
+
+
+def prefer_passive_wait():
+    """Make OpenMP threads sleep, not spin, between parallel regions unless the user chose otherwise.
+
+    Spinning kernel threads starve every other thread on a small machine (BLAS's, another
+    process's). OpenMP reads OMP_WAIT_POLICY once, when it loads: call this before the
+    extension is imported (the `cnnkit` command does).
+    """
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.update({"OMP_WAIT_POLICY": "passive", WAIT_POLICY_MARK: "1"})
+
+
+def user_environment(env):
+    """env without the OpenMP wait policy that prefer_passive_wait chose: what other libraries run under."""
+    if WAIT_POLICY_MARK not in env:
+        return dict(env)
+    return {key: value for key, value in env.items() if key not in ("OMP_WAIT_POLICY", WAIT_POLICY_MARK)}
+
+
 def _import_fast():
     """Return the cnnkit.fast module or raise ImportError with a rebuild hint."""
     try:
@@ -74,6 +95,16 @@ def _resolve(name, source="backend"):
 
 def _in_main_thread():
     return threading.current_thread() is threading.main_thread()
+
+
+def kernel_runtime():
+    """Context for a loop of ops, such as training: on the fast backend BLAS stays at one
+    thread throughout, so only the kernels' threads run (cnnkit.fast._threads, policy 2).
+    On the reference backend it does nothing: numpy's products use BLAS's threads.
+    """
+    if get_backend() != "fast":
+        return contextlib.nullcontext()
+    return importlib.import_module("cnnkit.fast._threads").single_threaded_blas()
 
 
 def available_backends():

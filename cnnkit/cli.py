@@ -6,10 +6,10 @@ command with one line on stderr and exit status 1; argparse usage errors exit wi
 import argparse
 import contextlib
 import importlib
-import os
 import sys
 
 from cnnkit import __version__
+from cnnkit._backend import prefer_passive_wait
 from cnnkit.commands import COMMANDS
 
 ERRORS = (OSError, ValueError, ImportError, ArithmeticError)  # what a user's input or machine can cause
@@ -43,9 +43,7 @@ def _runtime(args):
 
 def main(argv=None):
     """Run the `cnnkit` command with argv (default: sys.argv[1:]); returns the exit status."""
-    # OpenMP threads spinning between the kernels' parallel regions starve BLAS's threads
-    # (10x slower training on a busy 2-core machine); read when the extension first loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    prefer_passive_wait()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "passes_extra_args", False):

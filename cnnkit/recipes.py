@@ -13,10 +13,10 @@ WIDTHS = {"convnet": 16, "vgg": 32, "threelayer": 32, "twolayer": 256, "fc": 256
 UPDATE_RULES = ("sgd", "sgd_momentum", "nesterov", "rmsprop", "adam")
 # (random-crop padding, horizontal flip) per dataset; no flip for digits
 AUGMENTATION = {"builtin": (2, True), "mnist": (2, False), "fashion-mnist": (2, True), "cifar10": (4, True)}
-# What `cnnkit train --dataset NAME` trains unless its options say otherwise (keys are the options);
-# warmup counts updates. Measured in /work/notes/recipes-log.md.
+# What `cnnkit train --dataset NAME` trains unless its options say otherwise (keys are the options;
+# warmup counts updates): the README's results come from these.
 _MNIST = dict(model="convnet", width=16, depth=None, dropout=0.25, epochs=10, batch_size=128, update_rule="adam",
-              lr=3e-3, schedule="cosine", warmup=200, reg=0.0)
+              lr=3e-3, schedule="cosine", warmup=200, reg=1e-4)
 RECIPES = {
     "builtin": dict(model="convnet", width=16, depth=None, dropout=0.0, epochs=10, batch_size=64,
                     update_rule="adam", lr=3e-3, schedule="cosine", warmup=0, reg=0.0),

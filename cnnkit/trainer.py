@@ -6,6 +6,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from cnnkit._backend import kernel_runtime
 from cnnkit._validation import check_real
 from cnnkit.errors import CheckpointError
 from cnnkit.models.io import assign_arrays, prefixed, read_npz, unprefixed, write_npz
@@ -136,7 +137,8 @@ class Trainer:
         """
         batches = math.ceil(len(self.X_train) / self.batch_size)
         quiet = not (self.verbose and sys.stderr.isatty())
-        with tqdm(total=self.num_epochs * batches, initial=self.iteration, disable=quiet, unit="batch") as bar:
+        with kernel_runtime(), tqdm(total=self.num_epochs * batches, initial=self.iteration, disable=quiet,
+                                    unit="batch") as bar:
             while self.epoch < self.num_epochs and not self._out_of_patience():
                 self._train_epoch(bar)
                 self._end_epoch()

@@ -114,3 +114,34 @@ def test_show_config(capsys):
     assert "backends available: fast, reference" in out
     assert "openmp:             yes" in out
     assert "blas:" in out
+
+
+def test_passive_wait_is_cnnkits_choice_only(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv(_backend.WAIT_POLICY_MARK, raising=False)
+    _backend.prefer_passive_wait()
+    assert os.environ["OMP_WAIT_POLICY"] == "passive"
+    assert "OMP_WAIT_POLICY" not in _backend.user_environment(os.environ)
+    assert _backend.WAIT_POLICY_MARK not in _backend.user_environment(os.environ)
+
+
+def test_users_wait_policy_is_kept(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "active")
+    monkeypatch.delenv(_backend.WAIT_POLICY_MARK, raising=False)
+    _backend.prefer_passive_wait()
+    assert os.environ["OMP_WAIT_POLICY"] == "active"
+    assert _backend.user_environment(os.environ)["OMP_WAIT_POLICY"] == "active"
+
+
+def test_kernel_runtime_holds_blas_at_one_thread_on_fast_only():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    with threadpool_limits(2, user_api="blas"):
+        with cnnkit.use_backend("fast"), _backend.kernel_runtime():
+            assert blas_threads() == {1}
+        with cnnkit.use_backend("reference"), _backend.kernel_runtime():
+            assert blas_threads() == {2}
+        assert blas_threads() == {2}

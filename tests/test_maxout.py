@@ -1,4 +1,4 @@
-"""Maxout: the reference op pair, its functional checks, the layer and a model built on it."""
+"""Maxout: the reference and fast op pairs, the functional checks, the layer and a model built on it."""
 import numpy as np
 import pytest
 from conftest import TOLERANCE
@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cnnkit
+from cnnkit import fast, reference
 from cnnkit import functional as F
 from cnnkit import layers as nn
-from cnnkit import reference
 from cnnkit.gradcheck import check_gradients, check_loss_gradients
 from cnnkit.models import Sequential, load
 from cnnkit.models.network import layer_config, layer_from_config
@@ -16,8 +16,9 @@ from cnnkit.recipes import build_model
 from cnnkit.trainer import Trainer
 
 OPS = {"reference": (reference.maxout_forward, reference.maxout_backward),
+       "fast": (fast.maxout_forward, fast.maxout_backward),
        "functional": (F.maxout_forward, F.maxout_backward)}
-BOTH_OPS = pytest.mark.parametrize("ops", OPS.values(), ids=OPS.keys())
+ALL_OPS = pytest.mark.parametrize("ops", OPS.values(), ids=OPS.keys())
 
 
 def hand_case():
@@ -29,7 +30,7 @@ def hand_case():
     return x, w, b
 
 
-@BOTH_OPS
+@ALL_OPS
 def test_hand_computed_forward_and_backward(ops):
     forward, backward = ops
     out, cache = forward(*hand_case())
@@ -44,7 +45,7 @@ def test_hand_computed_forward_and_backward(ops):
     np.testing.assert_array_equal(db, [[0.0, 10.0, 0.0], [100.0, 0.0, 0.0]])
 
 
-@BOTH_OPS
+@ALL_OPS
 def test_ties_send_the_gradient_to_the_first_maximum(ops):
     forward, backward = ops
     x = np.array([[1.0], [2.0]])
@@ -58,11 +59,28 @@ def test_ties_send_the_gradient_to_the_first_maximum(ops):
     np.testing.assert_array_equal(dx, [[3.0], [3.0]])  # w[0, 0, 0] + w[0, 1, 1]
 
 
-@BOTH_OPS
+@ALL_OPS
 def test_gradients_match_numerical(ops, rng):
     x, w, b = rng.standard_normal((4, 2, 3)), rng.standard_normal((6, 5, 3)), rng.standard_normal((5, 3))
     report = check_gradients(*ops, dict(x=x, w=w, b=b))
     assert report.worst < 1e-8, report
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 40), st.integers(1, 9), st.integers(1, 4),
+       st.sampled_from([np.float32, np.float64]), st.booleans(), st.integers(0, 2**32 - 1))
+def test_fast_agrees_with_reference(n, features, units, pieces, dtype, strided, seed):
+    """The compiled-affine maxout against the reference, x non-contiguous when strided."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, (n, 2 * features)).astype(dtype)  # small ints: pieces tie often
+    x = x[:, ::2] if strided else x[:, :features]
+    w, b = rng.integers(-2, 3, (features, units, pieces)).astype(dtype), rng.standard_normal((units, pieces))
+    b, dout = b.astype(dtype), rng.standard_normal((n, units)).astype(dtype)
+    got, expected = ([*ops[0](x, w, b)] for ops in (OPS["fast"], OPS["reference"]))
+    np.testing.assert_allclose(got[0], expected[0], **TOLERANCE[dtype])
+    for g, e in zip(OPS["fast"][1](dout, got[1]), OPS["reference"][1](dout, expected[1])):
+        assert g.dtype == dtype
+        np.testing.assert_allclose(g, e, **TOLERANCE[dtype])
 
 
 def test_one_piece_is_an_affine_map(rng, dtype):

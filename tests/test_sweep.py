@@ -182,15 +182,26 @@ def test_sweep_on_a_dask_cluster_survives_a_killed_worker(dask_cluster, tmp_path
     assert (out / "sweep.png").stat().st_size > 0
 
 
+def wait_for_running_trial(study_file):
+    """Return once the study holds a trial that has started and not finished."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        study = optuna.load_study(study_name="cnnkit-sweep", storage=f"sqlite:///{study_file}")
+        if any(trial.state == optuna.trial.TrialState.RUNNING for trial in study.trials):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no trial of {study_file} started within {TIMEOUT} s")
+
+
 def test_resume_after_the_client_is_killed_runs_only_the_missing_trials(tmp_path):
     out = tmp_path / "sweep"
     command = cnnkit_command("sweep", "--workers", 1, "--trials", 3, "--lr", "1e-3:1e-2", "--pruner", "none",
-                             *SMALL, "--out", out)
+                             *SMALL, "--epochs", 8, "--out", out)  # trials of seconds: time to kill one mid-way
     client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     try:
         wait_for_line(output_lines(client), "trial 0 ")
-        time.sleep(1)  # trial 1 has started
+        wait_for_running_trial(out / "study.db")
     finally:
         os.killpg(client.pid, signal.SIGKILL)  # the client and its local cluster's workers
         client.wait()

@@ -241,5 +241,5 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
             for band in range(bands):
                 _backward_band(&g, &x[n, 0, 0, 0], &wb[0, 0], &dout[n, 0, 0], &dx[n, 0, 0, 0],
                                group_sums + group * sums, cols, band * g.rows)
-    for f in prange(g.F, nogil=True, schedule="static", num_threads=n_threads):
+    for f in range(g.F):  # a small pass: not worth waking the threads again
         _add_groups(&dwb[f, 0], group_sums + f, groups, sums, g.K + 1)

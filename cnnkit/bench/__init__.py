@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 import cnnkit
+from cnnkit._backend import user_environment
 from cnnkit.bench import report
 from cnnkit.bench.cases import ROWS, Conv, Net, agrees
 from cnnkit.bench.worker import WARMUP, case, run_job, run_python
@@ -112,7 +113,8 @@ def _table(args, settings, env, torch):
 def _measure(name, dtype, settings, env, torch):
     """Row dict (see report.cells) from one worker process per contender."""
     def timed(contender):
-        return run_job(dict(case=name, dtype=dtype, contender=contender, **settings), env)
+        worker_env = env if contender in ("fast", "reference") else user_environment(env)
+        return run_job(dict(case=name, dtype=dtype, contender=contender, **settings), worker_env)
 
     fast = timed("fast")
     return dict(name=name, dtype=dtype, ref=timed("reference")["seconds"], fast=fast["seconds"],
@@ -122,7 +124,8 @@ def _measure(name, dtype, settings, env, torch):
 def _gemm_rate(dtype, quick, settings, env):
     """numpy matmul FLOP/s (median of the repeats) in a worker of its own."""
     size = QUICK_MATMUL if quick else MATMUL
-    seconds = run_job(dict(case=f"matmul{size}", dtype=dtype, contender="numpy", **settings), env)["seconds"]
+    job = dict(case=f"matmul{size}", dtype=dtype, contender="numpy", **settings)
+    seconds = run_job(job, user_environment(env))["seconds"]
     return 2 * size ** 3 / np.median(seconds)
 
 
