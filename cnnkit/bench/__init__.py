@@ -16,6 +16,7 @@ import os
 import platform
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -139,7 +140,8 @@ def _print_profile(name, settings, env):
 
 def _epoch(data_dir, threads, env):
     """One line: wall seconds of `cnnkit train --dataset mnist --epochs 1` in a process of its own."""
-    command = ["train", "--dataset", "mnist", "--data-dir", str(data_dir), "--epochs", "1", "--threads", str(threads)]
+    command = ["train", "--dataset", "mnist", "--data-dir", str(Path(data_dir).resolve()), "--epochs", "1",
+               "--threads", str(threads)]
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         run_python(["-m", "cnnkit.cli", *command, "--out", out], env, f"cnnkit {' '.join(command)}")

@@ -19,7 +19,9 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import cnnkit
 from cnnkit.bench.cases import ROWS, Matmul, Net
 
 WARMUP = 2  # untimed calls first: Adam's state, the kernels' buffers, torch's allocator
@@ -95,7 +97,10 @@ def run_job(job, env=None):
 
 def run_python(args, env, what):
     """stdout of `python ARGS` run with environment env; ChildProcessError naming `what` if it fails."""
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+    # run where the cnnkit of this process lives, so that `-m` imports that one and not a
+    # source tree (without compiled kernels) in the current folder
+    home = Path(cnnkit.__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=home)
     if done.returncode:
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise ChildProcessError(f"{what} failed: {last}")
