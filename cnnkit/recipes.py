@@ -22,7 +22,7 @@ RECIPES = {
                     update_rule="adam", lr=3e-3, schedule="cosine", warmup=0, reg=0.0),
     "mnist": _MNIST,
     "fashion-mnist": _MNIST,
-    "cifar10": dict(model="vgg", width=48, depth=1, dropout=0.0, epochs=50, batch_size=64, update_rule="adam",
+    "cifar10": dict(model="vgg", width=48, depth=1, dropout=0.25, epochs=50, batch_size=64, update_rule="adam",
                     lr=2e-3, schedule="cosine", warmup=200, reg=5e-4),
 }
 
