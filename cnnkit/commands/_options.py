@@ -25,6 +25,7 @@ def _number(kind, minimum, strict):
 POSITIVE_INT = _number(int, 0, True)
 POSITIVE_FLOAT = _number(float, 0, True)
 NON_NEGATIVE_FLOAT = _number(float, 0, False)
+NON_NEGATIVE_INT = _number(int, 0, False)
 
 
 def add_runtime_options(parser):

@@ -21,9 +21,9 @@ import numpy as np
 
 from cnnkit.commands._options import (
     NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
     POSITIVE_FLOAT,
     POSITIVE_INT,
-    _number,
     add_data_options,
     add_runtime_options,
 )
@@ -39,8 +39,6 @@ from cnnkit.recipes import (
     recipe,
     training_data,
 )
-
-NON_NEGATIVE_INT = _number(int, 0, False)
 
 
 def add_parser(commands):
