@@ -18,8 +18,8 @@ except ImportError as error:
 
 from cnnkit import __version__
 from cnnkit import layers as nn
+from cnnkit._files import atomic_write
 from cnnkit.models import Network
-from cnnkit.models.io import atomic_write
 
 OPSET = 17
 

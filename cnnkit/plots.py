@@ -32,7 +32,7 @@ def plot_history(history, path):
 
 def save_figure(figure, path, dpi=100):
     """Write a matplotlib Figure to path as PNG, atomically (a reader never sees half a file)."""
-    from cnnkit.models.io import atomic_write
+    from cnnkit._files import atomic_write
 
     with atomic_write(path) as file:
         figure.savefig(file, format="png", dpi=dpi)

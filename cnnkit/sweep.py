@@ -52,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit._files import write_atomic
+
 INSTALL_HINT = 'cnnkit sweep needs Dask distributed and Optuna: pip install "cnnkit[sweep]"'
 SAMPLERS = ("random", "tpe")
 PRUNERS = ("halving", "median", "none")
@@ -329,7 +331,7 @@ class Sweep:
         checkpoints = self.out / CHECKPOINTS
         if result["state"] == "complete" and _improves(study, result["val_accuracy"]):
             checkpoints.mkdir(exist_ok=True)
-            _write_atomic(checkpoints / f"trial-{trial.number}.npz", result["checkpoint"])
+            write_atomic(checkpoints / f"trial-{trial.number}.npz", result["checkpoint"])
         states = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
         study.tell(trial, result["val_accuracy"] if result["state"] == "complete" else None,
                    state=states[result["state"]])
@@ -357,7 +359,7 @@ class Sweep:
         writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        _write_atomic(self.out / "trials.csv", text.getvalue().encode())
+        write_atomic(self.out / "trials.csv", text.getvalue().encode())
 
     def _write_results(self, study, rows):
         """trials.csv, sweep.png and best/; prints the best trial."""
@@ -381,7 +383,7 @@ class Sweep:
 
         best = self.out / "best"
         best.mkdir(exist_ok=True)
-        _write_atomic(best / "checkpoint.npz", checkpoint.read_bytes())
+        write_atomic(best / "checkpoint.npz", checkpoint.read_bytes())
         model, trainer, data, info = setup(self.options(trial.params), resume=best / "checkpoint.npz", verbose=False)
         trainer.train()  # no epochs left: restores the best epoch's parameters
         info["test_accuracy"] = float(np.mean(model.predict(data["X_test"]) == data["y_test"]))
@@ -520,13 +522,6 @@ def _drop_stale_checkpoints(out, study):
     """Delete the checkpoints of trials that are not (or no longer) the best."""
     for stale in set((out / CHECKPOINTS).glob("trial-*.npz")) - {_best_checkpoint(out, study)}:
         stale.unlink()
-
-
-def _write_atomic(path, data):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cnnkit-", suffix=".tmp")
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -6,11 +6,11 @@ import pytest
 from PIL import Image
 
 from cnnkit import layers as nn
+from cnnkit._files import atomic_write
 from cnnkit.cli import main
 from cnnkit.commands.evaluate import confusion_matrix
 from cnnkit.datasets import load_builtin
 from cnnkit.models import LinearSVM, Sequential, TwoLayerNet, load
-from cnnkit.models.io import atomic_write
 from cnnkit.plots import plot_confusion, plot_image_grid, plot_learned
 
 CLASSES = ["disc", "ring", "square"]

@@ -4,17 +4,17 @@ A download streams into a temporary file beside the target, hashing as it goes; 
 when the md5 matches is the temporary file renamed onto the target (os.replace is
 atomic), so the target is either absent or complete and verified.
 """
-import contextlib
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from cnnkit._files import atomic_write
 
 CHUNK = 1 << 20
 TIMEOUT = 30  # seconds without data before a mirror counts as down
@@ -75,24 +75,10 @@ def _reason(error):
     return str(error)
 
 
-@contextlib.contextmanager
-def atomic_open(path):
-    """Binary file to write `path` through: renamed onto `path` only if the block succeeds."""
-    path = Path(path)
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-
-
 def _download(url, target, md5, progress):
     """Stream `url` into a temporary file, check its md5, then rename it onto `target`."""
     digest = hashlib.md5(usedforsecurity=False)
-    with atomic_open(target) as out, urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+    with atomic_write(target) as out, urllib.request.urlopen(url, timeout=TIMEOUT) as response:
         size = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(total=size, unit="B", unit_scale=True, desc=target.name, disable=not progress,
                   leave=False) as bar:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.datasets._download import Source, atomic_open, default_cache_dir, fetch
+from cnnkit._files import atomic_write
+from cnnkit.datasets._download import Source, default_cache_dir, fetch
 from cnnkit.datasets._formats import check_labels, float_dtype, read_cifar_batch, read_cifar_meta, read_idx
 from cnnkit.datasets.builtin import load_builtin
 from cnnkit.errors import DatasetError
@@ -176,7 +177,7 @@ def _download_cifar(root):
                 member = tar.extractfile(f"{CIFAR_FOLDER}/{name}")
                 if member is None:
                     raise KeyError(f"{CIFAR_FOLDER}/{name} is not a regular file")
-                with atomic_open(folder / name) as out:
+                with atomic_write(folder / name) as out:
                     out.write(member.read())
     except (tarfile.TarError, KeyError, OSError, EOFError) as error:
         raise DatasetError(f"{archive}: cannot extract the CIFAR-10 batches ({error}); delete it and retry") from error

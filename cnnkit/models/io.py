@@ -3,44 +3,22 @@
 Files never need pickle: metadata is a JSON string stored as a 0-d unicode array, and
 they are read with allow_pickle=False.
 """
-import contextlib
 import json
 import math
 import os
-import tempfile
 import tokenize
 import zipfile
 import zlib
 
 import numpy as np
 
+from cnnkit._files import atomic_write
+
 ARRAY_KINDS = "biufcU"  # bool, numbers, and the JSON metadata as a unicode string
 HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 DEFLATE_RATIO = 1032  # the most deflate can expand: a compressed member holds at most this much per byte
 NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, OSError,
               ValueError, KeyError, OverflowError)  # what a damaged zip, .npy or JSON raises
-
-
-@contextlib.contextmanager
-def atomic_write(path):
-    """A binary file object whose content replaces the file at path when the block ends.
-
-    The data goes to a temporary file in the same folder, which then replaces path, so a
-    reader sees either the old file or the complete new one; on an error path is untouched.
-    """
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".cnnkit-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 def write_npz(path, arrays, metadata_key, metadata):
