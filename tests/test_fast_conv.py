@@ -114,16 +114,15 @@ def blas_threads():
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
-@pytest.mark.parametrize("images, work, kernel_threads", [
-    (5, 10, 1),  # small work: one thread
-    (5, 10**9, 2),  # threads take images
-    (1, 10**9, 1),  # one image: one thread (BLAS never gets the others)
+@pytest.mark.parametrize("work, kernel_threads", [
+    (10, 1),  # small work: one thread
+    (10**9, 2),  # bands of one image feed every thread
 ])
-def test_threads_split_over_images_with_blas_on_one_thread(images, work, kernel_threads, monkeypatch):
+def test_conv_threads_with_blas_on_one_thread(work, kernel_threads, monkeypatch):
     monkeypatch.setattr(_threads, "CONV_GRAIN", 100)
     cnnkit.set_num_threads(2)
-    with _threads.split_over_images(images, work) as threads:
-        assert threads == kernel_threads
+    with _threads.single_threaded_blas():
+        assert _threads.kernel_threads(work, _threads.CONV_GRAIN) == kernel_threads
         assert set(blas_threads()) == {1}
 
 

@@ -23,7 +23,6 @@ Policy (DESIGN.md, "one thread runtime"):
    second thread costs microseconds on an idle machine but whole scheduler slices (~10 ms
    measured) when other processes keep the cores busy, and a small op is not worth that.
 """
-import contextlib
 import functools
 import threading
 
@@ -43,17 +42,6 @@ def kernel_threads(work, grain):
 def pool_threads(elements):
     """Threads for a pooling or im2col/col2im kernel over `elements` input (or column) entries."""
     return kernel_threads(elements, POOL_GRAIN)
-
-
-@contextlib.contextmanager
-def split_over_images(n_images, work):
-    """Yield the kernel thread count for a pass over n_images, BLAS single-threaded meanwhile.
-
-    The kernel threads take whole images (at most one thread per image) and call BLAS from
-    inside their parallel region.
-    """
-    with single_threaded_blas():
-        yield min(kernel_threads(work, CONV_GRAIN), max(1, n_images))
 
 
 class _SingleThreadedBlas:

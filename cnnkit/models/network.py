@@ -276,8 +276,13 @@ def weight_penalty(weight, l2, l1):
 
     The L1 subgradient is 0 where a weight is exactly 0. Returns (float, ndarray of weight's shape and dtype).
     """
-    penalty = 0.5 * l2 * np.sum(weight * weight) + l1 * np.sum(np.abs(weight))
-    return float(penalty), l2 * weight + l1 * np.sign(weight)
+    penalty, gradient = 0.0, l2 * weight  # a term whose strength is 0 costs no pass over the weights
+    if l2:
+        penalty += 0.5 * l2 * float(np.sum(weight * weight))
+    if l1:
+        penalty += l1 * float(np.sum(np.abs(weight)))
+        gradient += l1 * np.sign(weight)
+    return penalty, gradient
 
 
 @contextlib.contextmanager
