@@ -142,7 +142,8 @@ def main():
     print(machine())
     tables = args.tables.split(",")
     if "course" in tables or "convnet" in tables:
-        mnist, _ = training_data("mnist", args.data_dir / "mnist", num_train=args.num_train)
+        mnist, _ = training_data("mnist", args.data_dir / "mnist", num_train=args.num_train,
+                                 num_val=RECIPES["mnist"]["num_val"])
         experiments = (COURSE if "course" in tables else []) + [recipe("mnist")]
         table("The course's pipeline on MNIST", mnist, "mnist", experiments)
     if "convnet" in tables:

@@ -30,6 +30,8 @@ import os
 import threading
 import warnings
 
+from cnnkit._memory import retain_freed_memory
+
 BACKENDS = ("fast", "reference")
 CHOICES = ("auto",) + BACKENDS
 REBUILD_HINT = (
@@ -99,11 +101,14 @@ def _in_main_thread():
 
 def kernel_runtime():
     """Context for a loop of ops, such as training: on the fast backend BLAS stays at one
-    thread throughout, so only the kernels' threads run (cnnkit.fast._threads, policy 2).
-    On the reference backend it does nothing: numpy's products use BLAS's threads.
+    thread throughout, so only the kernels' threads run (cnnkit.fast._threads, policy 2),
+    and malloc keeps the memory one step frees for the next (cnnkit._memory; from then on,
+    for the process). On the reference backend it does nothing: numpy's products use
+    BLAS's threads.
     """
     if get_backend() != "fast":
         return contextlib.nullcontext()
+    retain_freed_memory()
     return importlib.import_module("cnnkit.fast._threads").single_threaded_blas()
 
 

@@ -11,19 +11,24 @@ MODEL_CHOICES = ("convnet", "vgg", "threelayer", "twolayer", "fc", "maxout")
 # the width each model has unless told: first conv's filters (convnet, vgg, threelayer), else hidden units
 WIDTHS = {"convnet": 16, "vgg": 32, "threelayer": 32, "twolayer": 256, "fc": 256, "maxout": 240}
 UPDATE_RULES = ("sgd", "sgd_momentum", "nesterov", "rmsprop", "adam")
-# (random-crop padding, horizontal flip) per dataset; no flip for digits
-AUGMENTATION = {"builtin": (2, True), "mnist": (2, False), "fashion-mnist": (2, True), "cifar10": (4, True)}
+# cnnkit.datasets.augmentation's options per dataset: no flips for digits; rotations and zooms
+# (a random affine map with shifts of up to crop_padding pixels) for MNIST
+AUGMENTATION = {"builtin": dict(crop_padding=2, flip=True),
+                "mnist": dict(crop_padding=2, flip=False, degrees=10.0, scale=0.1),
+                "fashion-mnist": dict(crop_padding=2, flip=True),
+                "cifar10": dict(crop_padding=4, flip=True)}
 # What `cnnkit train --dataset NAME` trains unless its options say otherwise (keys are the options;
-# warmup counts updates): the README's results come from these.
-_MNIST = dict(model="convnet", width=16, depth=None, dropout=0.25, epochs=10, batch_size=128, update_rule="adam",
-              lr=3e-3, schedule="cosine", warmup=200, reg=1e-4)
+# warmup counts updates; num_val: training images held out for validation, MNIST's classic
+# 55,000 / 5,000 split): the README's results come from these.
+_MNIST = dict(model="convnet", width=16, depth=None, dropout=0.25, epochs=20, batch_size=128, update_rule="adam",
+              lr=3e-3, schedule="cosine", warmup=200, reg=1e-4, num_val=5000)
 RECIPES = {
     "builtin": dict(model="convnet", width=16, depth=None, dropout=0.0, epochs=10, batch_size=64,
-                    update_rule="adam", lr=3e-3, schedule="cosine", warmup=0, reg=0.0),
+                    update_rule="adam", lr=3e-3, schedule="cosine", warmup=0, reg=0.0, num_val=1000),
     "mnist": _MNIST,
     "fashion-mnist": _MNIST,
     "cifar10": dict(model="vgg", width=48, depth=1, dropout=0.25, epochs=50, batch_size=64, update_rule="adam",
-                    lr=2e-3, schedule="cosine", warmup=200, reg=5e-4),
+                    lr=2e-3, schedule="cosine", warmup=200, reg=5e-4, num_val=1000),
 }
 
 
@@ -39,13 +44,21 @@ def recipe(dataset, model=None):
 def describe_recipe(dataset):
     """One line saying what RECIPES[dataset] trains, e.g. for `cnnkit train --help`."""
     r = RECIPES[dataset]
-    crop, flip = AUGMENTATION[dataset]
     depth = f", depth {r['depth']}" if r["depth"] else ""
     dropout = f", dropout {r['dropout']:g}" if r["dropout"] else ""
     warmup = f", {r['warmup']} warm-up updates" if r["warmup"] else ""
     return (f"{dataset}: {r['model']} width {r['width']}{depth}{dropout}; {r['epochs']} epochs of batch "
             f"{r['batch_size']}, {r['update_rule']} lr {r['lr']:g} {r['schedule']}{warmup}, L2 {r['reg']:g}; "
-            f"random crops (pad {crop}){' and flips' if flip else ''}")
+            f"{describe_augmentation(**AUGMENTATION[dataset])}")
+
+
+def describe_augmentation(crop_padding, flip, degrees=0.0, scale=0.0):
+    """E.g. "random crops (pad 4) and flips", for describe_recipe."""
+    if degrees or scale:
+        moves = f"random rotations (+-{degrees:g} deg), zooms (+-{scale:.0%}) and shifts (+-{crop_padding} px)"
+    else:
+        moves = f"random crops (pad {crop_padding})"
+    return moves + (" and flips" if flip else "")
 
 
 def convnet(image_shape, num_classes, width=16, hidden=128, dropout=0.0, reg=0.0, seed=0, l1=0.0):
@@ -200,10 +213,10 @@ def make_trainer(model, data, dataset, update_rule, lr, schedule, batch_size, ep
     from cnnkit.datasets import augmentation
     from cnnkit.trainer import Trainer
 
-    crop, flip = AUGMENTATION[dataset]
     return Trainer(model, data, update_rule=update_rule, optim_config={"learning_rate": lr},
                    schedule=None if schedule == "constant" else schedule, batch_size=batch_size,
-                   num_epochs=epochs, seed=seed, augment=augmentation(crop, flip) if augment else None, **options)
+                   num_epochs=epochs, seed=seed, augment=augmentation(**AUGMENTATION[dataset]) if augment else None,
+                   **options)
 
 
 def training_data(dataset, root=None, download=False, num_train=None, num_val=1000, seed=0):

@@ -1,8 +1,17 @@
 """Split, per-channel normalisation and augmentation."""
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from cnnkit.datasets import augmentation, channel_stats, normalize, random_crop, random_flip, train_val_split
+from cnnkit.datasets import (
+    augmentation,
+    channel_stats,
+    normalize,
+    random_affine,
+    random_crop,
+    random_flip,
+    train_val_split,
+)
 
 
 def images(rng, dtype=np.float32, shape=(6, 3, 5, 7)):
@@ -99,3 +108,48 @@ def test_augmentation_is_reproducible_and_configurable(rng):
     np.testing.assert_array_equal(augment(X, np.random.default_rng(3)), first)
     assert not np.array_equal(first, X) and first.shape == X.shape
     np.testing.assert_array_equal(augmentation(crop_padding=0, flip=False)(X, rng), X)
+
+
+def affine_by_scipy(X, seed, degrees, scale, shift):
+    """random_affine(X, default_rng(seed), ...) recomputed image by image with scipy.ndimage
+    (bilinear, nearest-edge extension) from the same draws."""
+    rng = np.random.default_rng(seed)
+    n = len(X)
+    angle = np.deg2rad(rng.uniform(-degrees, degrees, n))
+    zoom = rng.uniform(1 - scale, 1 + scale, n)
+    shifts = rng.uniform(-shift, shift, (2, n)).T
+    centre = (np.array(X.shape[2:]) - 1) / 2
+    out = np.empty_like(X)
+    for i, x in enumerate(X):
+        matrix = np.array([[np.cos(angle[i]), -np.sin(angle[i])], [np.sin(angle[i]), np.cos(angle[i])]]) / zoom[i]
+        offset = centre - matrix @ (centre + shifts[i])
+        for c, plane in enumerate(x):
+            out[i, c] = ndimage.affine_transform(plane, matrix, offset, order=1, mode="nearest")
+    return out
+
+
+@pytest.mark.parametrize("shape", [(7, 2, 9, 6), (3, 1, 28, 28), (4, 3, 1, 5)])
+def test_random_affine_matches_scipy(rng, dtype, shape):
+    X = images(rng, dtype, shape)
+    out = random_affine(X[:, :, ::-1, :], np.random.default_rng(5), degrees=30, scale=0.2, shift=2.5)
+    assert out.shape == X.shape and out.dtype == dtype
+    tolerance = 1e-4 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(out, affine_by_scipy(X[:, :, ::-1, :].astype(np.float64), 5, 30, 0.2, 2.5),
+                               atol=tolerance * 30)
+
+
+def test_random_affine_without_movement_is_identity(rng, dtype):
+    X = images(rng, dtype)
+    np.testing.assert_allclose(random_affine(X, rng, degrees=0, scale=0, shift=0), X, atol=1e-5)
+
+
+@pytest.mark.parametrize("option, value", [("degrees", -1), ("scale", 1.0), ("scale", -0.1), ("shift", float("nan"))])
+def test_random_affine_rejects_bad_ranges(rng, option, value):
+    with pytest.raises(ValueError, match=f"{option} must be >= 0"):
+        random_affine(images(rng), rng, **{option: value})
+
+
+def test_augmentation_with_rotations_uses_random_affine(rng):
+    X = images(rng)
+    out = augmentation(crop_padding=2, flip=False, degrees=10, scale=0.1)(X, np.random.default_rng(1))
+    np.testing.assert_array_equal(out, random_affine(X, np.random.default_rng(1), 10, 0.1, 2))

@@ -67,13 +67,15 @@ def profile(job):
 
 @contextlib.contextmanager
 def _threads(threads, contender):
-    """`threads` kernel, BLAS and (for torch) torch threads, and the backend when contender names one.
+    """`threads` kernel, BLAS and (for torch) torch threads, and the backend when contender names one;
+    the fast backend runs in the Trainer's kernel_runtime.
 
     Meant for a worker process: the kernel threads, torch threads and backend stay set after the block.
     """
     from threadpoolctl import threadpool_limits
 
     import cnnkit
+    from cnnkit._backend import kernel_runtime
 
     cnnkit.set_num_threads(threads)
     if contender in cnnkit.available_backends():
@@ -82,7 +84,8 @@ def _threads(threads, contender):
         import torch
 
         torch.set_num_threads(threads)
-    with threadpool_limits(threads, user_api="blas"):
+    fast = kernel_runtime() if contender == "fast" else contextlib.nullcontext()
+    with threadpool_limits(threads, user_api="blas"), fast:
         yield
 
 

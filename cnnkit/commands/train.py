@@ -80,9 +80,10 @@ def add_parser(commands):
     train.add_argument("--max-norm", type=POSITIVE_FLOAT, metavar="C",
                        help="after every update, rescale each unit's incoming weights to norm <= C (default: off)")
     train.add_argument("--num-train", type=POSITIVE_INT, help="use only the first N training images")
-    train.add_argument("--num-val", type=POSITIVE_INT, default=1000,
-                       help="training images held out for validation (default: 1000)")
-    train.add_argument("--no-augment", action="store_true", help="no random crops or flips")
+    train.add_argument("--num-val", type=POSITIVE_INT,
+                       help="training images held out for validation (default: the recipe's; at most a fifth "
+                            "of --num-train)")
+    train.add_argument("--no-augment", action="store_true", help="no augmentation (random crops, flips, rotations)")
     train.add_argument("--seed", type=int, default=0, help="seed of weights, split, order, augmentation (default: 0)")
     train.add_argument("--out", type=Path, default=Path("cnnkit-out"), help="output folder (default: ./cnnkit-out)")
     train.add_argument("--resume", action="store_true",
@@ -123,9 +124,12 @@ def setup(args, **trainer_options):
     -------
     model, trainer, data (dict of splits), info (dict for model.json)
     """
+    val_from_recipe = getattr(args, "num_val", None) is None
     for name, value in recipe(args.dataset, getattr(args, "model", None)).items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
+    if val_from_recipe and args.num_train:  # the recipe's split is for the whole set
+        args.num_val = max(1, min(args.num_val, args.num_train // 5))
     data, info = training_data(args.dataset, args.data_dir, args.download, args.num_train, args.num_val, args.seed)
     info["model"] = args.model
     model = build_model(args.model, info["image_shape"], len(info["classes"]), reg=args.reg, seed=args.seed,

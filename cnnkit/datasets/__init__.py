@@ -11,6 +11,7 @@ from cnnkit.datasets.preprocessing import (
     augmentation,
     channel_stats,
     normalize,
+    random_affine,
     random_crop,
     random_flip,
     train_val_split,
@@ -20,5 +21,5 @@ from cnnkit.errors import DatasetError
 __all__ = [
     "DATASETS", "DatasetError", "DownloadError", "augmentation", "channel_stats", "default_cache_dir",
     "load_builtin", "load_cifar10", "load_dataset", "load_fashion_mnist", "load_mnist", "make_shapes",
-    "normalize", "random_crop", "random_flip", "train_val_split",
+    "normalize", "random_affine", "random_crop", "random_flip", "train_val_split",
 ]

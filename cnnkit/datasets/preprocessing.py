@@ -104,8 +104,62 @@ def random_flip(X, rng, p=0.5):
     return out
 
 
-def augmentation(crop_padding=4, flip=True):
-    """An ``augment(X_batch, rng) -> X_batch`` function: random crop, then random flip.
+def random_affine(X, rng, degrees=10.0, scale=0.1, shift=2.0):
+    """Each image rotated, scaled and shifted at random about its centre (bilinear sampling;
+    points outside the image take the nearest edge pixel, the background for digits).
+
+    Parameters
+    ----------
+    X : ndarray of shape (N, C, H, W)
+    rng : numpy.random.Generator
+    degrees : float >= 0
+        Rotations are uniform in [-degrees, degrees].
+    scale : float in [0, 1)
+        Zoom factors are uniform in [1 - scale, 1 + scale].
+    shift : float >= 0
+        Shifts in pixels, each axis uniform in [-shift, shift].
+
+    Returns
+    -------
+    ndarray of shape (N, C, H, W), X's dtype
+    """
+    check_ndim(X, 4, "X", "(N, C, H, W)")
+    for name, value, high in (("degrees", degrees, np.inf), ("scale", scale, 1.0), ("shift", shift, np.inf)):
+        if not 0 <= value < high:
+            raise ValueError(f"{name} must be >= 0{' and < 1' if high == 1 else ''}, got {value!r}")
+    n, _, height, width = X.shape
+    angle = np.deg2rad(rng.uniform(-degrees, degrees, n))
+    inverse_zoom = 1 / rng.uniform(1 - scale, 1 + scale, n)
+    shift_y, shift_x = rng.uniform(-shift, shift, (2, n))
+    cos, sin = ((f(angle) * inverse_zoom).astype(X.dtype)[:, None, None] for f in (np.cos, np.sin))
+    centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
+    rows = (np.arange(height, dtype=X.dtype) - centre_y)[None, :, None] - shift_y[:, None, None].astype(X.dtype)
+    cols = (np.arange(width, dtype=X.dtype) - centre_x)[None, None, :] - shift_x[:, None, None].astype(X.dtype)
+    src_rows = cos * rows - sin * cols + X.dtype.type(centre_y)  # (N, H, W): where each output pixel samples
+    src_cols = sin * rows + cos * cols + X.dtype.type(centre_x)
+    return _bilinear(np.ascontiguousarray(X), src_rows, src_cols)
+
+
+def _bilinear(X, rows, cols):
+    """X (N, C, H, W), C-contiguous, sampled at fractional (rows, cols) of shape (N, H', W'),
+    clamped to the edges."""
+    n, channels, height, width = X.shape
+    top = np.clip(np.floor(rows), 0, max(height - 2, 0))
+    left = np.clip(np.floor(cols), 0, max(width - 2, 0))
+    dy = np.clip(rows - top, 0, 1)[:, None]  # (N, 1, H', W'); 1 at the bottom edge
+    dx = np.clip(cols - left, 0, 1)[:, None]
+    top, left = top.astype(np.intp), left.astype(np.intp)
+    planes = (np.arange(n * channels) * (height * width)).reshape(n, channels, 1, 1)
+    corner = planes + (top * width + left)[:, None]  # (N, C, H', W'): top-left of each 2x2 neighbourhood
+    down, right = (width if height > 1 else 0), (1 if width > 1 else 0)
+    flat = X.ravel()
+    upper = flat[corner] + (flat[corner + right] - flat[corner]) * dx
+    lower = flat[corner + down] + (flat[corner + down + right] - flat[corner + down]) * dx
+    return upper + (lower - upper) * dy
+
+
+def augmentation(crop_padding=4, flip=True, degrees=0.0, scale=0.0):
+    """An ``augment(X_batch, rng) -> X_batch`` function: random crop (or affine), then random flip.
 
     Parameters
     ----------
@@ -114,9 +168,14 @@ def augmentation(crop_padding=4, flip=True):
     flip : bool
         Apply `random_flip` (leave it off for data such as digits, where mirroring
         changes the meaning).
+    degrees, scale : float
+        When either is not 0, `random_affine` with these and shifts of up to
+        crop_padding pixels takes the crop's place.
     """
     def augment(X, rng):
-        if crop_padding:
+        if degrees or scale:
+            X = random_affine(X, rng, degrees, scale, crop_padding)
+        elif crop_padding:
             X = random_crop(X, rng, crop_padding)
         return random_flip(X, rng) if flip else X
     return augment
