@@ -168,10 +168,10 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 @pytest.mark.skipif("fast" not in cnnkit.available_backends(), reason="fast backend not built")
-def test_kernel_runtime_keeps_freed_memory_for_the_next_step():
+def test_kernel_runtime_keeps_freed_memory_for_the_next_step(tmp_path):
     def faults(mode):
         out = subprocess.run([sys.executable, "-c", PAGE_FAULTS_PER_STEP, mode], capture_output=True, text=True,
-                             check=True)
+                             check=True, cwd=tmp_path)  # the installed package, not the source tree
         return float(out.stdout)
 
     plain, trainer = faults("plain"), faults("trainer")

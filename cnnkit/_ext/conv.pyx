@@ -32,15 +32,13 @@ Design:
    slower with a 4x longer inner dimension), and a multi-image forward product (F, n*P)
    is not NCHW, so it would need the copy this layout avoids.
 6. The buffers (one per thread, plus the group sums) come from a workspace kept per
-   Python thread between calls; it holds nothing from one call to the next. Nothing of
-   size N*K*P exists: backward recomputes each band's columns.
+   Python thread between calls (cnnkit/_ext/_drivers.py); it holds nothing from one call
+   to the next. Nothing of size N*K*P exists: backward recomputes each band's columns.
 7. Stride-1 windows that keep the width (OW == W, "same" padding) copy and add each
    kernel offset's rows in one run (cnnkit/_ext/_im2col.pxd).
 8. A pointwise convolution (1x1 kernel, unit stride, no padding) skips im2col: x[n] seen
    as (C, P) is its own column matrix; plain loops add the bias and sum db.
 """
-import threading
-
 import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -48,12 +46,11 @@ from libc.limits cimport INT_MAX
 from libc.string cimport memset
 
 from cnnkit._ext._blas cimport gemm
+from cnnkit._ext._drivers import check_threads, expect_shape, workspace
 from cnnkit._ext._im2col cimport col2im_channel, im2col_channel, output_hw
 
 GRADIENT_GROUPS = 8  # groups of images whose weight gradients are summed apart (see 4.)
 BAND_BYTES = 1 << 20  # largest column buffer of one band (see 1.)
-
-_kept = threading.local()  # per Python thread: one workspace array per dtype (see 6.)
 
 
 cdef struct Conv:
@@ -179,34 +176,14 @@ cdef void _add_groups(floating* row, const floating* parts, Py_ssize_t groups, P
             row[i] += parts[group * size + i * F]
 
 
-cdef _workspace(dtype, Py_ssize_t size):
-    """A 1-D array of at least `size` elements of dtype, kept per Python thread between calls."""
-    key = np.dtype(dtype).name
-    buffer = getattr(_kept, key, None)
-    if buffer is None or len(buffer) < size:
-        buffer = np.empty(max(size, 1), dtype=dtype)
-        setattr(_kept, key, buffer)
-    return buffer
-
-
-cdef _expect(tuple shape, tuple expected, str name):
-    if shape != expected:
-        raise ValueError(f"{name} must have shape {expected}, got {shape}")
-
-
-cdef _check_threads(int n_threads):
-    if n_threads < 1:
-        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
-
-
 def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, floating[:, :, ::1] out,
                  int kh, int kw, int sh, int sw, int ph, int pw, int n_threads):
     """out (N, F, OH*OW) = wb @ columns(x[n]) for each image of x (N, C, H, W); wb is (F, K+1)."""
     cdef Conv g = _conv(tuple(x.shape)[:4], tuple(wb.shape)[:2], kh, kw, sh, sw, ph, pw, sizeof(floating))
-    _expect(tuple(out.shape)[:3], (x.shape[0], g.F, g.P), "out")
-    _check_threads(n_threads)
+    expect_shape(tuple(out.shape)[:3], (x.shape[0], g.F, g.P), "out")
+    check_threads(n_threads)
     cdef Py_ssize_t bands = _bands(&g), item, n, size = _band_columns(&g)
-    cdef floating[::1] work = _workspace(np.asarray(out).dtype, n_threads * size)
+    cdef floating[::1] work = workspace(np.asarray(out).dtype, n_threads * size)
     if x.shape[0] == 0 or g.F == 0:
         return
     for item in prange(x.shape[0] * bands, nogil=True, schedule="dynamic", num_threads=n_threads):
@@ -223,13 +200,13 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
     x (N, C, H, W) and wb (F, K+1) are the forward inputs, dout (N, F, OH*OW) the output gradient.
     """
     cdef Conv g = _conv(tuple(x.shape)[:4], tuple(wb.shape)[:2], kh, kw, sh, sw, ph, pw, sizeof(floating))
-    _expect(tuple(dout.shape)[:3], (x.shape[0], g.F, g.P), "dout")
-    _expect(tuple(dx.shape)[:4], tuple(x.shape)[:4], "dx")
-    _expect(tuple(dwb.shape)[:2], tuple(wb.shape)[:2], "dwb")
-    _check_threads(n_threads)
+    expect_shape(tuple(dout.shape)[:3], (x.shape[0], g.F, g.P), "dout")
+    expect_shape(tuple(dx.shape)[:4], tuple(x.shape)[:4], "dx")
+    expect_shape(tuple(dwb.shape)[:2], tuple(wb.shape)[:2], "dwb")
+    check_threads(n_threads)
     cdef Py_ssize_t N = x.shape[0], groups = min(N, GRADIENT_GROUPS), size = _band_columns(&g)
     cdef Py_ssize_t sums = g.F * (g.K + 1), bands = _bands(&g), group, n, band, f
-    cdef floating[::1] work = _workspace(np.asarray(dx).dtype, n_threads * size + groups * sums)
+    cdef floating[::1] work = workspace(np.asarray(dx).dtype, n_threads * size + groups * sums)
     cdef floating* group_sums = &work[0] + n_threads * size
     cdef floating* cols
     for group in prange(groups, nogil=True, schedule="dynamic", num_threads=n_threads):

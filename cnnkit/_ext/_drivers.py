@@ -1,0 +1,33 @@
+"""Python-side helpers of the convolution drivers (cnnkit/_ext/conv.pyx, cnnkit/_ext/winograd.pyx).
+
+The workspace: the drivers carve their per-thread buffers out of one array per dtype,
+kept per Python thread between calls. It holds nothing from one call to the next, so the
+drivers share it.
+"""
+import threading
+
+import numpy as np
+
+_kept = threading.local()  # per Python thread: one array per dtype
+
+
+def workspace(dtype, size):
+    """A 1-D array of at least `size` elements of dtype, kept per Python thread between calls."""
+    key = np.dtype(dtype).name
+    buffer = getattr(_kept, key, None)
+    if buffer is None or len(buffer) < size:
+        buffer = np.empty(max(size, 1), dtype=dtype)
+        setattr(_kept, key, buffer)
+    return buffer
+
+
+def expect_shape(shape, expected, name):
+    """ValueError unless shape == expected."""
+    if shape != expected:
+        raise ValueError(f"{name} must have shape {expected}, got {shape}")
+
+
+def check_threads(n_threads):
+    """ValueError unless n_threads >= 1."""
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")

@@ -1,0 +1,172 @@
+"""The Winograd F(2x2, 3x3) convolution agrees with the reference, forward and every gradient."""
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_fast_conv import assert_conv_agrees, conv_arrays
+
+import cnnkit
+from cnnkit import fast
+from cnnkit._ext import conv as conv_kernels
+from cnnkit._ext import winograd as winograd_kernels
+from cnnkit.fast import conv as fast_conv
+from cnnkit.gradcheck import check_gradients
+
+pytestmark = pytest.mark.usefixtures("tiny_grains")
+
+
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    """Every 3x3 stride-1 convolution of cnnkit.fast runs on Winograd, whatever C, F and OW."""
+    monkeypatch.setattr(fast_conv, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(fast_conv, "WINOGRAD_MIN_WIDTH", 1)
+
+
+BANDS = {  # how the kernels cut a batch into bands of tile rows (a band may run across images)
+    "one tile row": dict(BAND_BYTES=1),
+    "a few tile rows": dict(BAND_BYTES=2000, MIN_BANDS=1),
+    "the whole batch": dict(BAND_BYTES=1 << 20, MIN_BANDS=1),
+    "as shipped": {},
+}
+
+
+@contextlib.contextmanager
+def bands(name):
+    """Cut every batch into bands as BANDS[name] says."""
+    with pytest.MonkeyPatch.context() as patch:
+        for setting, value in BANDS[name].items():
+            patch.setattr(winograd_kernels, setting, value)
+        yield
+
+
+@st.composite
+def problems(draw):
+    """A random 3x3 stride-1 convolution: shape (N, C, H, W) (odd, even, smaller than a tile), filters, padding."""
+    padding = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h, w = (draw(st.integers(max(1, 3 - 2 * padding[d]), 9)) for d in range(2))
+    return dict(shape=(draw(st.integers(1, 3)), draw(st.integers(1, 4)), h, w), filters=draw(st.integers(1, 4)),
+                padding=padding, dtype=draw(st.sampled_from([np.float32, np.float64])),
+                threads=draw(st.sampled_from([1, 2])), bands=draw(st.sampled_from(list(BANDS))),
+                strided=draw(st.booleans()))
+
+
+@pytest.mark.usefixtures("winograd_everywhere")
+@settings(max_examples=80, deadline=None)
+@given(problems(), st.integers(0, 2**32 - 1))
+def test_winograd_agrees_with_reference(p, seed):
+    """Contiguous or strided x, bands of one tile row up to whole batches; a Fortran-ordered dout changes nothing."""
+    rng = np.random.default_rng(seed)
+    cnnkit.set_num_threads(p["threads"])
+    n, c, h, w = p["shape"]
+    x, weights, b = conv_arrays(rng, (n, 2 * c if p["strided"] else c, h, w), p["filters"], (3, 3), p["dtype"])
+    if p["strided"]:
+        x, weights = x[:, ::2], weights[:, ::2]
+    with bands(p["bands"]):
+        assert_conv_agrees(x, weights, b, (1, 1), p["padding"], rng)
+        out, cache = fast.conv2d_forward(x, weights, b, (1, 1), p["padding"])
+        dout = rng.standard_normal(out.shape).astype(out.dtype)
+        for got, want in zip(fast.conv2d_backward(np.asfortranarray(dout), cache), fast.conv2d_backward(dout, cache)):
+            assert np.array_equal(got, want)
+
+
+@pytest.mark.usefixtures("winograd_everywhere")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape, padding", [
+    ((0, 3, 5, 5), (1, 1)),  # no images
+    ((2, 3, 1, 1), (1, 1)),  # one output, less than a tile
+    ((1, 2, 3, 3), (0, 0)),  # one output, no padding
+    ((2, 3, 5, 6), (3, 4)),  # padding beyond the kernel: the data gradient crops
+    ((1, 2, 7, 40), (1, 0)),  # rows of more than one block of tiles, odd output width
+    ((1, 2, 19, 35), (2, 1)),  # two blocks, odd output height and width
+])
+@pytest.mark.parametrize("band", list(BANDS))
+def test_winograd_special_shapes(shape, padding, threads, band, dtype, rng):
+    cnnkit.set_num_threads(threads)
+    x, w, b = conv_arrays(rng, shape, 5, (3, 3), dtype)
+    with bands(band):
+        assert_conv_agrees(x, w, b, (1, 1), padding, rng)
+
+
+@pytest.mark.usefixtures("winograd_everywhere")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("padding", [(0, 0), (1, 1), (2, 0), (3, 1)])
+def test_winograd_matches_numerical_gradients(padding, threads, rng):
+    cnnkit.set_num_threads(threads)
+    x, w, b = conv_arrays(rng, (2, 3, 5, 4), 2, (3, 3), np.float64)
+    with bands("one tile row"):
+        report = check_gradients(lambda x, w, b: fast.conv2d_forward(x, w, b, (1, 1), padding),
+                                 fast.conv2d_backward, dict(x=x, w=w, b=b))
+    assert report.worst < 1e-7, report
+
+
+@pytest.mark.parametrize("band", list(BANDS))
+def test_winograd_is_reproducible(rng, band):
+    """Weight gradients summed in groups fixed by the shapes: bitwise equal on every call, 2 threads or 1."""
+    x, w, b = conv_arrays(rng, (16, 16, 10, 9), 16, (3, 3), np.float32)
+    with bands(band):
+        cnnkit.set_num_threads(2)
+        out, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 1))
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        first = (out,) + fast.conv2d_backward(dout, cache)
+        for threads in [2] * 10 + [1]:
+            cnnkit.set_num_threads(threads)
+            again = (fast.conv2d_forward(x, w, b, (1, 1), (1, 1))[0],) + fast.conv2d_backward(dout, cache)
+            assert all(np.array_equal(a, b) for a, b in zip(again, first))
+
+
+def winograd(x, w, b, padding, dout):
+    """out, dx, dw, db straight from the Winograd kernels on one thread."""
+    out = np.empty((len(x), len(w), x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2), x.dtype)
+    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+    winograd_kernels.winograd_forward(x, w, b, out, *padding, 1)
+    winograd_kernels.winograd_backward(x, w, dout, dx, dw, db, *padding, 1)
+    return out, dx, dw, db
+
+
+def im2col(x, w, b, padding, dout):
+    """out, dx, dw, db straight from the im2col kernels on one thread."""
+    wb = np.concatenate([w.reshape(len(w), -1), b[:, None]], axis=1)
+    out = np.empty(dout.shape, x.dtype)
+    dx, dwb = np.empty_like(x), np.empty_like(wb)
+    conv_kernels.conv_forward(x, wb, out.reshape(out.shape[:2] + (-1,)), 3, 3, 1, 1, *padding, 1)
+    conv_kernels.conv_backward(x, wb, dout.reshape(out.shape[:2] + (-1,)), dx, dwb, 3, 3, 1, 1, *padding, 1)
+    return out, dx, dwb[:, :-1].reshape(w.shape), dwb[:, -1]
+
+
+@pytest.mark.parametrize("channels, width, kernels", [
+    (fast_conv.WINOGRAD_MIN_CHANNELS, fast_conv.WINOGRAD_MIN_WIDTH, winograd),  # enough of both: Winograd
+    (fast_conv.WINOGRAD_MIN_CHANNELS - 1, fast_conv.WINOGRAD_MIN_WIDTH, im2col),  # too few channels
+    (fast_conv.WINOGRAD_MIN_CHANNELS, fast_conv.WINOGRAD_MIN_WIDTH - 1, im2col),  # too narrow
+])
+def test_dispatch_picks_winograd_from_enough_channels_and_width(channels, width, kernels, rng, dtype):
+    cnnkit.set_num_threads(1)
+    x, w, b = conv_arrays(rng, (2, channels, 5, width), channels, (3, 3), dtype)
+    out, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 1))
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    expected = kernels(x, w, b, (1, 1), dout)
+    for got, want in zip((out,) + fast.conv2d_backward(dout, cache), expected):
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x, w, b, out: winograd_kernels.winograd_forward(x, np.zeros((4, 3, 2, 3)), b, out, 1, 1, 1),
+     r"\(F, C, 3, 3\)"),
+    (lambda x, w, b, out: winograd_kernels.winograd_forward(x, np.zeros((4, 2, 3, 3)), b, out, 1, 1, 1),
+     r"with C = 3"),
+    (lambda x, w, b, out: winograd_kernels.winograd_forward(x, w, b[:2], out, 1, 1, 1), r"b must have shape \(4,\)"),
+    (lambda x, w, b, out: winograd_kernels.winograd_forward(x, w, b, out, -1, 1, 1), "padding must be >= 0"),
+    (lambda x, w, b, out: winograd_kernels.winograd_forward(x, w, b, out, 0, 1, 1), r"out must have shape"),
+    (lambda x, w, b, out: winograd_kernels.winograd_forward(np.zeros((2, 3, 1, 6)), w, b, out, 0, 0, 1),
+     "does not fit"),
+    (lambda x, w, b, out: winograd_kernels.winograd_forward(x, w, b, out, 1, 1, 0), "n_threads must be >= 1"),
+    (lambda x, w, b, out: winograd_kernels.winograd_backward(x, w, out[:1], np.empty_like(x), np.empty_like(w),
+                                                             np.empty_like(b), 1, 1, 1), r"must have shape"),
+    (lambda x, w, b, out: winograd_kernels.winograd_backward(x, w, out, np.empty((2, 4, 6, 6)), np.empty_like(w),
+                                                             np.empty_like(b), 1, 1, 1), r"dx must have shape"),
+])
+def test_winograd_kernels_reject_bad_shapes(call, message):
+    x, w, b, out = np.zeros((2, 3, 6, 6)), np.zeros((4, 3, 3, 3)), np.zeros(4), np.zeros((2, 4, 6, 6))
+    with pytest.raises(ValueError, match=message):
+        call(x, w, b, out)
