@@ -25,7 +25,7 @@ import cnnkit
 from cnnkit._backend import prefer_passive_wait
 from cnnkit.models import FullyConnectedNet, KNearestNeighbor, TwoLayerNet
 from cnnkit.models.classifiers import LinearSVM, Softmax
-from cnnkit.recipes import RECIPES, build_model, describe_recipe, make_trainer, training_data
+from cnnkit.recipes import RECIPES, architecture, build_model, describe_recipe, make_trainer, training_data
 
 prefer_passive_wait()  # as the `cnnkit` command does; before the first kernel loads OpenMP
 
@@ -82,7 +82,7 @@ def recipe(dataset):
 
     def fit(data, dataset):
         model = build_model(options["model"], data["X_train"].shape[1:], 10, reg=options["reg"],
-                            **{name: options[name] for name in ("width", "dropout", "depth")})
+                            **architecture(options))
         splits = {key: data[key] for key in ("X_train", "y_train", "X_val", "y_val")}
         make_trainer(model, splits, dataset, options["update_rule"], options["lr"], options["schedule"],
                      options["batch_size"], options["epochs"], seed=0, warmup_steps=options["warmup"],

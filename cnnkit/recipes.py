@@ -11,6 +11,8 @@ MODEL_CHOICES = ("convnet", "vgg", "threelayer", "twolayer", "fc", "maxout")
 # the width each model has unless told: first conv's filters (convnet, vgg, threelayer), else hidden units
 WIDTHS = {"convnet": 16, "vgg": 32, "threelayer": 32, "twolayer": 256, "fc": 256, "maxout": 240}
 UPDATE_RULES = ("sgd", "sgd_momentum", "nesterov", "rmsprop", "adam")
+# the options that shape the recipe's own model (build_model's keywords; None: the model's own)
+ARCHITECTURE = ("width", "depth", "hidden", "dropout")
 # cnnkit.datasets.augmentation's options per dataset: no flips for digits; rotations and zooms
 # (a random affine map with shifts of up to crop_padding pixels) for MNIST
 AUGMENTATION = {"builtin": dict(crop_padding=2, flip=True),
@@ -20,34 +22,41 @@ AUGMENTATION = {"builtin": dict(crop_padding=2, flip=True),
 # What `cnnkit train --dataset NAME` trains unless its options say otherwise (keys are the options;
 # warmup counts updates; num_val: training images held out for validation, MNIST's classic
 # 55,000 / 5,000 split): the README's results come from these.
-_MNIST = dict(model="convnet", width=16, depth=None, dropout=0.25, epochs=20, batch_size=128, update_rule="adam",
-              lr=3e-3, schedule="cosine", warmup=200, reg=1e-4, num_val=5000)
+_MNIST = dict(model="convnet", width=16, depth=None, hidden=256, dropout=0.4, epochs=24, batch_size=128,
+              update_rule="adam", lr=3e-3, schedule="cosine", warmup=200, reg=1e-4, num_val=5000)
 RECIPES = {
-    "builtin": dict(model="convnet", width=16, depth=None, dropout=0.0, epochs=10, batch_size=64,
+    "builtin": dict(model="convnet", width=16, depth=None, hidden=None, dropout=0.0, epochs=10, batch_size=64,
                     update_rule="adam", lr=3e-3, schedule="cosine", warmup=0, reg=0.0, num_val=1000),
     "mnist": _MNIST,
     "fashion-mnist": _MNIST,
-    "cifar10": dict(model="vgg", width=48, depth=1, dropout=0.25, epochs=50, batch_size=64, update_rule="adam",
-                    lr=2e-3, schedule="cosine", warmup=200, reg=5e-4, num_val=1000),
+    "cifar10": dict(model="vgg", width=48, depth=1, hidden=None, dropout=0.25, epochs=50, batch_size=64,
+                    update_rule="adam", lr=2e-3, schedule="cosine", warmup=200, reg=5e-4, num_val=1000),
 }
 
 
 def recipe(dataset, model=None):
-    """The options RECIPES[dataset] sets; for a model other than the recipe's, without width,
-    dropout and depth (that model's own apply)."""
+    """The options RECIPES[dataset] sets; for a model other than the recipe's, without those of
+    ARCHITECTURE (that model's own apply)."""
     options = dict(RECIPES[dataset])
     if model not in (None, options["model"]):
-        del options["width"], options["dropout"], options["depth"]
+        for name in ARCHITECTURE:
+            del options[name]
     return options
+
+
+def architecture(options):
+    """build_model's keywords (ARCHITECTURE) from a dict of options such as a recipe."""
+    return {name: options.get(name) for name in ARCHITECTURE}
 
 
 def describe_recipe(dataset):
     """One line saying what RECIPES[dataset] trains, e.g. for `cnnkit train --help`."""
     r = RECIPES[dataset]
     depth = f", depth {r['depth']}" if r["depth"] else ""
+    hidden = f", hidden {r['hidden']}" if r["hidden"] else ""
     dropout = f", dropout {r['dropout']:g}" if r["dropout"] else ""
     warmup = f", {r['warmup']} warm-up updates" if r["warmup"] else ""
-    return (f"{dataset}: {r['model']} width {r['width']}{depth}{dropout}; {r['epochs']} epochs of batch "
+    return (f"{dataset}: {r['model']} width {r['width']}{depth}{hidden}{dropout}; {r['epochs']} epochs of batch "
             f"{r['batch_size']}, {r['update_rule']} lr {r['lr']:g} {r['schedule']}{warmup}, L2 {r['reg']:g}; "
             f"{describe_augmentation(**AUGMENTATION[dataset])}")
 
@@ -177,9 +186,11 @@ def maxout_mlp(image_shape, num_classes, hidden=(240, 240), pieces=5, dropout=0.
     return Sequential(layers, reg=reg, l1=l1, input_shape=image_shape)
 
 
-def build_model(name, image_shape, num_classes, reg=0.0, seed=0, l1=0.0, width=None, dropout=None, depth=None):
+def build_model(name, image_shape, num_classes, reg=0.0, seed=0, l1=0.0, width=None, dropout=None, depth=None,
+                hidden=None):
     """Model `name` (one of MODEL_CHOICES) for images of image_shape (C, H, W), with L2 strength
-    reg and L1 strength l1; width (see WIDTHS), dropout and depth (vgg's) None take the model's own."""
+    reg and L1 strength l1; width (see WIDTHS), dropout, depth (vgg's) and hidden (convnet's)
+    None take the model's own."""
     from cnnkit.models import FullyConnectedNet, ThreeLayerConvNet, TwoLayerNet
 
     if name not in MODEL_CHOICES:
@@ -188,11 +199,13 @@ def build_model(name, image_shape, num_classes, reg=0.0, seed=0, l1=0.0, width=N
         raise ValueError(f"model {name} has no dropout; convnet, vgg, fc and maxout have")
     if depth is not None and name != "vgg":
         raise ValueError(f"depth (conv layers per stage) is vgg's, not {name}'s")
+    if hidden is not None and name != "convnet":
+        raise ValueError(f"hidden (units of the linear layer after the convs) is convnet's, not {name}'s")
     width = WIDTHS[name] if width is None else width
     common = dict(reg=reg, l1=l1, **({} if dropout is None else {"dropout": dropout}))
     features = int(np.prod(image_shape))
     if name == "convnet":
-        return convnet(image_shape, num_classes, width=width, seed=seed, **common)
+        return convnet(image_shape, num_classes, width=width, hidden=hidden or 128, seed=seed, **common)
     if name == "vgg":
         return vgg(image_shape, num_classes, width=width, depth=depth or 1, seed=seed, **common)
     if name == "maxout":

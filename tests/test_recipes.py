@@ -4,10 +4,12 @@ import pytest
 from cnnkit.cli import build_parser, main
 from cnnkit.commands.train import setup
 from cnnkit.recipes import (
+    ARCHITECTURE,
     DATASET_CHOICES,
     MODEL_CHOICES,
     RECIPES,
     WIDTHS,
+    architecture,
     build_model,
     describe_recipe,
     make_trainer,
@@ -34,7 +36,7 @@ def test_each_recipe_builds_and_trains_one_step(dataset, rng):
     options = RECIPES[dataset]
     shape = IMAGE_SHAPES[dataset]
     model = build_model(options["model"], shape, 10, reg=options["reg"],
-                        **{name: options[name] for name in ("width", "dropout", "depth")})
+                        **architecture(options))
     data = {"X_train": rng.standard_normal((8, *shape)).astype(np.float32), "y_train": rng.integers(0, 10, 8)}
     before = {key: value.copy() for key, value in model.params.items()}
     trainer = make_trainer(model, data, dataset, options["update_rule"], options["lr"], options["schedule"],
@@ -56,6 +58,12 @@ def test_options_override_the_recipe_and_the_rest_come_from_it():
     assert "X_test" in data and len(trainer.X_train) == 80
 
 
+def test_hidden_sets_the_convnet_s_linear_layer():
+    model, _, _, _ = setup(parse("--hidden", "40", "--width", "4", *TINY), verbose=False)
+    assert [value.shape for key, value in model.params.items() if value.ndim == 2] == [(4 * 2 * 4 * 4, 40), (40, 10)]
+    assert build_model("convnet", (1, 16, 16), 10).params["7.weight"].shape == (512, 128)
+
+
 def test_the_recipe_warmup_reaches_the_trainer():
     args = parse("--dataset", "builtin", "--model", "vgg", "--warmup", "7", *TINY)
     model, trainer, _, _ = setup(args, verbose=False)
@@ -65,7 +73,7 @@ def test_the_recipe_warmup_reaches_the_trainer():
 def test_another_model_than_the_recipe_s_keeps_its_own_width_and_dropout():
     assert recipe("cifar10")["model"] == "vgg" and recipe("cifar10", "vgg") == RECIPES["cifar10"]
     other = recipe("cifar10", "twolayer")
-    assert not {"width", "dropout", "depth"} & set(other) and other["epochs"] == RECIPES["cifar10"]["epochs"]
+    assert not set(ARCHITECTURE) & set(other) and other["epochs"] == RECIPES["cifar10"]["epochs"]
 
 
 def test_help_lists_every_recipe(capsys):
@@ -88,6 +96,7 @@ def test_width_sets_the_size_of_every_model(model):
     ("threelayer", {"dropout": 0.5}, "model threelayer has no dropout"),
     ("twolayer", {"dropout": 0.5}, "model twolayer has no dropout"),
     ("convnet", {"depth": 2}, "depth \\(conv layers per stage\\) is vgg's, not convnet's"),
+    ("vgg", {"hidden": 64}, "hidden \\(units of the linear layer after the convs\\) is convnet's, not vgg's"),
 ])
 def test_options_a_model_does_not_have_are_errors(model, options, message):
     with pytest.raises(ValueError, match=message):

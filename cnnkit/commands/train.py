@@ -34,6 +34,7 @@ from cnnkit.recipes import (
     RECIPES,
     UPDATE_RULES,
     WIDTHS,
+    architecture,
     build_model,
     describe_recipe,
     make_trainer,
@@ -63,6 +64,8 @@ def add_parser(commands):
                             f"else hidden units (default: the recipe's, for another model its own: {widths})")
     train.add_argument("--depth", type=POSITIVE_INT,
                        help="conv layers per stage of vgg (default: the recipe's, else 1)")
+    train.add_argument("--hidden", type=POSITIVE_INT, metavar="UNITS",
+                       help="units of convnet's linear layer after the convs (default: the recipe's, else 128)")
     train.add_argument("--dropout", type=NON_NEGATIVE_FLOAT,
                        help="dropout probability of convnet, vgg, fc, maxout (default: the recipe's)")
     train.add_argument("--epochs", type=POSITIVE_INT, help="default: the recipe's")
@@ -133,7 +136,7 @@ def setup(args, **trainer_options):
     data, info = training_data(args.dataset, args.data_dir, args.download, args.num_train, args.num_val, args.seed)
     info["model"] = args.model
     model = build_model(args.model, info["image_shape"], len(info["classes"]), reg=args.reg, seed=args.seed,
-                        l1=args.l1, **{name: getattr(args, name, None) for name in ("width", "dropout", "depth")})
+                        l1=args.l1, **architecture(vars(args)))
     seen = {key: data[key] for key in ("X_train", "y_train", "X_val", "y_val")}  # the test split waits
     trainer = make_trainer(model, seen, args.dataset, args.update_rule, args.lr, args.schedule, args.batch_size,
                            args.epochs, args.seed, augment=not args.no_augment, max_norm=args.max_norm,
