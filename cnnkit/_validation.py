@@ -68,6 +68,18 @@ def check_shape(x, expected, name, meaning):
         raise ValueError(f"{name} must have shape {meaning}, got {np.shape(x)}")
 
 
+def check_state(state, w, name):
+    """state must be a writable, C-contiguous ndarray of w's shape and dtype (an optimiser's
+    moving average, updated in place)."""
+    ok = (isinstance(state, np.ndarray) and state.shape == np.shape(w) and state.dtype == np.asarray(w).dtype
+          and state.flags.c_contiguous and state.flags.writeable)
+    if not ok:
+        got = (f"shape {state.shape}, dtype {state.dtype}, C-contiguous {state.flags.c_contiguous}, writable "
+               f"{state.flags.writeable}" if isinstance(state, np.ndarray) else f"a {type(state).__name__}")
+        raise ValueError(f"{name} must be a writable C-contiguous array of w's shape {np.shape(w)} and dtype "
+                         f"{np.asarray(w).dtype} (it is updated in place), got {got}")
+
+
 def check_dims(shape, name, ndim):
     """shape must be `ndim` positive ints (NaN, floats, zeros and negatives are refused)."""
     dims = tuple(shape) if isinstance(shape, (tuple, list)) else None

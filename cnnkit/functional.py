@@ -11,6 +11,7 @@ maxout weight is (D, M, K).
 kernel_size, stride and padding are ints or pairs. Inputs must all be float32 or all
 float64, and outputs keep that dtype.
 """
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -27,6 +28,7 @@ from cnnkit._validation import (
     check_real,
     check_seed,
     check_shape,
+    check_state,
     output_size,
     pair,
     window_args,
@@ -444,3 +446,37 @@ def _loss_args(scores, y):
     if 0 in scores.shape:
         raise ValueError(f"scores must have at least one sample and one class, got shape {scores.shape}")
     return scores, check_labels(y, *scores.shape)
+
+
+# ---------------------------------------------------------------- update steps
+
+def adam_update(w, dw, m, v, t, learning_rate, beta1, beta2, epsilon):
+    """One Adam step with bias correction; m and v are updated in place.
+
+    Parameters
+    ----------
+    w, dw : ndarray of one shape and float dtype
+    m, v : writable C-contiguous ndarray of w's shape and dtype: the moving averages of dw
+        and dw**2 (zeros before the first step)
+    t : int >= 1, this step's count
+    learning_rate : float > 0
+    beta1, beta2 : float in [0, 1)
+    epsilon : float > 0
+
+    Returns
+    -------
+    next_w : ndarray of w's shape and dtype, w - learning_rate * m_hat / (sqrt(v_hat) + epsilon)
+        with m_hat = m / (1 - beta1**t) and v_hat = v / (1 - beta2**t)
+    """
+    w, dw = np.asarray(w), np.asarray(dw)
+    check_float(w, dw, names=["w", "dw"])
+    check_shape(dw, w.shape, "dw", f"{w.shape} (w's)")
+    check_state(m, w, "m")
+    check_state(v, w, "v")
+    if not isinstance(t, numbers.Integral) or isinstance(t, bool) or t < 1:
+        raise ValueError(f"t must be an int >= 1 (the step's count), got {t!r}")
+    learning_rate = check_real(learning_rate, "learning_rate", "a number > 0", lambda value: value > 0)
+    beta1 = check_real(beta1, "beta1", "a number in [0, 1)", lambda value: 0 <= value < 1)
+    beta2 = check_real(beta2, "beta2", "a number in [0, 1)", lambda value: 0 <= value < 1)
+    epsilon = check_real(epsilon, "epsilon", "a number > 0", lambda value: value > 0)
+    return resolve_op("adam_update")(w, dw, m, v, int(t), learning_rate, beta1, beta2, epsilon)

@@ -3,11 +3,13 @@
 config holds the hyperparameters (missing ones take the CS231n defaults, listed in
 each rule's `defaults`) and the rule's state (velocity, moment estimates, step count),
 so saving the config saves the optimiser. w is not modified; the new weights keep
-its dtype (hyperparameters are Python floats).
+its dtype (hyperparameters are Python floats). Adam's moments are updated in place.
 """
 import functools
 
 import numpy as np
+
+from cnnkit import functional
 
 __all__ = ["adam", "get_update_rule", "nesterov", "rmsprop", "sgd", "sgd_momentum"]
 
@@ -74,15 +76,23 @@ def adam(w, dw, config):
     """Adam with bias correction: m, v moving averages of dw and dw**2, t the step count.
 
     w - lr * m_hat / (sqrt(v_hat) + epsilon) with m_hat = m / (1 - beta1**t),
-    v_hat = v / (1 - beta2**t). State: m, v, t.
+    v_hat = v / (1 - beta2**t). State: m, v (updated in place, on the active backend), t.
     """
-    beta1, beta2 = config["beta1"], config["beta2"]
+    w = np.asarray(w)
     t = config.get("t", 0) + 1
-    m = beta1 * config.get("m", np.zeros_like(w)) + (1 - beta1) * dw
-    v = beta2 * config.get("v", np.zeros_like(w)) + (1 - beta2) * dw * dw
+    m, v = _moment(config, "m", w), _moment(config, "v", w)
+    next_w = functional.adam_update(w, dw, m, v, t, config["learning_rate"], config["beta1"], config["beta2"],
+                                    config["epsilon"])
     config.update(m=m, v=v, t=t)
-    m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
-    return w - config["learning_rate"] * m_hat / (np.sqrt(v_hat) + config["epsilon"])
+    return next_w
+
+
+def _moment(config, key, w):
+    """config[key] as a writable C-contiguous array of w's shape and dtype: zeros when absent, else
+    the state itself, or a copy when it has another dtype or layout (as loaded from a file)."""
+    if key not in config:
+        return np.zeros(w.shape, dtype=w.dtype)
+    return np.require(config[key], dtype=w.dtype, requirements=["C", "W"])
 
 
 _RULES = {rule.__name__: rule for rule in (sgd, sgd_momentum, nesterov, rmsprop, adam)}
