@@ -8,8 +8,9 @@ the recipe on the built-in shapes, after a line describing the machine.
 
 The data folder holds mnist/ (the four official IDX files) and a CIFAR-10 folder
 (cifar-10-batches-py/ or cifar-10-subset/, official python batches). Every model uses
-the preprocessing of `cnnkit train` (normalisation fitted on the training split, 1000
-validation images held out; the test split is predicted once, after training); times
+the preprocessing of `cnnkit train` (normalisation fitted on the training split, the
+recipe's validation images held out: 5,000 for MNIST, 1,000 otherwise; the test split
+is predicted once, after training); times
 are wall-clock seconds of training and of predicting the test set, on the fast backend,
 measured in this run.
 """
