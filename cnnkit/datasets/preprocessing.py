@@ -153,8 +153,9 @@ def _bilinear(X, rows, cols):
     corner = planes + (top * width + left)[:, None]  # (N, C, H', W'): top-left of each 2x2 neighbourhood
     down, right = (width if height > 1 else 0), (1 if width > 1 else 0)
     flat = X.ravel()
-    upper = flat[corner] + (flat[corner + right] - flat[corner]) * dx
-    lower = flat[corner + down] + (flat[corner + down + right] - flat[corner + down]) * dx
+    top_left, bottom_left = flat[corner], flat[corner + down]
+    upper = top_left + (flat[corner + right] - top_left) * dx
+    lower = bottom_left + (flat[corner + down + right] - bottom_left) * dx
     return upper + (lower - upper) * dy
 
 
