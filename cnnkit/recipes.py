@@ -205,7 +205,8 @@ def build_model(name, image_shape, num_classes, reg=0.0, seed=0, l1=0.0, width=N
     common = dict(reg=reg, l1=l1, **({} if dropout is None else {"dropout": dropout}))
     features = int(np.prod(image_shape))
     if name == "convnet":
-        return convnet(image_shape, num_classes, width=width, hidden=hidden or 128, seed=seed, **common)
+        return convnet(image_shape, num_classes, width=width, seed=seed, **common,
+                       **({} if hidden is None else {"hidden": hidden}))
     if name == "vgg":
         return vgg(image_shape, num_classes, width=width, depth=depth or 1, seed=seed, **common)
     if name == "maxout":

@@ -1,10 +1,10 @@
 import contextvars
 import os
-import subprocess
 import sys
 import warnings
 
 import pytest
+from conftest import run_python
 
 import cnnkit
 from cnnkit import _backend
@@ -77,18 +77,13 @@ def test_fast_without_extension_raises_with_hint(no_extension):
 
 
 @pytest.mark.parametrize("value, expected", [("reference", "reference"), ("fast", "fast"), ("auto", "fast")])
-def test_environment_variable_sets_default(value, expected, tmp_path):
-    code = "import cnnkit; print(cnnkit.get_backend())"
-    env = dict(os.environ, CNNKIT_BACKEND=value)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-                         cwd=tmp_path)  # the installed package, not the source tree
+def test_environment_variable_sets_default(value, expected):
+    out = run_python("import cnnkit; print(cnnkit.get_backend())", env=dict(os.environ, CNNKIT_BACKEND=value))
     assert out.stdout.strip() == expected
 
 
-def test_bad_environment_variable_names_it(tmp_path):
-    code = "import cnnkit; cnnkit.get_backend()"
-    env = dict(os.environ, CNNKIT_BACKEND="cuda")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+def test_bad_environment_variable_names_it():
+    out = run_python("import cnnkit; cnnkit.get_backend()", env=dict(os.environ, CNNKIT_BACKEND="cuda"), check=False)
     assert out.returncode != 0 and "CNNKIT_BACKEND" in out.stderr and "'reference'" in out.stderr
 
 
@@ -168,11 +163,9 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 @pytest.mark.skipif("fast" not in cnnkit.available_backends(), reason="fast backend not built")
-def test_kernel_runtime_keeps_freed_memory_for_the_next_step(tmp_path):
+def test_kernel_runtime_keeps_freed_memory_for_the_next_step():
     def faults(mode):
-        out = subprocess.run([sys.executable, "-c", PAGE_FAULTS_PER_STEP, mode], capture_output=True, text=True,
-                             check=True, cwd=tmp_path)  # the installed package, not the source tree
-        return float(out.stdout)
+        return float(run_python(PAGE_FAULTS_PER_STEP, mode).stdout)
 
     plain, trainer = faults("plain"), faults("trainer")
     assert trainer < plain / 4, (plain, trainer)  # measured: 272 and 21 page faults per step

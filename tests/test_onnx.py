@@ -1,11 +1,10 @@
 """cnnkit.onnx.export and `cnnkit export`: onnx.checker passes and onnxruntime gives cnnkit's scores."""
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 from cnnkit import layers as nn
 from cnnkit.cli import main
@@ -173,7 +172,7 @@ def test_bad_normalisation_is_an_error(tmp_path, shape, mean, std, message):
 
 def test_importing_cnnkit_does_not_import_onnx():
     code = "import sys, cnnkit, cnnkit.models, cnnkit.cli; cnnkit.cli.build_parser(); print('onnx' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run_python(code)
     assert out.stdout.strip() == "False"
 
 

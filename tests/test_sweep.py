@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from conftest import run_python
 
 from cnnkit import cli
 from cnnkit.models import load
@@ -156,7 +157,7 @@ def test_without_the_extras_the_command_names_the_install_line(tmp_path, capsys,
 def test_importing_cnnkit_imports_neither_dask_nor_optuna():
     code = ("import sys, cnnkit; cnnkit.Sweep; "
             "print(sorted({'dask', 'distributed', 'optuna'} & {m.split('.')[0] for m in sys.modules}))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+    assert run_python(code).stdout == "[]\n"
 
 
 # ---------------------------------------------------------------------- running sweeps

@@ -5,13 +5,12 @@ prediction tests exercise OpenMP teams started from several Python threads at on
 the process-wide BLAS scope (cnnkit.fast._threads) they share.
 """
 import os
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import run_python
 
 import cnnkit
 from cnnkit.datasets import load_builtin
@@ -78,11 +77,10 @@ def test_new_threads_inherit_the_main_threads_default():
     assert in_thread(cnnkit.get_num_threads) == 2
 
 
-def test_environment_variable_sets_the_default_of_every_thread(tmp_path):
+def test_environment_variable_sets_the_default_of_every_thread():
     code = ("import threading, cnnkit; seen = []; thread = threading.Thread(target=lambda: seen.append("
             "cnnkit.get_backend())); thread.start(); thread.join(); print(seen[0], cnnkit.get_backend())")
-    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, CNNKIT_BACKEND="reference"),
-                         capture_output=True, text=True, check=True, cwd=tmp_path)
+    out = run_python(code, env=dict(os.environ, CNNKIT_BACKEND="reference"))
     assert out.stdout.split() == ["reference", "reference"]
 
 

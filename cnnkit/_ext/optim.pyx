@@ -8,7 +8,7 @@ Design:
    temporaries.
 2. Flat arrays, one contiguous chunk per thread; elementwise, so any thread count gives
    the same bits.
-3. Built with -fno-math-errno (setup.py) and the hyperparameters in locals, so GCC
+3. Built with -fno-math-errno (setup.py) and the hyperparameters passed by value, so GCC
    vectorises the loop: 0.69 -> 0.23 ms for 200,704 float32 weights on one thread (numpy: 1.5).
 """
 from cython cimport floating
@@ -22,14 +22,14 @@ cdef inline floating _sqrt(floating x) noexcept nogil:
     return sqrtf(x) if floating is float else sqrt(x)
 
 
-cdef void _adam(const floating* w, const floating* dw, floating* m, floating* v, floating* out,
-                const floating* h, Py_ssize_t n) noexcept nogil:
-    """h: beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta1**t, 1 - beta2**t, learning_rate, epsilon.
+cdef void _adam(const floating* w, const floating* dw, floating* m, floating* v, floating* out, Py_ssize_t n,
+                floating b1, floating c1, floating b2, floating c2, floating k1, floating k2, floating lr,
+                floating eps) noexcept nogil:
+    """b1, c1 = beta1, 1 - beta1; b2, c2 = beta2, 1 - beta2; k1, k2 = 1 - beta1**t, 1 - beta2**t.
 
-    They are read into locals first: m and v might alias h for all GCC knows, and a reload
-    of h each element keeps the loop scalar.
+    The hyperparameters come by value: read through a pointer that m and v might alias for
+    all GCC knows, they were reloaded each element and kept the loop scalar.
     """
-    cdef floating b1 = h[0], c1 = h[1], b2 = h[2], c2 = h[3], k1 = h[4], k2 = h[5], lr = h[6], eps = h[7]
     cdef floating mi, vi
     cdef Py_ssize_t i
     for i in range(n):
@@ -40,20 +40,15 @@ cdef void _adam(const floating* w, const floating* dw, floating* m, floating* v,
 
 
 def adam_update(const floating[::1] w, const floating[::1] dw, floating[::1] m, floating[::1] v,
-                floating[::1] out, tuple hyper, int n_threads):
-    """out = the next w; m and v updated in place; all flat and of one size.
-
-    hyper: (beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta1**t, 1 - beta2**t, learning_rate, epsilon).
-    """
-    cdef Py_ssize_t size = w.shape[0], start, i
-    cdef floating h[8]
-    cdef int t
+                floating[::1] out, int t, double learning_rate, double beta1, double beta2, double epsilon,
+                int n_threads):
+    """out = the next w after step t (>= 1); m and v updated in place; all flat and of one size."""
+    cdef Py_ssize_t size = w.shape[0], start
+    cdef int chunk
     expect_sizes(size, (dw.shape[0], m.shape[0], v.shape[0], out.shape[0]))
-    if len(hyper) != 8:
-        raise ValueError(f"hyper must hold 8 numbers, got {len(hyper)}")
-    for i in range(8):
-        h[i] = <floating>hyper[i]
-    for t in prange(n_threads, nogil=True, schedule="static", num_threads=n_threads):
-        start = chunk_start(size, n_threads, t)
-        _adam(&w[0] + start, &dw[0] + start, &m[0] + start, &v[0] + start, &out[0] + start, h,
-              chunk_start(size, n_threads, t + 1) - start)
+    cdef floating b1 = beta1, c1 = 1 - beta1, b2 = beta2, c2 = 1 - beta2, lr = learning_rate, eps = epsilon
+    cdef floating k1 = 1 - beta1 ** t, k2 = 1 - beta2 ** t
+    for chunk in prange(n_threads, nogil=True, schedule="static", num_threads=n_threads):
+        start = chunk_start(size, n_threads, chunk)
+        _adam(&w[0] + start, &dw[0] + start, &m[0] + start, &v[0] + start, &out[0] + start,
+              chunk_start(size, n_threads, chunk + 1) - start, b1, c1, b2, c2, k1, k2, lr, eps)

@@ -12,7 +12,6 @@ def adam_update(w, dw, m, v, t, learning_rate, beta1, beta2, epsilon):
     check_state(m, w, "m")  # a copy made here would leave the caller's state behind
     check_state(v, w, "v")
     out = np.empty_like(w)
-    hyper = (beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta1**t, 1 - beta2**t, learning_rate, epsilon)
-    _kernels.adam_update(w.reshape(-1), dw.reshape(-1), m.reshape(-1), v.reshape(-1), out.reshape(-1), hyper,
-                         element_threads(w.size))
+    _kernels.adam_update(w.reshape(-1), dw.reshape(-1), m.reshape(-1), v.reshape(-1), out.reshape(-1), t,
+                         learning_rate, beta1, beta2, epsilon, element_threads(w.size))
     return out
