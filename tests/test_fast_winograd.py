@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from test_fast_conv import assert_conv_agrees, conv_arrays
 
 import cnnkit
-from cnnkit import fast
+from cnnkit import fast, reference
 from cnnkit._ext import conv as conv_kernels
 from cnnkit._ext import winograd as winograd_kernels
 from cnnkit.fast import conv as fast_conv
@@ -77,7 +77,7 @@ def test_winograd_agrees_with_reference(p, seed):
     ((0, 3, 5, 5), (1, 1)),  # no images
     ((2, 3, 1, 1), (1, 1)),  # one output, less than a tile
     ((1, 2, 3, 3), (0, 0)),  # one output, no padding
-    ((2, 3, 5, 6), (3, 4)),  # padding beyond the kernel: the data gradient crops
+    ((2, 3, 5, 6), (3, 4)),  # padding beyond the kernel: tiles of zeros only
     ((1, 2, 7, 40), (1, 0)),  # rows of more than one block of tiles, odd output width
     ((1, 2, 19, 35), (2, 1)),  # two blocks, odd output height and width
 ])
@@ -87,6 +87,21 @@ def test_winograd_special_shapes(shape, padding, threads, band, dtype, rng):
     x, w, b = conv_arrays(rng, shape, 5, (3, 3), dtype)
     with bands(band):
         assert_conv_agrees(x, w, b, (1, 1), padding, rng)
+
+
+@pytest.mark.usefixtures("winograd_everywhere")
+@pytest.mark.parametrize("channels, filters", [(3, 0), (0, 3)])
+def test_winograd_without_filters_or_channels(channels, filters, rng, dtype):
+    """No filters: out empty, dx zero (not left as it was); no channels: dw empty, out the bias.
+
+    Straight from the kernels, and through cnnkit.fast (which sends such shapes to im2col).
+    """
+    x, w, b = conv_arrays(rng, (2, channels, 5, 6), filters, (3, 3), dtype)
+    out, cache = reference.conv2d_forward(x, w, b, (1, 1), (1, 1))
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    for got, want in zip(winograd(x, w, b, (1, 1), dout), (out,) + reference.conv2d_backward(dout, cache)):
+        assert got.shape == want.shape and np.allclose(got, want)
+    assert_conv_agrees(x, w, b, (1, 1), (1, 1), rng)
 
 
 @pytest.mark.usefixtures("winograd_everywhere")
@@ -161,6 +176,11 @@ def test_dispatch_picks_winograd_from_enough_channels_and_width(channels, width,
     (lambda x, w, b, out: winograd_kernels.winograd_forward(np.zeros((2, 3, 1, 6)), w, b, out, 0, 0, 1),
      "does not fit"),
     (lambda x, w, b, out: winograd_kernels.winograd_forward(x, w, b, out, 1, 1, 0), "n_threads must be >= 1"),
+    (lambda x, w, b, out: winograd_kernels.winograd_backward(x, np.zeros((4, 2, 3, 3)), out, np.empty_like(x),
+                                                             np.empty_like(w), np.empty_like(b), 1, 1, 1),
+     r"with C = 3"),
+    (lambda x, w, b, out: winograd_kernels.winograd_backward(x, w, out, np.empty_like(x), np.empty_like(w),
+                                                             np.empty_like(b), 3, -1, 1), "padding must be >= 0"),
     (lambda x, w, b, out: winograd_kernels.winograd_backward(x, w, out[:1], np.empty_like(x), np.empty_like(w),
                                                              np.empty_like(b), 1, 1, 1), r"must have shape"),
     (lambda x, w, b, out: winograd_kernels.winograd_backward(x, w, out, np.empty((2, 4, 6, 6)), np.empty_like(w),

@@ -7,7 +7,7 @@ and column may stick out of the output and are cropped). k in [0, 16) indexes th
 transformed domain. With B^T, G, A^T of the paper:
     U_k = (G g G^T)_k (F, C)      V_k = (B^T d B)_k (C, T)      M_k = U_k @ V_k (F, T)
     y = A^T m A (2x2 per tile)    dM_k = (A dy A^T)_k            dU_k = sum over tiles dM_k V_k^T
-    dw = G^T dU G,                 dx = the same convolution of dout with the rotated filters.
+    dw = G^T dU G                  dV_k = U_k^T @ dM_k (C, T)     dx = B dv B^T, overlap-added
 Each GEMM of the 16 has 2.25 times fewer multiply-adds per output than im2col's.
 
 Design:
@@ -28,16 +28,22 @@ Design:
    size (64 KiB on shape C) the 16 streams of a block's stores fell in one cache set, and
    shape C's forward and backward took 5-10% longer.
 3. Forward: bands dealt out dynamically; U is computed once per call (serial: F*C filters).
-4. Data gradient: the same driver over dout with the filters rotated 180 degrees and C, F
-   swapped, padding 2 - p. A padding p > 2 gives a negative padding, which is a crop:
-   tiles then read from inside the image, and nothing else changes.
-5. Weight gradient: the bands are cut into GRADIENT_GROUPS groups of consecutive bands,
-   fixed by the shapes alone. A group sums its dU (16, F, C) and db in band order, the
-   groups are then added in order and transformed back once: bit for bit the same on every
-   call, whatever the thread count. V is computed again from x: the cache keeps x, w and
-   b only (a kept V would take 4 times the memory of x).
-6. Buffers come from the per-Python-thread workspace (cnnkit/_ext/_drivers.py): U (or
-   the group sums) and one band's V and M per thread. Nothing scales with N.
+4. Backward: one pass over the bands for all three gradients. A band transforms x (V) and
+   dout (dM, summing db), adds dM_k @ V_k.T into dU, then computes dV_k = U_k.T @ dM_k in
+   V's place and transforms it into dx. dM is shared: the earlier data gradient, the forward
+   driver run on dout with the filters turned, transformed dout again (64 channels on shape C,
+   4 times their size) and took 12.0-13.4 ms of shape C's backward, this 10.9-11.0.
+   Neighbouring tile rows overlap by two rows of dx: each tile row stores its last two rows
+   and adds its first two to the row above's, so a band needs no zeroed dx, and only where
+   two groups (5.) meet could two threads write the same rows: a group keeps its first tile
+   row's first two rows apart and they are added after the parallel loop, in group order.
+5. The bands are cut into GRADIENT_GROUPS groups of consecutive bands, fixed by the shapes
+   alone. A group sums its dU (16, F, C) and db in band order, the groups are then added in
+   order and dU transformed back once: dw, db and dx are bit for bit the same on every call,
+   whatever the thread count. V is computed again from x: the cache keeps x, w and b only (a
+   kept V would take 4 times the memory of x).
+6. Buffers come from the per-Python-thread workspace (cnnkit/_ext/_drivers.py): U, the group
+   sums and kept rows, and one band's V and M per thread. Nothing scales with N.
 7. Measured (one thread, busy machine, against im2col's forward+backward): 0.56-0.6 times the
    time on shape B (64x64x32x32, 64 filters), 0.76-0.82 on C (128x32x16x16, 64), 0.64-0.76
    with C = F = 32; perf puts about half of it in the transforms. dU_k.T += V_k @ dM_k.T ran
@@ -109,6 +115,14 @@ cdef inline void _input_1d(const floating* d, Py_ssize_t ds, floating* o, Py_ssi
     o[3 * os] = d[ds] - d[3 * ds]
 
 
+cdef inline void _input_gradient_1d(const floating* v, Py_ssize_t vs, floating* o, Py_ssize_t os) noexcept nogil:
+    """o = B v for the 4-vector v: the adjoint of _input_1d."""
+    o[0] = v[0]
+    o[os] = v[vs] - v[2 * vs] + v[3 * vs]
+    o[2 * os] = v[vs] + v[2 * vs] - v[0]
+    o[3 * os] = -v[3 * vs]
+
+
 cdef inline void _filter_1d(const floating* g, Py_ssize_t gs, floating* o, Py_ssize_t os) noexcept nogil:
     """o = G g for the 3-vector g."""
     o[0] = g[0]
@@ -138,12 +152,8 @@ cdef inline void _output_gradient_1d(const floating* y, Py_ssize_t ys, floating*
     o[3 * os] = -y[ys]
 
 
-cdef void _transform_filters(const floating* w, floating* U, Py_ssize_t F, Py_ssize_t C,
-                             bint rotated) noexcept nogil:
-    """U (16, F, C) = G g G^T of every filter g = w[f, c] of w (F, C, 3, 3).
-
-    rotated: U (16, C, F) of the filters turned by 180 degrees (the data gradient's).
-    """
+cdef void _transform_filters(const floating* w, floating* U, Py_ssize_t F, Py_ssize_t C) noexcept nogil:
+    """U (16, F, C) = G g G^T of every filter g = w[f, c] of w (F, C, 3, 3)."""
     cdef Py_ssize_t f, c, i, FC = F * C
     cdef floating g[9]
     cdef floating s[12]
@@ -151,10 +161,10 @@ cdef void _transform_filters(const floating* w, floating* U, Py_ssize_t F, Py_ss
     for f in range(F):
         for c in range(C):
             for i in range(9):
-                g[i] = w[(f * C + c) * 9 + (8 - i if rotated else i)]
+                g[i] = w[(f * C + c) * 9 + i]
             for i in range(3):
                 _filter_1d(g + 3 * i, 1, s + 4 * i, 1)
-            u = U + (c * F + f if rotated else f * C + c)
+            u = U + f * C + c
             for i in range(4):
                 _filter_1d(s + i, 4, u + i * FC, 4 * FC)
 
@@ -282,6 +292,103 @@ cdef void _transform_gradients(const Tiling* t, const floating* dout, floating* 
         db[f] += <floating>sums[0]
 
 
+cdef inline void _overlapped_tiles(const floating* v, Py_ssize_t vs, bint left, bint own, floating* e, floating* o,
+                                   Py_ssize_t es) noexcept nogil:
+    """Columns 2l and 2l+1 (e and o, 4 rows es apart) of a tile row's B dv B^T, overlap-added, where l is the tile
+    at v (if own) and l-1 the one at v - 1 (if left), v the first of the 16 entries of dV, vs apart.
+
+    From both tiles' dV, not from stored sums of the left one: reading those one tile over, just after they were
+    stored, stalled the loads (a store-forwarding stall took a third of the time).
+    """
+    cdef floating s[16]
+    cdef floating z[16]
+    cdef Py_ssize_t i, j
+    for j in range(4):  # down the columns: s[4i + j] is row i of column j
+        if own:
+            _input_gradient_1d(v + j * vs, 4 * vs, s + j, 4)
+        if left:
+            _input_gradient_1d(v - 1 + j * vs, 4 * vs, z + j, 4)
+    for i in range(4):  # along the rows: B (own's columns 0, 1 and left's 2, 3)
+        e[i * es] = ((s[4 * i] if own else 0)
+                     + ((z[4 * i + 1] + z[4 * i + 2] - z[4 * i]) if left else 0))
+        o[i * es] = ((s[4 * i + 1] - s[4 * i + 2] + s[4 * i + 3] if own else 0)
+                     - (z[4 * i + 3] if left else 0))
+
+
+cdef inline void _put(floating* dst, Py_ssize_t x, Py_ssize_t W, floating value, bint add) noexcept nogil:
+    """dst[x] = value (or += if add) if 0 <= x < W."""
+    if 0 <= x < W:
+        if add:
+            dst[x] += value
+        else:
+            dst[x] = value
+
+
+cdef void _put_pairs(const floating* e, const floating* o, Py_ssize_t n, floating* dst, Py_ssize_t x0, Py_ssize_t W,
+                     bint add) noexcept nogil:
+    """dst[x0 + 2l] = e[l], dst[x0 + 2l + 1] = o[l] (or += if add) for l < n, where inside [0, W)."""
+    cdef Py_ssize_t l, lo = 0 if x0 >= 0 else min(n, (1 - x0) // 2), hi = lo
+    if W - 2 - x0 >= 0:
+        hi = max(lo, min(n, (W - 2 - x0) // 2 + 1))
+    if add:
+        for l in range(lo, hi):
+            dst[x0 + 2 * l] += e[l]
+            dst[x0 + 2 * l + 1] += o[l]
+    else:
+        for l in range(lo, hi):
+            dst[x0 + 2 * l] = e[l]
+            dst[x0 + 2 * l + 1] = o[l]
+    for l in range(lo):
+        _put(dst, x0 + 2 * l, W, e[l], add)
+        _put(dst, x0 + 2 * l + 1, W, o[l], add)
+    for l in range(hi, n):
+        _put(dst, x0 + 2 * l, W, e[l], add)
+        _put(dst, x0 + 2 * l + 1, W, o[l], add)
+
+
+cdef void _transform_input_gradients(const Tiling* t, const floating* dV, floating* dx, floating* edge,
+                                     Py_ssize_t r0, Py_ssize_t count) noexcept nogil:
+    """dx (N, C, H, W) from dV (16, C, count*TW) on tile rows [r0, r0+count): B dv B^T of every tile, overlap-added.
+
+    BLOCK tiles of a tile row at a time, and column pair by column pair (_overlapped_tiles); the tile row's
+    last two rows are the first to reach their rows of dx and are stored, its first two added to what the tile
+    row above stored (stored too at the top of an image). edge (C, 2, W), unless NULL, takes the first tile row's
+    first two rows instead: the band's caller adds them once the other threads are done (see 4.).
+    """
+    cdef Py_ssize_t q = count * t.TW, r, n, ty, c, block, tx, nt, i, l, y, first
+    cdef floating e[4 * (BLOCK + 1)]
+    cdef floating o[4 * (BLOCK + 1)]
+    cdef const floating* v
+    cdef floating* dst
+    cdef bint to_edge, last
+    for c in range(t.C):
+        for r in range(count):
+            n, ty = (r0 + r) // t.TH, (r0 + r) % t.TH
+            to_edge = edge != NULL and r == 0 and ty > 0
+            for block in range((t.TW + BLOCK - 1) // BLOCK):
+                tx = block * BLOCK
+                nt = min(BLOCK, t.TW - tx)
+                last = tx + nt == t.TW
+                v = dV + c * q + r * t.TW + tx
+                first = 1 if tx == 0 else 0
+                if first:
+                    _overlapped_tiles(v, t.vs, False, True, e, o, BLOCK + 1)
+                for l in range(first, nt):
+                    _overlapped_tiles(v + l, t.vs, True, True, e + l, o + l, BLOCK + 1)
+                if last:
+                    _overlapped_tiles(v + nt, t.vs, True, False, e + nt, o + nt, BLOCK + 1)
+                for i in range(4):
+                    y = 2 * ty - t.ph + i
+                    if to_edge and i < 2:
+                        dst = edge + (c * 2 + i) * t.W
+                    elif 0 <= y < t.H:
+                        dst = dx + ((n * t.C + c) * t.H + y) * t.W
+                    else:
+                        continue
+                    _put_pairs(e + i * (BLOCK + 1), o + i * (BLOCK + 1), nt + last, dst, 2 * tx - t.pw, t.W,
+                               i < 2 and ty > 0 and not to_edge)
+
+
 cdef inline Py_ssize_t _band_rows(const Tiling* t, Py_ssize_t band) noexcept nogil:
     """Tile rows of band `band` (the last one may be shorter)."""
     return min(t.rows, t.N * t.TH - band * t.rows)
@@ -300,9 +407,11 @@ cdef void _forward_band(const Tiling* t, const floating* x, const floating* U, c
     _transform_outputs(t, M, b, out, band * t.rows, count)
 
 
-cdef void _weight_gradient_band(const Tiling* t, const floating* x, const floating* dout, floating* dU,
-                                floating* db, floating* work, Py_ssize_t band) noexcept nogil:
-    """dU (16, F, C) += dM_k @ V_k.T and db (F,) += dout over one band's tiles."""
+cdef void _backward_band(const Tiling* t, const floating* x, const floating* dout, const floating* U, floating* dU,
+                         floating* db, floating* dx, floating* edge, floating* work, Py_ssize_t band) noexcept nogil:
+    """One band's share of the gradients: dU (16, F, C) += dM_k @ V_k.T, db (F,) += dout over its tiles,
+    dV_k = U_k.T @ dM_k (in V's place) transformed into dx (edge as in _transform_input_gradients).
+    """
     cdef Py_ssize_t count = _band_rows(t, band), q = count * t.TW, k
     cdef floating* V = work
     cdef floating* dM = work + 16 * t.vs
@@ -311,57 +420,92 @@ cdef void _weight_gradient_band(const Tiling* t, const floating* x, const floati
     for k in range(16):
         gemm(False, True, <int>t.F, <int>t.C, <int>q, <floating>1, dM + k * t.ms, <int>q,
              V + k * t.vs, <int>q, <floating>1, dU + k * t.F * t.C, <int>t.C)
+        gemm(True, False, <int>t.C, <int>q, <int>t.F, <floating>1, U + k * t.F * t.C, <int>t.C,
+             dM + k * t.ms, <int>q, <floating>0, V + k * t.vs, <int>q)
+    _transform_input_gradients(t, V, dx, edge, band * t.rows, count)
 
 
-cdef _convolve(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating* b,
-               floating[:, :, :, ::1] out, str name, Py_ssize_t ph, Py_ssize_t pw, bint rotated, int n_threads):
-    """out = x convolved with w (F, C, 3, 3) (+ b unless NULL); rotated: with w turned, C and F swapped."""
-    cdef Tiling t = _tiling(tuple(x.shape)[:4], w.shape[1 if rotated else 0], ph, pw, sizeof(floating))
-    if x.shape[1] != w.shape[0 if rotated else 1] or tuple(w.shape)[2:4] != (3, 3):
-        raise ValueError(f"w must have shape (F, C, 3, 3) with {'F' if rotated else 'C'} = {x.shape[1]}, "
-                         f"got {tuple(w.shape)[:4]}")
-    expect_shape(tuple(out.shape)[:4], (t.N, t.F, t.OH, t.OW), name)
+cdef Tiling _checked_tiling(tuple x_shape, tuple w_shape, Py_ssize_t ph, Py_ssize_t pw,
+                            Py_ssize_t itemsize) except *:
+    """The tiling of x (N, C, H, W) convolved with w (F, C, 3, 3), padding (ph, pw) >= 0; ValueError if they clash."""
+    if ph < 0 or pw < 0:
+        raise ValueError(f"padding must be >= 0, got ({ph}, {pw})")
+    if x_shape[1] != w_shape[1] or w_shape[2:] != (3, 3):
+        raise ValueError(f"w must have shape (F, C, 3, 3) with C = {x_shape[1]}, got {w_shape}")
+    return _tiling(x_shape, w_shape[0], ph, pw, itemsize)
+
+
+cdef _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating* b,
+              floating[:, :, :, ::1] out, Py_ssize_t ph, Py_ssize_t pw, int n_threads):
+    """out = x convolved with w (F, C, 3, 3) (+ b unless NULL)."""
+    cdef Tiling t = _checked_tiling(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, sizeof(floating))
+    expect_shape(tuple(out.shape)[:4], (t.N, t.F, t.OH, t.OW), "out")
     check_threads(n_threads)
     cdef Py_ssize_t filters = 16 * t.F * t.C, size = _thread_size(&t), band
     cdef floating[::1] work = workspace(np.asarray(out).dtype, filters + n_threads * size)
     if t.N == 0 or t.F == 0:
         return
-    _transform_filters(&w[0, 0, 0, 0], &work[0], w.shape[0], w.shape[1], rotated)
+    _transform_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C)
     for band in prange(t.bands, nogil=True, schedule="dynamic", num_threads=n_threads):
         _forward_band(&t, &x[0, 0, 0, 0], &work[0], b, &out[0, 0, 0, 0], &work[0] + filters + threadid() * size,
                       band)
 
 
-cdef _weight_gradients(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dout,
-                       floating[:, :, :, ::1] dw, floating[::1] db, Py_ssize_t ph, Py_ssize_t pw, int n_threads):
-    """dw (F, C, 3, 3) and db (F,) from x (N, C, H, W) and dout (N, F, OH, OW), summed as in 5."""
-    cdef Tiling t = _tiling(tuple(x.shape)[:4], dw.shape[0], ph, pw, sizeof(floating))
+cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[:, :, :, ::1] dout,
+               floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw, floating[::1] db, Py_ssize_t ph, Py_ssize_t pw,
+               int n_threads):
+    """dx, dw (F, C, 3, 3) and db (F,) from x (N, C, H, W) and dout (N, F, OH, OW), as in 4. and 5."""
+    cdef Tiling t = _checked_tiling(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, sizeof(floating))
     expect_shape(tuple(dout.shape)[:4], (t.N, t.F, t.OH, t.OW), "dout")
+    expect_shape(tuple(dx.shape)[:4], (t.N, t.C, t.H, t.W), "dx")
+    expect_shape(tuple(dw.shape)[:4], (t.F, t.C, 3, 3), "dw")
     expect_shape(tuple(db.shape)[:1], (t.F,), "db")
+    check_threads(n_threads)
     cdef Py_ssize_t groups = min(t.bands, GRADIENT_GROUPS), size = _thread_size(&t), filters = 16 * t.F * t.C
-    cdef Py_ssize_t sums = filters + t.F, group, band, i
-    cdef floating[::1] work = workspace(np.asarray(dw).dtype, n_threads * size + max(1, groups) * sums)
-    cdef floating* group_sums = &work[0] + n_threads * size
+    cdef Py_ssize_t sums = filters + t.F, edges = 2 * t.C * t.W, group, band, i
+    cdef floating[::1] work = workspace(np.asarray(dw).dtype,
+                                        filters + n_threads * size + max(1, groups) * (sums + edges))
+    cdef floating* group_sums = &work[0] + filters + n_threads * size
+    cdef floating* group_edges = group_sums + max(1, groups) * sums
     memset(group_sums, 0, sums * sizeof(floating))  # the sums when there are no bands
+    if t.F == 0:
+        memset(&dx[0, 0, 0, 0], 0, t.N * t.C * t.H * t.W * sizeof(floating))
+    _transform_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C)
     for group in prange(groups, nogil=True, schedule="dynamic", num_threads=n_threads):
         memset(group_sums + group * sums, 0, sums * sizeof(floating))
         for band in range(group * t.bands // groups, (group + 1) * t.bands // groups):
-            _weight_gradient_band(&t, &x[0, 0, 0, 0], &dout[0, 0, 0, 0], group_sums + group * sums,
-                                  group_sums + group * sums + filters, &work[0] + threadid() * size, band)
-    for group in range(1, groups):  # a small pass: not worth waking the threads again
+            _backward_band(&t, &x[0, 0, 0, 0], &dout[0, 0, 0, 0], &work[0], group_sums + group * sums,
+                           group_sums + group * sums + filters, &dx[0, 0, 0, 0],
+                           group_edges + group * edges if band == group * t.bands // groups else NULL,
+                           &work[0] + filters + threadid() * size, band)
+    for group in range(1, groups):  # small passes: not worth waking the threads again
+        _add_edge(&t, group_edges + group * edges, &dx[0, 0, 0, 0], group * t.bands // groups * t.rows)
         for i in range(sums):
             group_sums[i] += group_sums[group * sums + i]
     _filter_gradients(group_sums, &dw[0, 0, 0, 0], t.F, t.C)
     memcpy(&db[0], group_sums + filters, t.F * sizeof(floating))
 
 
+cdef void _add_edge(const Tiling* t, const floating* edge, floating* dx, Py_ssize_t r0) noexcept nogil:
+    """dx += edge (C, 2, W), the first two rows of tile row r0 that a band kept apart (see 4.)."""
+    cdef Py_ssize_t n = r0 // t.TH, ty = r0 % t.TH, c, i, x, y
+    cdef floating* dst
+    if ty == 0:
+        return
+    for c in range(t.C):
+        for i in range(2):
+            y = 2 * ty - t.ph + i
+            if 0 <= y < t.H:
+                dst = dx + ((n * t.C + c) * t.H + y) * t.W
+                for x in range(t.W):
+                    dst[x] += edge[(c * 2 + i) * t.W + x]
+
+
 def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
                      floating[:, :, :, ::1] out, int ph, int pw, int n_threads):
     """out (N, F, OH, OW) = x (N, C, H, W) convolved with w (F, C, 3, 3) + b (F,); stride 1, padding (ph, pw)."""
     expect_shape(tuple(b.shape)[:1], (w.shape[0],), "b")
-    if ph < 0 or pw < 0:
-        raise ValueError(f"padding must be >= 0, got ({ph}, {pw})")
-    _convolve(x, w, &b[0] if b.shape[0] else NULL, out, "out", ph, pw, False, n_threads)
+    _forward(x, w, &b[0] if b.shape[0] else NULL, out, ph, pw, n_threads)
 
 
 def winograd_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -371,9 +515,4 @@ def winograd_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::
 
     x, w and (ph, pw) are the forward's, dout (N, F, OH, OW) the output gradient.
     """
-    if ph < 0 or pw < 0:
-        raise ValueError(f"padding must be >= 0, got ({ph}, {pw})")
-    expect_shape(tuple(dx.shape)[:4], tuple(x.shape)[:4], "dx")
-    expect_shape(tuple(dw.shape)[:4], tuple(w.shape)[:4], "dw")
-    _convolve(dout, w, NULL, dx, "dx", 2 - ph, 2 - pw, True, n_threads)
-    _weight_gradients(x, dout, dw, db, ph, pw, n_threads)
+    _backward(x, w, dout, dx, dw, db, ph, pw, n_threads)

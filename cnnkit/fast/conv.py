@@ -76,7 +76,7 @@ def _flat_hw(a):
 
 def _wb(w, b):
     """[w.reshape(F, C*KH*KW) | b], shape (F, C*KH*KW + 1): the drivers' weight matrix."""
-    return np.concatenate([w.reshape(len(w), -1), b[:, None]], axis=1)
+    return np.concatenate([w.reshape(len(w), math.prod(w.shape[1:])), b[:, None]], axis=1)
 
 
 def _multiply_adds(out, w):
