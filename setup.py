@@ -1,6 +1,7 @@
 """Build the Cython kernels in cnnkit/_ext, with OpenMP when the compiler supports it."""
 import glob
 import os
+import platform
 import sys
 import tempfile
 
@@ -34,6 +35,14 @@ def openmp_flags():
     return flags, ([] if sys.platform == "win32" else flags)
 
 
+def x86_gcc():
+    """Whether the compiler takes GCC's flags for x86-64 (GCC or clang, not MSVC)."""
+    return sys.platform != "win32" and platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+
+
+# modules built for a wider instruction set than the baseline, chosen at run time (cnnkit/fast/conv.py)
+INSTRUCTION_SETS = {"winograd_avx2": ["-mavx2"]}
+
 compile_flags, link_flags = openmp_flags()
 extensions = [
     Extension(
@@ -42,10 +51,12 @@ extensions = [
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         # no errno from sqrt and friends (the kernels never read it): GCC then vectorises their loops
-        extra_compile_args=["-O3", "-fno-math-errno"] * (sys.platform != "win32") + compile_flags,
+        extra_compile_args=(["-O3", "-fno-math-errno"] * (sys.platform != "win32") + compile_flags
+                            + INSTRUCTION_SETS.get(name, [])),
         extra_link_args=link_flags,
     )
     for name in sorted(os.path.basename(p)[:-4] for p in glob.glob("cnnkit/_ext/*.pyx"))
+    if name not in INSTRUCTION_SETS or x86_gcc()
 ]
 
 setup(ext_modules=cythonize(extensions, language_level=3))

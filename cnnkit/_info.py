@@ -5,7 +5,7 @@ from cnnkit import _backend
 
 
 def config():
-    """Dict describing version, backends, OpenMP, kernel threads and the BLAS in use."""
+    """Dict describing version, backends, OpenMP, kernel threads, the Winograd build and the BLAS in use."""
     import numpy as np
 
     from cnnkit import __version__
@@ -22,8 +22,18 @@ def config():
         "backend active": _backend.get_backend(),
         "openmp": "yes" if _backend.openmp_enabled() else "no",
         "kernel threads": _backend.get_num_threads(),
+        "winograd kernels": _winograd_build(),
         "blas": blas,
     }
+
+
+def _winograd_build():
+    """Which build of the Winograd kernels the fast backend runs: "AVX2", "baseline", or "none"."""
+    if "fast" not in _backend.available_backends():
+        return "none"
+    from cnnkit.fast import conv
+
+    return conv.WINOGRAD_BUILD
 
 
 def show_config():

@@ -34,10 +34,11 @@ BANDS = {  # how the kernels cut a batch into bands of tile rows (a band may run
 
 @contextlib.contextmanager
 def bands(name):
-    """Cut every batch into bands as BANDS[name] says."""
+    """Cut every batch into bands as BANDS[name] says, in every build of the kernels (baseline, AVX2)."""
     with pytest.MonkeyPatch.context() as patch:
-        for setting, value in BANDS[name].items():
-            patch.setattr(winograd_kernels, setting, value)
+        for kernels in {winograd_kernels, fast_conv._winograd_kernels}:
+            for setting, value in BANDS[name].items():
+                patch.setattr(kernels, setting, value)
         yield
 
 
@@ -131,13 +132,57 @@ def test_winograd_is_reproducible(rng, band):
             assert all(np.array_equal(a, b) for a, b in zip(again, first))
 
 
-def winograd(x, w, b, padding, dout):
-    """out, dx, dw, db straight from the Winograd kernels on one thread."""
+def winograd(x, w, b, padding, dout, kernels=winograd_kernels, threads=1):
+    """out, dx, dw, db straight from the Winograd kernels (the baseline build unless told)."""
     out = np.empty((len(x), len(w), x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2), x.dtype)
     dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
-    winograd_kernels.winograd_forward(x, w, b, out, *padding, 1)
-    winograd_kernels.winograd_backward(x, w, dout, dx, dw, db, *padding, 1)
+    kernels.winograd_forward(x, w, b, out, *padding, threads)
+    kernels.winograd_backward(x, w, dout, dx, dw, db, *padding, threads)
     return out, dx, dw, db
+
+
+def avx2_build():
+    """cnnkit._ext.winograd_avx2, or a skip where it is not built or this CPU has no AVX2."""
+    if not winograd_kernels.cpu_has_avx2():
+        pytest.skip("this CPU has no AVX2")
+    return pytest.importorskip("cnnkit._ext.winograd_avx2", reason="the AVX2 build is made on x86-64 only")
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(), st.integers(0, 2**32 - 1))
+def test_avx2_build_gives_the_baseline_bits(p, seed):
+    """The same drivers compiled for AVX2: every output and gradient bit for bit the baseline's."""
+    avx2 = avx2_build()
+    rng = np.random.default_rng(seed)
+    x, w, b = conv_arrays(rng, p["shape"], p["filters"], (3, 3), p["dtype"])
+    out_shape = (len(x), len(w), x.shape[2] + 2 * p["padding"][0] - 2, x.shape[3] + 2 * p["padding"][1] - 2)
+    dout = rng.standard_normal(out_shape).astype(p["dtype"])
+    with bands(p["bands"]):
+        baseline = winograd(x, w, b, p["padding"], dout, winograd_kernels, p["threads"])
+        wide = winograd(x, w, b, p["padding"], dout, avx2, p["threads"])
+    for got, want in zip(wide, baseline):
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape, filters, padding", [
+    ((3, 16, 16, 16), 24, (1, 1)),  # a row of 8 tiles: one AVX2 vector
+    ((2, 5, 19, 35), 7, (2, 1)),  # two blocks of tiles and a partial vector
+    ((1, 3, 7, 40), 4, (3, 0)),  # padding beyond the kernel
+])
+def test_avx2_build_gives_the_baseline_bits_on_wide_rows(shape, filters, padding, threads, dtype, rng):
+    avx2 = avx2_build()
+    x, w, b = conv_arrays(rng, shape, filters, (3, 3), dtype)
+    dout = rng.standard_normal((shape[0], filters, shape[2] + 2 * padding[0] - 2,
+                                shape[3] + 2 * padding[1] - 2)).astype(dtype)
+    for got, want in zip(winograd(x, w, b, padding, dout, avx2, threads),
+                         winograd(x, w, b, padding, dout, winograd_kernels, threads)):
+        assert np.array_equal(got, want)
+
+
+def test_fast_conv_runs_the_avx2_build_where_the_cpu_has_avx2():
+    avx2 = avx2_build()
+    assert fast_conv._winograd_kernels is avx2 and fast_conv.WINOGRAD_BUILD == "AVX2"
 
 
 def im2col(x, w, b, padding, dout):

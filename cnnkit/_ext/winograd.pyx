@@ -44,11 +44,12 @@ Design:
    kept V would take 4 times the memory of x).
 6. Buffers come from the per-Python-thread workspace (cnnkit/_ext/_drivers.py): U, the group
    sums and kept rows, and one band's V and M per thread. Nothing scales with N.
-7. Measured (one thread, busy machine, against im2col's forward+backward): 0.56-0.6 times the
-   time on shape B (64x64x32x32, 64 filters), 0.76-0.82 on C (128x32x16x16, 64), 0.64-0.76
-   with C = F = 32; perf puts about half of it in the transforms. dU_k.T += V_k @ dM_k.T ran
-   no faster than dU_k += dM_k @ V_k.T; bands of 0.5-1 MiB beat 2 MiB by 5-15%. On 2 threads,
-   quiet: 0.61 (B) and 0.80 (C) in float32, 0.56 and 0.83 in float64.
+7. Measured against im2col's forward+backward (2 threads, 64 images, AVX2 build, one run; the
+   ratios for other shapes are in cnnkit/fast/conv.py): 0.55 of the time in float32 and 0.56
+   in float64 on 64x64x32x32 with 64 filters, 0.64 and 0.69 on 32x16x16 with 64 filters. On
+   shape C (128 images) perf puts 40% of it in OpenBLAS, 45% in the transforms. Tried and left:
+   dU_k.T += V_k @ dM_k.T (no faster than dU_k += dM_k @ V_k.T); bands of 2 MiB (5-15% slower
+   than 0.5-1 MiB); other band sizes and counts on shape C (no change).
 8. Not F(4x4, 3x3): its float32 forward (numpy model) erred 15 times more than F(2x2, 3x3)
    (4e-6 of the largest output against 2.6e-7) and failed rtol = atol = 1e-5 from C = 4 on.
 """
@@ -67,7 +68,22 @@ cdef extern from *:
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC optimize("no-tree-loop-distribute-patterns")
     #endif
+    static int cnnkit_cpu_has_avx2(void) {
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2");
+    #else
+        return 0;
+    #endif
+    }
     """
+    int cnnkit_cpu_has_avx2()
+
+
+def cpu_has_avx2():
+    """Whether this CPU runs AVX2, so that winograd_avx2 (these drivers built for it) may be imported."""
+    return bool(cnnkit_cpu_has_avx2())
+
 
 GRADIENT_GROUPS = 8  # groups of bands whose weight gradients are summed apart (see 5.)
 BAND_BYTES = 1 << 20  # largest V and M of one band together (see 1.)

@@ -8,13 +8,15 @@ The cache holds x, w, b and the window, not the im2col columns: x, w and b are t
 caller's own arrays when C-contiguous, so the cache costs no memory then.
 
 A 3x3 stride-1 convolution with C and F both >= WINOGRAD_MIN_CHANNELS and an output at
-least WINOGRAD_MIN_WIDTH wide runs on Winograd F(2x2, 3x3) instead (cnnkit/_ext/winograd.pyx),
-forward and backward, any padding. Its time over im2col's, forward+backward, 2 threads,
-float32/float64 (shared machine, noisy): C = F = 64 at 32x32 0.61/0.56, at 16x16 0.71/0.60;
-C = 32 to F = 64 at 16x16 0.80/0.83; C = F = 32 at 16x16 0.76/0.76; C = F = 16 at 28x28
-0.72/0.62 but at 14x14 1.00/0.95 (few tiles a row); C = 8 to F = 16 1.21/0.96; C = F = 8
-1.26/1.06; C = 3 (one thread) 1.8/1.95.
+least WINOGRAD_MIN_WIDTH wide runs on Winograd F(2x2, 3x3) instead (cnnkit/_ext/winograd.pyx,
+or its AVX2 build winograd_avx2.pyx where the CPU has AVX2), forward and backward, any
+padding. Its time over im2col's, forward+backward of 64 images, 2 threads, float32/float64,
+AVX2 build (one run): C = F = 64 at 32x32 0.55/0.56, at 16x16 0.54/0.52; C = 32 to F = 64
+at 16x16 0.64/0.69; C = F = 32 at 16x16 0.55/0.61; C = F = 16 at 28x28 0.64/0.66 but at
+14x14 0.95/0.71 (few tiles a row); C = 16 to F = 32 at 14x14 0.97/0.83; C = 8 to F = 16
+at 28x28 1.11/0.97; C = F = 8 1.00/0.91; C = 3 to F = 16 at 32x32 1.35/1.30.
 """
+import contextlib
 import math
 
 import numpy as np
@@ -23,6 +25,11 @@ from cnnkit._ext import conv as _kernels
 from cnnkit._ext import winograd as _winograd_kernels
 from cnnkit.fast._checks import float_arrays, gradient, window
 from cnnkit.fast._threads import CONV_GRAIN, kernel_threads, single_threaded_blas
+
+if _winograd_kernels.cpu_has_avx2():  # the same drivers built for AVX2 (not built off x86-64): same bits, faster
+    with contextlib.suppress(ImportError):
+        from cnnkit._ext import winograd_avx2 as _winograd_kernels
+WINOGRAD_BUILD = "AVX2" if _winograd_kernels.__name__.endswith("_avx2") else "baseline"  # for cnnkit info
 
 WINOGRAD_MIN_CHANNELS = 16  # C and F from which Winograd measured faster than im2col
 WINOGRAD_MIN_WIDTH = 16  # output width (OW) from which it did
