@@ -37,6 +37,28 @@ def test_pool_agrees_with_reference(g, op, ties, seed):
     assert_pool_agrees(op, x.astype(g["dtype"]), g["kernel"], g["stride"], g["padding"], rng)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(2, 11), st.integers(2, 140)),
+       st.sampled_from(["normal", "ties", "nan and inf"]), st.sampled_from([np.float32, np.float64]),
+       st.sampled_from([1, 2]), st.integers(0, 2**32 - 1))
+def test_max_pool_2x2_stride_2_agrees_with_reference(shape, values, dtype, threads, seed):
+    """The loop of 2x2 windows at stride 2 (odd sizes, rows of more than one block): maxima, first-maximum
+    indices (ties, the first NaN) and gradients exactly the reference's."""
+    rng = np.random.default_rng(seed)
+    cnnkit.set_num_threads(threads)
+    x = rng.integers(-2, 3, shape) if values == "ties" else rng.standard_normal(shape)
+    if values == "nan and inf":
+        x[rng.random(shape) < 0.2] = np.nan
+        x[rng.random(shape) < 0.2] = -np.inf
+        x[rng.random(shape) < 0.1] = np.inf
+    x = x.astype(dtype)
+    expected, ref_cache = reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    out, cache = fast.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(out, expected)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    np.testing.assert_array_equal(fast.max_pool2d_backward(dout, cache), reference.max_pool2d_backward(dout, ref_cache))
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_max_pool_ties_go_to_the_first_maximum(threads):
     cnnkit.set_num_threads(threads)

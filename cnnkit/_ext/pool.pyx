@@ -16,6 +16,13 @@ Design:
    The running index starts at the window's top-left corner, or -1 when that corner is
    padding: the first maximum when nothing in the window beats -inf. Backward scatters
    dout through the indices.
+5. 2x2 windows at stride 2 without padding, the pooling of most CNNs, have a loop of their
+   own: one pass per output row over the four values of each window, in the same order and
+   by the same rule, BLOCK outputs at a time into arrays on the stack, then copied out. GCC
+   vectorises it only so (storing straight to out and argmax, inlined in the OpenMP region,
+   it did not) and only written with if, or and and. x (64, 16, 28, 28) float32 on one
+   thread: 1.36-1.45 ms -> 0.85-0.88; (64, 16, 14, 14), 7 outputs a row, mostly the scalar
+   remainder: 0.65-0.72 -> 0.47.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -23,6 +30,11 @@ from libc.math cimport INFINITY
 from libc.string cimport memset
 
 from cnnkit._ext._im2col cimport end_inside, first_inside, output_hw
+
+
+cdef enum:
+    BLOCK = 64  # outputs of a row of 2x2 windows computed into arrays on the stack first (see 5.)
+
 
 
 cdef void _max_plane(const floating* plane, floating* out, int* argmax, Py_ssize_t H, Py_ssize_t W,
@@ -47,6 +59,45 @@ cdef void _max_plane(const floating* plane, floating* out, int* argmax, Py_ssize
                     better = (value > best) | ((value != value) & (best == best))
                     best_row[x] = value if better else best
                     index_row[x] = <int>(h * W + x * sw + j - pw) if better else index_row[x]
+
+
+cdef void _max_plane_2x2(const floating* plane, floating* out, int* argmax, int W, Py_ssize_t oh,
+                         int ow) noexcept nogil:
+    """_max_plane for 2x2 windows at stride 2 without padding (see 5.): the same maxima and indices."""
+    cdef Py_ssize_t y
+    cdef int block, x, x0, n, corner, index, right = 1, below = W, below_right = W + 1  # ints: no long in the loop
+    cdef const floating* top
+    cdef floating best, value
+    cdef floating bests[BLOCK]
+    cdef int indices[BLOCK]
+    for y in range(oh):
+        top = plane + 2 * y * W
+        for block in range((ow + BLOCK - 1) // BLOCK):
+            x0 = block * BLOCK
+            n = min(BLOCK, ow - x0)
+            for x in range(x0, x0 + n):  # locals, if, or and and (not bint's | and &): so GCC vectorises it
+                corner = <int>(2 * y * W) + 2 * x
+                best, index = top[2 * x], corner
+                value = top[2 * x + 1]
+                if value > best or (value != value and best == best):
+                    best, index = value, corner + right
+                value = top[W + 2 * x]
+                if value > best or (value != value and best == best):
+                    best, index = value, corner + below
+                value = top[W + 2 * x + 1]
+                if value > best or (value != value and best == best):
+                    best, index = value, corner + below_right
+                bests[x - x0], indices[x - x0] = best, index
+            for x in range(n):  # stores apart: into out and argmax, GCC would not vectorise the loop above
+                out[y * ow + x0 + x], argmax[y * ow + x0 + x] = bests[x], indices[x]
+
+
+cdef void _max_pool_2x2(const floating* x, floating* out, int* argmax, Py_ssize_t planes, Py_ssize_t H, int W,
+                        Py_ssize_t oh, int ow, int n_threads) noexcept nogil:
+    """_max_plane_2x2 over `planes` planes (H, W) of x into out and argmax (planes, oh, ow)."""
+    cdef Py_ssize_t q
+    for q in prange(planes, schedule="guided", num_threads=n_threads):
+        _max_plane_2x2(x + q * H * W, out + q * oh * ow, argmax + q * oh * ow, W, oh, ow)
 
 
 cdef void _avg_plane(const floating* plane, floating* out, Py_ssize_t H, Py_ssize_t W,
@@ -102,6 +153,10 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     if tuple(argmax.shape)[:4] != tuple(out.shape)[:4]:
         raise ValueError(f"argmax must have shape {tuple(out.shape)[:4]}, got {tuple(argmax.shape)[:4]}")
     cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3], oh = out.shape[2], ow = out.shape[3], q
+    if kh == kw == sh == sw == 2 and ph == pw == 0 and x.shape[0] * C:
+        _max_pool_2x2(&x[0, 0, 0, 0], &out[0, 0, 0, 0], &argmax[0, 0, 0, 0], x.shape[0] * C, H, <int>W, oh,
+                      <int>ow, n_threads)
+        return
     for q in prange(x.shape[0] * C, nogil=True, schedule="guided", num_threads=n_threads):
         _max_plane(&x[q // C, q % C, 0, 0], &out[q // C, q % C, 0, 0], &argmax[q // C, q % C, 0, 0],
                    H, W, oh, ow, kh, kw, sh, sw, ph, pw)
