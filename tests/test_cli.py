@@ -17,8 +17,11 @@ TINY = ["--epochs", "1", "--num-train", "300", "--num-val", "100", "--batch-size
 
 
 def test_info(capsys):
+    from cnnkit.fast import conv
+
     assert main(["info"]) == 0
-    assert "backend active:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "backend active:" in out and f"winograd kernels:   {conv.WINOGRAD_BUILD}\n" in out
 
 
 def test_console_script_installed(tmp_path):
