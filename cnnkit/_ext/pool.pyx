@@ -36,7 +36,6 @@ cdef enum:
     BLOCK = 64  # outputs of a row of 2x2 windows computed into arrays on the stack first (see 5.)
 
 
-
 cdef void _max_plane(const floating* plane, floating* out, int* argmax, Py_ssize_t H, Py_ssize_t W,
                      Py_ssize_t oh, Py_ssize_t ow, int kh, int kw, int sh, int sw, int ph, int pw) noexcept nogil:
     cdef Py_ssize_t y, x, i, j, h, x0, x1, top

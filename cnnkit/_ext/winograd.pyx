@@ -95,16 +95,21 @@ cdef enum:
 
 cdef struct Tiling:
     Py_ssize_t N, C, H, W, F, OH, OW  # input (N, C, H, W), output (N, F, OH, OW)
-    Py_ssize_t ph, pw  # padding; negative crops
+    Py_ssize_t ph, pw  # padding, >= 0
     Py_ssize_t TH, TW, rows, bands  # tiles down and across an image, tile rows per band, bands
     Py_ssize_t vs, ms  # entries from one matrix V_k (M_k) of a band to the next, skewed (see 2.)
 
 
-cdef Tiling _tiling(tuple x_shape, Py_ssize_t F, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t itemsize) except *:
-    """The tiles of a 3x3 stride-1 convolution of x (N, C, H, W) into F channels."""
+cdef Tiling _tiling(tuple x_shape, tuple w_shape, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t itemsize) except *:
+    """The tiles of x (N, C, H, W) convolved with w (F, C, 3, 3) at stride 1, padding (ph, pw) >= 0;
+    ValueError if they clash."""
+    if ph < 0 or pw < 0:
+        raise ValueError(f"padding must be >= 0, got ({ph}, {pw})")
+    if x_shape[1] != w_shape[1] or w_shape[2:] != (3, 3):
+        raise ValueError(f"w must have shape (F, C, 3, 3) with C = {x_shape[1]}, got {w_shape}")
     cdef Tiling t
     t.N, t.C, t.H, t.W = x_shape
-    t.F, t.ph, t.pw = F, ph, pw
+    t.F, t.ph, t.pw = w_shape[0], ph, pw
     t.OH, t.OW = t.H + 2 * ph - 2, t.W + 2 * pw - 2
     if t.OH < 1 or t.OW < 1:
         raise ValueError(f"a 3x3 window does not fit x {x_shape} with padding ({ph}, {pw})")
@@ -441,20 +446,10 @@ cdef void _backward_band(const Tiling* t, const floating* x, const floating* dou
     _transform_input_gradients(t, V, dx, edge, band * t.rows, count)
 
 
-cdef Tiling _checked_tiling(tuple x_shape, tuple w_shape, Py_ssize_t ph, Py_ssize_t pw,
-                            Py_ssize_t itemsize) except *:
-    """The tiling of x (N, C, H, W) convolved with w (F, C, 3, 3), padding (ph, pw) >= 0; ValueError if they clash."""
-    if ph < 0 or pw < 0:
-        raise ValueError(f"padding must be >= 0, got ({ph}, {pw})")
-    if x_shape[1] != w_shape[1] or w_shape[2:] != (3, 3):
-        raise ValueError(f"w must have shape (F, C, 3, 3) with C = {x_shape[1]}, got {w_shape}")
-    return _tiling(x_shape, w_shape[0], ph, pw, itemsize)
-
-
 cdef _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating* b,
               floating[:, :, :, ::1] out, Py_ssize_t ph, Py_ssize_t pw, int n_threads):
     """out = x convolved with w (F, C, 3, 3) (+ b unless NULL)."""
-    cdef Tiling t = _checked_tiling(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, sizeof(floating))
+    cdef Tiling t = _tiling(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, sizeof(floating))
     expect_shape(tuple(out.shape)[:4], (t.N, t.F, t.OH, t.OW), "out")
     check_threads(n_threads)
     cdef Py_ssize_t filters = 16 * t.F * t.C, size = _thread_size(&t), band
@@ -471,14 +466,14 @@ cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, c
                floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw, floating[::1] db, Py_ssize_t ph, Py_ssize_t pw,
                int n_threads):
     """dx, dw (F, C, 3, 3) and db (F,) from x (N, C, H, W) and dout (N, F, OH, OW), as in 4. and 5."""
-    cdef Tiling t = _checked_tiling(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, sizeof(floating))
+    cdef Tiling t = _tiling(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, sizeof(floating))
     expect_shape(tuple(dout.shape)[:4], (t.N, t.F, t.OH, t.OW), "dout")
     expect_shape(tuple(dx.shape)[:4], (t.N, t.C, t.H, t.W), "dx")
     expect_shape(tuple(dw.shape)[:4], (t.F, t.C, 3, 3), "dw")
     expect_shape(tuple(db.shape)[:1], (t.F,), "db")
     check_threads(n_threads)
     cdef Py_ssize_t groups = min(t.bands, GRADIENT_GROUPS), size = _thread_size(&t), filters = 16 * t.F * t.C
-    cdef Py_ssize_t sums = filters + t.F, edges = 2 * t.C * t.W, group, band, i
+    cdef Py_ssize_t sums = filters + t.F, edges = 2 * t.C * t.W, group, first, band, i
     cdef floating[::1] work = workspace(np.asarray(dw).dtype,
                                         filters + n_threads * size + max(1, groups) * (sums + edges))
     cdef floating* group_sums = &work[0] + filters + n_threads * size
@@ -489,10 +484,11 @@ cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, c
     _transform_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C)
     for group in prange(groups, nogil=True, schedule="dynamic", num_threads=n_threads):
         memset(group_sums + group * sums, 0, sums * sizeof(floating))
-        for band in range(group * t.bands // groups, (group + 1) * t.bands // groups):
+        first = group * t.bands // groups
+        for band in range(first, (group + 1) * t.bands // groups):
             _backward_band(&t, &x[0, 0, 0, 0], &dout[0, 0, 0, 0], &work[0], group_sums + group * sums,
                            group_sums + group * sums + filters, &dx[0, 0, 0, 0],
-                           group_edges + group * edges if band == group * t.bands // groups else NULL,
+                           group_edges + group * edges if band == first else NULL,
                            &work[0] + filters + threadid() * size, band)
     for group in range(1, groups):  # small passes: not worth waking the threads again
         _add_edge(&t, group_edges + group * edges, &dx[0, 0, 0, 0], group * t.bands // groups * t.rows)

@@ -32,8 +32,7 @@ from cnnkit.fast.pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d
 __all__ = [
     "adam_update", "affine_backward", "affine_forward", "avg_pool2d_backward", "avg_pool2d_forward",
     "batchnorm_backward", "batchnorm_forward", "col2im", "conv2d_backward", "conv2d_forward", "dropout_backward",
-    "dropout_forward",
-    "elu_backward", "elu_forward", "im2col", "leaky_relu_backward", "leaky_relu_forward",
+    "dropout_forward", "elu_backward", "elu_forward", "im2col", "leaky_relu_backward", "leaky_relu_forward",
     "max_pool2d_backward", "max_pool2d_forward", "maxout_backward", "maxout_forward", "relu_backward",
     "relu_forward", "sigmoid_backward", "sigmoid_forward", "softmax_loss", "spatial_batchnorm_backward",
     "spatial_batchnorm_forward", "svm_loss", "tanh_backward", "tanh_forward",
