@@ -8,9 +8,9 @@ import argparse
 import sys
 
 from cnnkit import bench
-from cnnkit._backend import prefer_passive_wait
+from cnnkit._backend import prefer_short_spin
 
 if __name__ == "__main__":
-    prefer_passive_wait()  # as the `cnnkit` command does
+    prefer_short_spin()  # as the `cnnkit` command does
     parser = bench.add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     sys.exit(bench.run(parser.parse_args()))

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 import cnnkit
-from cnnkit._backend import prefer_passive_wait
+from cnnkit._backend import prefer_short_spin
 from cnnkit.models import FullyConnectedNet, KNearestNeighbor, TwoLayerNet
 from cnnkit.models.classifiers import LinearSVM, Softmax
 from cnnkit.recipes import RECIPES, architecture, build_model, describe_recipe, make_trainer, training_data
 
-prefer_passive_wait()  # as the `cnnkit` command does; before the first kernel loads OpenMP
+prefer_short_spin()  # as the `cnnkit` command does; before the first kernel loads OpenMP
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CIFAR_FOLDERS = ("cifar-10-batches-py", "cifar-10-subset", "cifar10")

@@ -9,7 +9,7 @@ import importlib
 import sys
 
 from cnnkit import __version__
-from cnnkit._backend import prefer_passive_wait
+from cnnkit._backend import prefer_short_spin
 from cnnkit.commands import COMMANDS
 
 ERRORS = (OSError, ValueError, ImportError, ArithmeticError)  # what a user's input or machine can cause
@@ -43,7 +43,7 @@ def _runtime(args):
 
 def main(argv=None):
     """Run the `cnnkit` command with argv (default: sys.argv[1:]); returns the exit status."""
-    prefer_passive_wait()
+    prefer_short_spin()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "passes_extra_args", False):

@@ -111,21 +111,29 @@ def test_show_config(capsys):
     assert "blas:" in out
 
 
-def test_passive_wait_is_cnnkits_choice_only(monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.delenv(_backend.WAIT_POLICY_MARK, raising=False)
-    _backend.prefer_passive_wait()
-    assert os.environ["OMP_WAIT_POLICY"] == "passive"
-    assert "OMP_WAIT_POLICY" not in _backend.user_environment(os.environ)
-    assert _backend.WAIT_POLICY_MARK not in _backend.user_environment(os.environ)
+@pytest.fixture
+def no_wait_choice(monkeypatch):
+    for key in (*_backend.WAIT_SETTINGS, _backend.WAIT_CHOICE_MARK):
+        monkeypatch.delenv(key, raising=False)
 
 
-def test_users_wait_policy_is_kept(monkeypatch):
-    monkeypatch.setenv("OMP_WAIT_POLICY", "active")
-    monkeypatch.delenv(_backend.WAIT_POLICY_MARK, raising=False)
-    _backend.prefer_passive_wait()
-    assert os.environ["OMP_WAIT_POLICY"] == "active"
-    assert _backend.user_environment(os.environ)["OMP_WAIT_POLICY"] == "active"
+def test_short_spin_is_cnnkits_choice_only(no_wait_choice):
+    _backend.prefer_short_spin()
+    assert os.environ["GOMP_SPINCOUNT"] == "100000" and os.environ["KMP_BLOCKTIME"] == "1"
+    assert "OMP_WAIT_POLICY" not in os.environ
+    theirs = _backend.user_environment(os.environ)
+    assert not {"GOMP_SPINCOUNT", "KMP_BLOCKTIME", _backend.WAIT_CHOICE_MARK} & set(theirs)
+
+
+@pytest.mark.parametrize("key, value", [("OMP_WAIT_POLICY", "passive"), ("GOMP_SPINCOUNT", "0"),
+                                        ("KMP_BLOCKTIME", "200")])
+def test_users_wait_choice_is_kept(no_wait_choice, monkeypatch, key, value):
+    monkeypatch.setenv(key, value)
+    _backend.prefer_short_spin()
+    assert _backend.WAIT_CHOICE_MARK not in os.environ
+    assert {k: os.environ.get(k) for k in _backend.WAIT_SETTINGS} == {
+        k: value if k == key else None for k in _backend.WAIT_SETTINGS}
+    assert _backend.user_environment(os.environ)[key] == value
 
 
 def test_kernel_runtime_holds_blas_at_one_thread_on_fast_only():
@@ -169,3 +177,28 @@ def test_kernel_runtime_keeps_freed_memory_for_the_next_step():
 
     plain, trainer = faults("plain"), faults("trainer")
     assert trainer < plain / 4, (plain, trainer)  # measured: 272 and 21 page faults per step
+
+
+BIG_ARRAY_FAULTS = """
+import resource, sys
+import numpy as np
+from cnnkit._memory import retain_freed_memory
+
+if sys.argv[1] == "retained":
+    assert retain_freed_memory()
+np.ones(40 << 20, np.uint8)  # above glibc's largest mmap threshold (32 MiB)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    np.ones(40 << 20, np.uint8)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_arrays_above_the_mmap_threshold_are_kept_too():
+    def faults(mode):
+        return float(run_python(BIG_ARRAY_FAULTS, mode).stdout)
+
+    plain, retained = faults("plain"), faults("retained")
+    assert plain >= 20 and retained < 2, (plain, retained)  # at least one per 2 MiB huge page when mmapped
+
