@@ -104,6 +104,28 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     out : ndarray of shape (N, F, OH, OW), OH = (H + 2*PH - KH) // SH + 1 (likewise OW)
     cache : for conv2d_backward
     """
+    return _forward("conv2d", *_conv2d_args(x, w, b, stride, padding))
+
+
+conv2d_backward = _backward("conv2d", "dx, dw, db : gradients of shapes (N, C, H, W), (F, C, KH, KW), (F,)")
+
+
+def conv2d_relu_forward(x, w, b, stride=1, padding=0):
+    """relu_forward of conv2d_forward in one op: a Conv2d layer followed by ReLU runs it.
+
+    The fast backend takes the ReLU in the convolution's output pass, and its backward reads
+    dout through the output's mask: no passes of their own over the output. Arguments and
+    shapes as for conv2d_forward; the cache is for conv2d_relu_backward.
+    """
+    return _forward("conv2d_relu", *_conv2d_args(x, w, b, stride, padding))
+
+
+conv2d_relu_backward = _backward("conv2d_relu", "dx, dw, db : gradients of shapes (N, C, H, W), (F, C, KH, KW), "
+                                                "(F,), with dout counting where the output is > 0")
+
+
+def _conv2d_args(x, w, b, stride, padding):
+    """(x, w, b, stride, padding) checked for conv2d_forward, stride and padding as pairs."""
     x, w, b = _as_arrays(x, w, b)
     check_ndim(x, 4, "x", "(N, C, H, W)")
     check_ndim(w, 4, "w", "(F, C, KH, KW)")
@@ -113,10 +135,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     check_shape(b, w.shape[:1], "b", f"(F,) with F = {w.shape[0]} filters of w")
     kernel, stride, padding = window_args(w.shape[2:], pair(stride, "stride"), padding)
     _output_hw(x.shape, kernel, stride, padding)
-    return _forward("conv2d", x, w, b, stride, padding)
-
-
-conv2d_backward = _backward("conv2d", "dx, dw, db : gradients of shapes (N, C, H, W), (F, C, KH, KW), (F,)")
+    return x, w, b, stride, padding
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):

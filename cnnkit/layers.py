@@ -154,7 +154,7 @@ class _Weighted(Layer):
         return getattr(F, f"{self.op}_forward")(x, *self._weight_and_bias())
 
     def _backward(self, dout, cache):
-        dx, self.grads["weight"], db = getattr(F, f"{self.op}_backward")(dout, cache)
+        dx, self.grads["weight"], db = getattr(F, f"{cache.op}_backward")(dout, cache)  # the op forward ran
         if self.bias:
             self.grads["bias"] = db
         return dx
@@ -253,6 +253,10 @@ class Conv2d(_Weighted):
 
     Input (N, in_channels, H, W); output (N, out_channels, OH, OW) with
     OH = (H + 2*padding - KH) // stride + 1.
+
+    `forward(x, relu=True)` returns the output's ReLU, computed in the same op
+    (functional.conv2d_relu_forward); backward then takes that output's gradient. A
+    network runs a Conv2d followed by a ReLU layer so.
     """
 
     op = "conv2d"
@@ -266,6 +270,12 @@ class Conv2d(_Weighted):
         kh, kw = self.kernel_size
         super().__init__((self.out_channels, self.in_channels, kh, kw), self.out_channels,
                          self.in_channels * kh * kw, self.out_channels * kh * kw, bias, init, dtype, rng)
+        self._relu = False  # whether forward takes the output's ReLU too
+
+    def forward(self, x, relu=False):
+        """Output for input x (N, C, H, W), or its ReLU when relu; remembers what backward needs."""
+        self._relu = bool(relu)
+        return super().forward(x)
 
     def output_shape(self, input_shape):
         self._expect(input_shape, len(input_shape) == 4 and input_shape[1] == self.in_channels,
@@ -274,7 +284,8 @@ class Conv2d(_Weighted):
                 *_window_output(input_shape, self.kernel_size, self.stride, self.padding))
 
     def _forward(self, x):
-        return F.conv2d_forward(x, *self._weight_and_bias(), self.stride, self.padding)
+        op = F.conv2d_relu_forward if self._relu else F.conv2d_forward
+        return op(x, *self._weight_and_bias(), self.stride, self.padding)
 
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,

@@ -67,7 +67,8 @@ def profile_step(model, step, steps):
     Returns
     -------
     dict
-        layers: list of (class name, forward seconds, backward seconds); loss: seconds in
+        layers: list of (class name, forward seconds, backward seconds), the name marked
+        where the layer runs inside the one above it (Network.fused); loss: seconds in
         model.loss outside the layers (the loss function, regularisation, glue); rest:
         seconds of the step outside model.loss (the update); step: seconds per step.
     """
@@ -78,7 +79,9 @@ def profile_step(model, step, steps):
             step()
         total = time.perf_counter() - start
     per_step = [value / steps for value in seconds]
-    layers = [(type(layer).__name__, *per_step[2 * i:2 * i + 2]) for i, layer in enumerate(model.layers)]
+    fused = model.fused()
+    layers = [(type(layer).__name__ + (f", fused into ({i - 1})" if i in fused else ""), *per_step[2 * i:2 * i + 2])
+              for i, layer in enumerate(model.layers)]
     in_loss = per_step[-1]
     return {"layers": layers, "loss": in_loss - sum(per_step[:-1]), "rest": total / steps - in_loss,
             "step": total / steps}

@@ -46,6 +46,15 @@ def tiny_grains():
         yield
 
 
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    """Every 3x3 stride-1 convolution of cnnkit.fast runs on Winograd, whatever C, F and OW."""
+    from cnnkit.fast import conv
+
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_WIDTH", 1)
+
+
 @pytest.fixture(autouse=True)
 def _restore_backend_and_threads():
     """Each test starts and ends with the same backend and thread settings."""

@@ -36,6 +36,12 @@ def conv2d(rng, dtype):
 
 
 @case
+def conv2d_relu(rng, dtype):
+    inputs = dict(x=normal(rng, dtype, 2, 3, 7, 6), w=normal(rng, dtype, 4, 3, 3, 2), b=normal(rng, dtype, 4))
+    return lambda x, w, b: F.conv2d_relu_forward(x, w, b, stride=(2, 1), padding=(1, 0)), F.conv2d_relu_backward, inputs
+
+
+@case
 def max_pool2d(rng, dtype):
     forward = lambda x: F.max_pool2d_forward(x, (3, 2), stride=(2, 1), padding=1)  # noqa: E731
     return forward, F.max_pool2d_backward, dict(x=distinct(rng, dtype, 2, 3, 7, 6))

@@ -161,7 +161,11 @@ def test_profile_rows_add_up_to_the_step():
     model, step = worker.case("mnist", batch=2).training()
     step()
     profile = profile_step(model, step, steps=2)
-    assert [name for name, _, _ in profile["layers"]] == [type(layer).__name__ for layer in model.layers]
+    names = [type(layer).__name__ for layer in model.layers]
+    assert model.fused() == {1, 4}  # the ReLUs after the convolutions run inside them: no time of their own
+    assert [name for name, _, _ in profile["layers"]] == [
+        name + (f", fused into ({i - 1})" if i in (1, 4) else "") for i, name in enumerate(names)]
+    assert all(f == b == 0 for _, f, b in (profile["layers"][i] for i in (1, 4)))
     spent = sum(f + b for _, f, b in profile["layers"]) + profile["loss"] + profile["rest"]
     assert spent == pytest.approx(profile["step"], rel=1e-6)
     assert all(f >= 0 and b >= 0 for _, f, b in profile["layers"]) and profile["rest"] > 0

@@ -34,17 +34,28 @@ def conv_arrays(rng, shape, filters, kernel, dtype):
     return x, w, rng.standard_normal(filters).astype(dtype)
 
 
-def assert_conv_agrees(x, w, b, stride, padding, rng):
-    """Fast forward and (dx, dw, db) match the reference's, in the input dtype."""
-    expected, ref_cache = reference.conv2d_forward(x, w, b, stride, padding)
-    out, cache = fast.conv2d_forward(x, w, b, stride, padding)
+def assert_conv_agrees(x, w, b, stride, padding, rng, relu=False):
+    """Fast forward and (dx, dw, db) match the reference's, in the input dtype.
+
+    relu: of conv2d_relu instead, which must also give the fast conv2d then relu bit for bit.
+    """
+    op = "conv2d_relu" if relu else "conv2d"
+    expected, ref_cache = getattr(reference, f"{op}_forward")(x, w, b, stride, padding)
+    out, cache = getattr(fast, f"{op}_forward")(x, w, b, stride, padding)
     dout = rng.standard_normal(out.shape).astype(out.dtype)
+    grads = getattr(fast, f"{op}_backward")(dout, cache)
     tolerance = TOLERANCE[np.dtype(x.dtype).type]
     np.testing.assert_allclose(out, expected, **tolerance)
-    for got, want in zip(fast.conv2d_backward(dout, cache), reference.conv2d_backward(dout, ref_cache)):
+    for got, want in zip(grads, getattr(reference, f"{op}_backward")(dout, ref_cache)):
         assert got.dtype == x.dtype
         np.testing.assert_allclose(got, want, **tolerance)
     assert out.dtype == x.dtype
+    if relu:
+        conv_out, conv_cache = fast.conv2d_forward(x, w, b, stride, padding)
+        relu_out, relu_cache = fast.relu_forward(conv_out)
+        np.testing.assert_array_equal(out, relu_out)
+        for got, want in zip(grads, fast.conv2d_backward(fast.relu_backward(dout, relu_cache), conv_cache)):
+            np.testing.assert_array_equal(got, want)
 
 
 @contextlib.contextmanager
@@ -58,15 +69,16 @@ def band_bytes(size):
         conv_kernels.BAND_BYTES = kept
 
 
-@settings(max_examples=80, deadline=None)
-@given(windows(), st.integers(1, 4), st.sampled_from([1, 600, conv_kernels.BAND_BYTES]), st.integers(0, 2**32 - 1))
-def test_conv_agrees_with_reference(g, filters, band_size, seed):
-    """Any window, cut into bands of one output row, a few rows or whole images."""
+@settings(max_examples=120, deadline=None)
+@given(windows(), st.integers(1, 4), st.sampled_from([1, 600, conv_kernels.BAND_BYTES]), st.booleans(),
+       st.integers(0, 2**32 - 1))
+def test_conv_agrees_with_reference(g, filters, band_size, relu, seed):
+    """Any window, cut into bands of one output row, a few rows or whole images; conv2d or conv2d_relu."""
     rng = np.random.default_rng(seed)
     cnnkit.set_num_threads(g["threads"])
     x, w, b = conv_arrays(rng, g["shape"], filters, g["kernel"], g["dtype"])
     with band_bytes(band_size):
-        assert_conv_agrees(x, w, b, g["stride"], g["padding"], rng)
+        assert_conv_agrees(x, w, b, g["stride"], g["padding"], rng, relu)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -85,6 +97,22 @@ def test_conv_special_windows(shape, kernel, stride, padding, threads, band_size
     x, w, b = conv_arrays(rng, shape, 4, kernel, dtype)
     with band_bytes(band_size):
         assert_conv_agrees(x, w, b, stride, padding, rng)
+
+
+@pytest.mark.parametrize("winograd", [False, True])
+def test_conv_relu_keeps_nan_and_passes_no_gradient_through_it(winograd, request, rng, dtype):
+    if winograd:
+        request.getfixturevalue("winograd_everywhere")
+    x, w, b = conv_arrays(rng, (2, 2, 6, 6), 3, (3, 3), dtype)
+    x[0, 0, 2, 3] = np.nan
+    out, cache = fast.conv2d_relu_forward(x, w, b, (1, 1), (1, 1))
+    expected, ref_cache = reference.conv2d_relu_forward(x, w, b, (1, 1), (1, 1))
+    assert np.isnan(out).sum() == 3 * 9 and np.array_equal(np.isnan(out), np.isnan(expected))
+    dout = np.ones_like(out)
+    dx, dw, db = fast.conv2d_relu_backward(dout, cache)
+    want_dx, want_dw, want_db = reference.conv2d_relu_backward(dout, ref_cache)
+    np.testing.assert_allclose(db, want_db, **TOLERANCE[dtype])  # the NaN outputs pass no gradient
+    assert np.array_equal(np.isnan(dw), np.isnan(want_dw)) and np.array_equal(np.isnan(dx), np.isnan(want_dx))
 
 
 def test_conv_accepts_non_contiguous_read_only_input(rng, dtype):
@@ -187,6 +215,10 @@ def test_conv_restores_blas_threads(rng):
      ValueError, r"dout must have shape \(2, 4, 4, 4\)"),
     (lambda x, w, b: fast.conv2d_backward(np.ones((2, 4, 4, 4), np.float32),
                                           fast.conv2d_forward(x, w, b, (1, 1), (0, 0))[1]), TypeError, "float64"),
+    (lambda x, w, b: fast.conv2d_relu_forward(x[:, :2], w, b, (1, 1), (0, 0)), ValueError, "do not match"),
+    (lambda x, w, b: conv_kernels.conv_backward(x, np.zeros((4, 19)), np.zeros((2, 4, 20)), np.empty_like(x),
+                                                np.zeros((4, 19)), 3, 2, 1, 1, 0, 0, 1, np.zeros((2, 4, 19))),
+     ValueError, r"out must have shape \(2, 4, 20\)"),
 ])
 def test_conv_bad_input_raises(call, error, message):
     x, w, b = np.zeros((2, 3, 6, 6)), np.zeros((4, 3, 3, 3)), np.zeros(4)

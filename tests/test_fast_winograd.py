@@ -17,13 +17,6 @@ from cnnkit.gradcheck import check_gradients
 pytestmark = pytest.mark.usefixtures("tiny_grains")
 
 
-@pytest.fixture
-def winograd_everywhere(monkeypatch):
-    """Every 3x3 stride-1 convolution of cnnkit.fast runs on Winograd, whatever C, F and OW."""
-    monkeypatch.setattr(fast_conv, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(fast_conv, "WINOGRAD_MIN_WIDTH", 1)
-
-
 BANDS = {  # how the kernels cut a batch into bands of tile rows (a band may run across images)
     "one tile row": dict(BAND_BYTES=1),
     "a few tile rows": dict(BAND_BYTES=2000, MIN_BANDS=1),
@@ -50,7 +43,7 @@ def problems(draw):
     return dict(shape=(draw(st.integers(1, 3)), draw(st.integers(1, 4)), h, w), filters=draw(st.integers(1, 4)),
                 padding=padding, dtype=draw(st.sampled_from([np.float32, np.float64])),
                 threads=draw(st.sampled_from([1, 2])), bands=draw(st.sampled_from(list(BANDS))),
-                strided=draw(st.booleans()))
+                strided=draw(st.booleans()), relu=draw(st.booleans()))
 
 
 @pytest.mark.usefixtures("winograd_everywhere")
@@ -65,7 +58,7 @@ def test_winograd_agrees_with_reference(p, seed):
     if p["strided"]:
         x, weights = x[:, ::2], weights[:, ::2]
     with bands(p["bands"]):
-        assert_conv_agrees(x, weights, b, (1, 1), p["padding"], rng)
+        assert_conv_agrees(x, weights, b, (1, 1), p["padding"], rng, p["relu"])
         out, cache = fast.conv2d_forward(x, weights, b, (1, 1), p["padding"])
         dout = rng.standard_normal(out.shape).astype(out.dtype)
         for got, want in zip(fast.conv2d_backward(np.asfortranarray(dout), cache), fast.conv2d_backward(dout, cache)):
@@ -132,12 +125,12 @@ def test_winograd_is_reproducible(rng, band):
             assert all(np.array_equal(a, b) for a, b in zip(again, first))
 
 
-def winograd(x, w, b, padding, dout, kernels=winograd_kernels, threads=1):
-    """out, dx, dw, db straight from the Winograd kernels (the baseline build unless told)."""
+def winograd(x, w, b, padding, dout, kernels=winograd_kernels, threads=1, relu=False):
+    """out, dx, dw, db straight from the Winograd kernels (the baseline build unless told); with relu, fused."""
     out = np.empty((len(x), len(w), x.shape[2] + 2 * padding[0] - 2, x.shape[3] + 2 * padding[1] - 2), x.dtype)
     dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
-    kernels.winograd_forward(x, w, b, out, *padding, threads)
-    kernels.winograd_backward(x, w, dout, dx, dw, db, *padding, threads)
+    kernels.winograd_forward(x, w, b, out, *padding, threads, relu)
+    kernels.winograd_backward(x, w, dout, dx, dw, db, *padding, threads, out if relu else None)
     return out, dx, dw, db
 
 
@@ -158,8 +151,8 @@ def test_avx2_build_gives_the_baseline_bits(p, seed):
     out_shape = (len(x), len(w), x.shape[2] + 2 * p["padding"][0] - 2, x.shape[3] + 2 * p["padding"][1] - 2)
     dout = rng.standard_normal(out_shape).astype(p["dtype"])
     with bands(p["bands"]):
-        baseline = winograd(x, w, b, p["padding"], dout, winograd_kernels, p["threads"])
-        wide = winograd(x, w, b, p["padding"], dout, avx2, p["threads"])
+        baseline = winograd(x, w, b, p["padding"], dout, winograd_kernels, p["threads"], p["relu"])
+        wide = winograd(x, w, b, p["padding"], dout, avx2, p["threads"], p["relu"])
     for got, want in zip(wide, baseline):
         assert np.array_equal(got, want)
 
@@ -230,6 +223,9 @@ def test_dispatch_picks_winograd_from_enough_channels_and_width(channels, width,
                                                              np.empty_like(b), 1, 1, 1), r"must have shape"),
     (lambda x, w, b, out: winograd_kernels.winograd_backward(x, w, out, np.empty((2, 4, 6, 6)), np.empty_like(w),
                                                              np.empty_like(b), 1, 1, 1), r"dx must have shape"),
+    (lambda x, w, b, out: winograd_kernels.winograd_backward(x, w, out, np.empty_like(x), np.empty_like(w),
+                                                             np.empty_like(b), 1, 1, 1, np.zeros((2, 4, 6, 5))),
+     r"out must have shape \(2, 4, 6, 6\)"),
 ])
 def test_winograd_kernels_reject_bad_shapes(call, message):
     x, w, b, out = np.zeros((2, 3, 6, 6)), np.zeros((4, 3, 3, 3)), np.zeros(4), np.zeros((2, 4, 6, 6))

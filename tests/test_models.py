@@ -223,3 +223,28 @@ def test_same_run_gives_matching_losses_on_both_backends(rng):
             trainer = Trainer(model, data, update_rule="adam", batch_size=5, num_epochs=2, seed=0, verbose=False)
             histories[name] = trainer.train().loss_history
     np.testing.assert_allclose(histories["fast"], histories["reference"], rtol=1e-10)
+
+
+def test_a_relu_right_after_a_conv2d_runs_inside_it_with_the_same_results(rng, backend):
+    class OwnReLU(nn.ReLU):
+        pass
+
+    model = Sequential([
+        nn.Conv2d(2, 3, 3, padding=1, dtype=np.float64, rng=0), nn.ReLU(),
+        nn.Conv2d(3, 3, 1, dtype=np.float64, rng=1), nn.LeakyReLU(0.1), nn.ReLU(),
+        nn.Conv2d(3, 3, 1, dtype=np.float64, rng=2), OwnReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(27, 4, dtype=np.float64, rng=3), nn.ReLU(),
+    ])
+    assert model.fused() == {1}
+    X, y = rng.standard_normal((5, 2, 6, 6)), rng.integers(0, 4, 5)
+    loss, grads = model.loss(X, y)
+    scores = X
+    for layer in model.layers:  # one by one: no fusion
+        scores = layer.forward(scores)
+    expected, dscores = cnnkit.functional.softmax_loss(scores, y)
+    for layer in reversed(model.layers):
+        dscores = layer.backward(dscores)
+    assert loss == expected
+    for key, grad in grads.items():
+        index, name = key.split(".")
+        np.testing.assert_array_equal(grad, model.layers[int(index)].grads[name])

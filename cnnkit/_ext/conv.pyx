@@ -38,6 +38,9 @@ Design:
    kernel offset's rows in one run (cnnkit/_ext/_im2col.pxd).
 8. A pointwise convolution (1x1 kernel, unit stride, no padding) skips im2col: x[n] seen
    as (C, P) is its own column matrix; plain loops add the bias and sum db.
+9. ReLU fused (conv2d_relu): the forward takes a band's ReLU while it is in cache, the
+   backward reads dout through the output's mask into a band buffer of its own (F, Q).
+   The gradients are those of the unfused pair, bit for bit, without ReLU's own passes.
 """
 import numpy as np
 from cython cimport floating
@@ -121,9 +124,10 @@ cdef void _col2im_band(const Conv* g, floating* cols, floating* image, Py_ssize_
 
 
 cdef void _forward_band(const Conv* g, const floating* image, const floating* wb, floating* out,
-                        floating* cols, Py_ssize_t y0) noexcept nogil:
-    """out (F, P) of one image: its columns [y0*OW, (y0+R)*OW) = wb @ the band's patches."""
+                        floating* cols, Py_ssize_t y0, bint relu) noexcept nogil:
+    """out (F, P) of one image: its columns [y0*OW, (y0+R)*OW) = wb @ the band's patches (their ReLU when relu)."""
     cdef Py_ssize_t rows = min(g.rows, g.OH - y0), q = rows * g.OW, f, p
+    cdef floating value
     out += y0 * g.OW
     if g.pointwise:
         gemm(False, False, <int>g.F, <int>q, <int>g.K, <floating>1, wb, <int>(g.K + 1),
@@ -135,30 +139,59 @@ cdef void _forward_band(const Conv* g, const floating* image, const floating* wb
         _im2col_band(g, image, cols, y0, rows)
         gemm(False, False, <int>g.F, <int>q, <int>(g.K + 1), <floating>1, wb, <int>(g.K + 1),
              cols, <int>q, <floating>0, out, <int>g.P)
+    if relu:  # the fast ReLU's formula: NaN and -0.0 stay
+        for f in range(g.F):
+            for p in range(q):
+                value = out[f * g.P + p]
+                out[f * g.P + p] = 0 if value < 0 else value
+
+
+cdef void _masked(const floating* dout, const floating* out, floating* masked, Py_ssize_t rows, Py_ssize_t q,
+                  Py_ssize_t stride) noexcept nogil:
+    """masked (rows, q) = dout where out > 0, else 0; dout and out have rows `stride` apart.
+
+    Both are read unconditionally, so the loop has no branch and GCC vectorises it (a
+    conditional read of dout made it branch on every entry: shape A's backward took 2.5x as long).
+    """
+    cdef Py_ssize_t f, p
+    cdef floating value
+    for f in range(rows):
+        for p in range(q):
+            value = dout[f * stride + p]
+            masked[f * q + p] = value if out[f * stride + p] > 0 else 0
 
 
 cdef void _backward_band(const Conv* g, const floating* image, const floating* wb, const floating* dout,
-                         floating* dx, floating* dwb_t, floating* cols, Py_ssize_t y0) noexcept nogil:
-    """dwb_t (K+1, F) += this band's [dw | db].T; its share of dx (C, H, W) written (pointwise) or added."""
+                         const floating* out, floating* dx, floating* dwb_t, floating* cols, floating* masked,
+                         Py_ssize_t y0) noexcept nogil:
+    """dwb_t (K+1, F) += this band's [dw | db].T; its share of dx (C, H, W) written (pointwise) or added.
+
+    With out (F, P) not NULL (the fused ReLU's output), the band's dout counts where out > 0
+    only: masked (F, Q) holds that.
+    """
     cdef Py_ssize_t rows = min(g.rows, g.OH - y0), q = rows * g.OW, f, p
+    cdef int ld = <int>g.P
     cdef double total
     dout += y0 * g.OW
+    if out != NULL:
+        _masked(dout, out + y0 * g.OW, masked, g.F, q, g.P)
+        dout, ld = masked, <int>q
     if g.pointwise:
         image, dx = image + y0 * g.OW, dx + y0 * g.OW
-        gemm(False, True, <int>g.K, <int>g.F, <int>q, <floating>1, image, <int>g.P, dout, <int>g.P,
+        gemm(False, True, <int>g.K, <int>g.F, <int>q, <floating>1, image, <int>g.P, dout, ld,
              <floating>1, dwb_t, <int>g.F)
         for f in range(g.F):
             total = 0
             for p in range(q):
-                total = total + dout[f * g.P + p]
+                total = total + dout[f * ld + p]
             dwb_t[g.K * g.F + f] += <floating>total
-        gemm(True, False, <int>g.K, <int>q, <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, <int>g.P,
+        gemm(True, False, <int>g.K, <int>q, <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, ld,
              <floating>0, dx, <int>g.P)
     else:
         _im2col_band(g, image, cols, y0, rows)
-        gemm(False, True, <int>(g.K + 1), <int>g.F, <int>q, <floating>1, cols, <int>q, dout, <int>g.P,
+        gemm(False, True, <int>(g.K + 1), <int>g.F, <int>q, <floating>1, cols, <int>q, dout, ld,
              <floating>1, dwb_t, <int>g.F)
-        gemm(True, False, <int>g.K, <int>q, <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, <int>g.P,
+        gemm(True, False, <int>g.K, <int>q, <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, ld,
              <floating>0, cols, <int>q)
         _col2im_band(g, cols, dx, y0, rows)
 
@@ -177,8 +210,11 @@ cdef void _add_groups(floating* row, const floating* parts, Py_ssize_t groups, P
 
 
 def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, floating[:, :, ::1] out,
-                 int kh, int kw, int sh, int sw, int ph, int pw, int n_threads):
-    """out (N, F, OH*OW) = wb @ columns(x[n]) for each image of x (N, C, H, W); wb is (F, K+1)."""
+                 int kh, int kw, int sh, int sw, int ph, int pw, int n_threads, bint relu=False):
+    """out (N, F, OH*OW) = wb @ columns(x[n]) for each image of x (N, C, H, W); wb is (F, K+1).
+
+    relu: out is the ReLU of that (conv2d_relu's forward).
+    """
     cdef Conv g = _conv(tuple(x.shape)[:4], tuple(wb.shape)[:2], kh, kw, sh, sw, ph, pw, sizeof(floating))
     expect_shape(tuple(out.shape)[:3], (x.shape[0], g.F, g.P), "out")
     check_threads(n_threads)
@@ -189,22 +225,27 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, floa
     for item in prange(x.shape[0] * bands, nogil=True, schedule="dynamic", num_threads=n_threads):
         n = item // bands
         _forward_band(&g, &x[n, 0, 0, 0], &wb[0, 0], &out[n, 0, 0], &work[0] + threadid() * size,
-                      (item % bands) * g.rows)
+                      (item % bands) * g.rows, relu)
 
 
 def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, const floating[:, :, ::1] dout,
                   floating[:, :, :, ::1] dx, floating[:, ::1] dwb, int kh, int kw, int sh, int sw, int ph, int pw,
-                  int n_threads):
+                  int n_threads, const floating[:, :, ::1] out=None):
     """Overwrite dx (N, C, H, W) and dwb = [dw | db] (F, K+1) with the gradients.
 
-    x (N, C, H, W) and wb (F, K+1) are the forward inputs, dout (N, F, OH*OW) the output gradient.
+    x (N, C, H, W) and wb (F, K+1) are the forward inputs, dout (N, F, OH*OW) the output
+    gradient; out: the output of a forward with relu (conv2d_relu's backward), None without.
     """
     cdef Conv g = _conv(tuple(x.shape)[:4], tuple(wb.shape)[:2], kh, kw, sh, sw, ph, pw, sizeof(floating))
     expect_shape(tuple(dout.shape)[:3], (x.shape[0], g.F, g.P), "dout")
     expect_shape(tuple(dx.shape)[:4], tuple(x.shape)[:4], "dx")
     expect_shape(tuple(dwb.shape)[:2], tuple(wb.shape)[:2], "dwb")
     check_threads(n_threads)
-    cdef Py_ssize_t N = x.shape[0], groups = min(N, GRADIENT_GROUPS), size = _band_columns(&g)
+    if out is not None:
+        expect_shape(tuple(out.shape)[:3], tuple(dout.shape)[:3], "out")
+    cdef bint relu = out is not None and out.size > 0
+    cdef Py_ssize_t N = x.shape[0], groups = min(N, GRADIENT_GROUPS)
+    cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.rows * g.OW if relu else 0)
     cdef Py_ssize_t sums = g.F * (g.K + 1), bands = _bands(&g), group, n, band, f
     cdef floating[::1] work = workspace(np.asarray(dx).dtype, n_threads * size + groups * sums)
     cdef floating* group_sums = &work[0] + n_threads * size
@@ -216,7 +257,8 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
             if not g.pointwise:
                 memset(&dx[n, 0, 0, 0], 0, g.C * g.H * g.W * sizeof(floating))
             for band in range(bands):
-                _backward_band(&g, &x[n, 0, 0, 0], &wb[0, 0], &dout[n, 0, 0], &dx[n, 0, 0, 0],
-                               group_sums + group * sums, cols, band * g.rows)
+                _backward_band(&g, &x[n, 0, 0, 0], &wb[0, 0], &dout[n, 0, 0], &out[n, 0, 0] if relu else NULL,
+                               &dx[n, 0, 0, 0], group_sums + group * sums, cols, cols + _band_columns(&g),
+                               band * g.rows)
     for f in range(g.F):  # a small pass: not worth waking the threads again
         _add_groups(&dwb[f, 0], group_sums + f, groups, sums, g.K + 1)

@@ -50,7 +50,10 @@ Design:
    shape C (128 images) perf puts 40% of it in OpenBLAS, 45% in the transforms. Tried and left:
    dU_k.T += V_k @ dM_k.T (no faster than dU_k += dM_k @ V_k.T); bands of 2 MiB (5-15% slower
    than 0.5-1 MiB); other band sizes and counts on shape C (no change).
-8. Not F(4x4, 3x3): its float32 forward (numpy model) erred 15 times more than F(2x2, 3x3)
+8. ReLU fused (conv2d_relu): the output transform stores max(0, y) (the fast ReLU's formula),
+   and the output-gradient transform reads dout as 0 where out is not > 0. The gradients are
+   those of the unfused pair, bit for bit, without ReLU's own passes over the output.
+9. Not F(4x4, 3x3): its float32 forward (numpy model) erred 15 times more than F(2x2, 3x3)
    (4e-6 of the largest output against 2.6e-7) and failed rtol = atol = 1e-5 from C = 4 on.
 """
 import numpy as np
@@ -252,12 +255,14 @@ cdef void _transform_inputs(const Tiling* t, const floating* x, floating* V, Py_
 
 
 cdef void _transform_outputs(const Tiling* t, const floating* M, const floating* b, floating* out,
-                             Py_ssize_t r0, Py_ssize_t count) noexcept nogil:
-    """out (N, F, OH, OW) on tile rows [r0, r0+count) = A^T m A (+ b[f] unless b is NULL), M (16, F, count*TW)."""
+                             Py_ssize_t r0, Py_ssize_t count, bint relu) noexcept nogil:
+    """out (N, F, OH, OW) on tile rows [r0, r0+count) = A^T m A (+ b[f] unless b is NULL), M (16, F, count*TW);
+    its ReLU when relu.
+    """
     cdef Py_ssize_t q = count * t.TW, r, n, ty, f, block, tx, nt, i, l, x, height, width
     cdef floating y[2 * 2 * BLOCK]
     cdef floating s[8]
-    cdef floating bias = 0
+    cdef floating bias = 0, value
     cdef const floating* m
     cdef floating* o
     for f in range(t.F):
@@ -277,15 +282,24 @@ cdef void _transform_outputs(const Tiling* t, const floating* M, const floating*
                     for i in range(2):
                         _output_1d(s + 4 * i, 1, y + i * 2 * BLOCK + 2 * l, 1)
                 for i in range(height):
-                    for x in range(width):
-                        o[i * t.OW + 2 * tx + x] = y[i * 2 * BLOCK + x] + bias
+                    if relu:
+                        for x in range(width):
+                            value = y[i * 2 * BLOCK + x] + bias
+                            o[i * t.OW + 2 * tx + x] = 0 if value < 0 else value
+                    else:
+                        for x in range(width):
+                            o[i * t.OW + 2 * tx + x] = y[i * 2 * BLOCK + x] + bias
 
 
-cdef void _transform_gradients(const Tiling* t, const floating* dout, floating* dM, floating* db,
-                               Py_ssize_t r0, Py_ssize_t count) noexcept nogil:
-    """dM (16, F, count*TW) = A dy A^T of every tile's output gradient dy; db[f] += the sum of dout's tiles."""
+cdef void _transform_gradients(const Tiling* t, const floating* dout, const floating* out, floating* dM,
+                               floating* db, Py_ssize_t r0, Py_ssize_t count) noexcept nogil:
+    """dM (16, F, count*TW) = A dy A^T of every tile's output gradient dy; db[f] += the sum of dout's tiles.
+
+    With out (the fused ReLU's output) not NULL, dy is dout where out > 0, else 0.
+    """
     cdef Py_ssize_t q = count * t.TW, r, n, ty, f, block, tx, nt, i, l
     cdef floating d[2 * 2 * BLOCK]
+    cdef floating positive[2 * 2 * BLOCK]
     cdef floating v[16 * BLOCK]
     cdef floating s[8]
     cdef double sums[2 * BLOCK]
@@ -300,6 +314,11 @@ cdef void _transform_gradients(const Tiling* t, const floating* dout, floating* 
                 tx = block * BLOCK
                 nt = min(BLOCK, t.TW - tx)
                 _padded_rows(dout + (n * t.F + f) * t.OH * t.OW, d, 2, 2 * BLOCK, 2 * ty, 2 * tx, t.OH, t.OW)
+                if out != NULL:
+                    _padded_rows(out + (n * t.F + f) * t.OH * t.OW, positive, 2, 2 * BLOCK, 2 * ty, 2 * tx,
+                                 t.OH, t.OW)
+                    for i in range(2 * 2 * BLOCK):
+                        d[i] = d[i] if positive[i] > 0 else 0
                 for i in range(2 * BLOCK):
                     sums[i] = sums[i] + d[i] + d[2 * BLOCK + i]
                 for l in range(nt):
@@ -416,8 +435,10 @@ cdef inline Py_ssize_t _band_rows(const Tiling* t, Py_ssize_t band) noexcept nog
 
 
 cdef void _forward_band(const Tiling* t, const floating* x, const floating* U, const floating* b,
-                        floating* out, floating* work, Py_ssize_t band) noexcept nogil:
-    """The tiles of one band of out: inputs transformed, 16 GEMMs M_k = U_k @ V_k, outputs transformed."""
+                        floating* out, floating* work, Py_ssize_t band, bint relu) noexcept nogil:
+    """The tiles of one band of out: inputs transformed, 16 GEMMs M_k = U_k @ V_k, outputs transformed
+    (and their ReLU taken when relu).
+    """
     cdef Py_ssize_t count = _band_rows(t, band), q = count * t.TW, k
     cdef floating* V = work
     cdef floating* M = work + 16 * t.vs
@@ -425,19 +446,21 @@ cdef void _forward_band(const Tiling* t, const floating* x, const floating* U, c
     for k in range(16):
         gemm(False, False, <int>t.F, <int>q, <int>t.C, <floating>1, U + k * t.F * t.C, <int>t.C,
              V + k * t.vs, <int>q, <floating>0, M + k * t.ms, <int>q)
-    _transform_outputs(t, M, b, out, band * t.rows, count)
+    _transform_outputs(t, M, b, out, band * t.rows, count, relu)
 
 
-cdef void _backward_band(const Tiling* t, const floating* x, const floating* dout, const floating* U, floating* dU,
-                         floating* db, floating* dx, floating* edge, floating* work, Py_ssize_t band) noexcept nogil:
+cdef void _backward_band(const Tiling* t, const floating* x, const floating* dout, const floating* out,
+                         const floating* U, floating* dU, floating* db, floating* dx, floating* edge, floating* work,
+                         Py_ssize_t band) noexcept nogil:
     """One band's share of the gradients: dU (16, F, C) += dM_k @ V_k.T, db (F,) += dout over its tiles,
-    dV_k = U_k.T @ dM_k (in V's place) transformed into dx (edge as in _transform_input_gradients).
+    dV_k = U_k.T @ dM_k (in V's place) transformed into dx (edge as in _transform_input_gradients);
+    out: as in _transform_gradients.
     """
     cdef Py_ssize_t count = _band_rows(t, band), q = count * t.TW, k
     cdef floating* V = work
     cdef floating* dM = work + 16 * t.vs
     _transform_inputs(t, x, V, band * t.rows, count)
-    _transform_gradients(t, dout, dM, db, band * t.rows, count)
+    _transform_gradients(t, dout, out, dM, db, band * t.rows, count)
     for k in range(16):
         gemm(False, True, <int>t.F, <int>t.C, <int>q, <floating>1, dM + k * t.ms, <int>q,
              V + k * t.vs, <int>q, <floating>1, dU + k * t.F * t.C, <int>t.C)
@@ -447,8 +470,8 @@ cdef void _backward_band(const Tiling* t, const floating* x, const floating* dou
 
 
 cdef _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating* b,
-              floating[:, :, :, ::1] out, Py_ssize_t ph, Py_ssize_t pw, int n_threads):
-    """out = x convolved with w (F, C, 3, 3) (+ b unless NULL)."""
+              floating[:, :, :, ::1] out, Py_ssize_t ph, Py_ssize_t pw, int n_threads, bint relu):
+    """out = x convolved with w (F, C, 3, 3) (+ b unless NULL), its ReLU when relu."""
     cdef Tiling t = _tiling(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, sizeof(floating))
     expect_shape(tuple(out.shape)[:4], (t.N, t.F, t.OH, t.OW), "out")
     check_threads(n_threads)
@@ -459,13 +482,15 @@ cdef _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, co
     _transform_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C)
     for band in prange(t.bands, nogil=True, schedule="dynamic", num_threads=n_threads):
         _forward_band(&t, &x[0, 0, 0, 0], &work[0], b, &out[0, 0, 0, 0], &work[0] + filters + threadid() * size,
-                      band)
+                      band, relu)
 
 
 cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[:, :, :, ::1] dout,
-               floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw, floating[::1] db, Py_ssize_t ph, Py_ssize_t pw,
-               int n_threads):
-    """dx, dw (F, C, 3, 3) and db (F,) from x (N, C, H, W) and dout (N, F, OH, OW), as in 4. and 5."""
+               const floating* out, floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw, floating[::1] db,
+               Py_ssize_t ph, Py_ssize_t pw, int n_threads):
+    """dx, dw (F, C, 3, 3) and db (F,) from x (N, C, H, W) and dout (N, F, OH, OW), as in 4. and 5.;
+    out (N, F, OH, OW) or NULL: as in _transform_gradients.
+    """
     cdef Tiling t = _tiling(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, sizeof(floating))
     expect_shape(tuple(dout.shape)[:4], (t.N, t.F, t.OH, t.OW), "dout")
     expect_shape(tuple(dx.shape)[:4], (t.N, t.C, t.H, t.W), "dx")
@@ -486,7 +511,7 @@ cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, c
         memset(group_sums + group * sums, 0, sums * sizeof(floating))
         first = group * t.bands // groups
         for band in range(first, (group + 1) * t.bands // groups):
-            _backward_band(&t, &x[0, 0, 0, 0], &dout[0, 0, 0, 0], &work[0], group_sums + group * sums,
+            _backward_band(&t, &x[0, 0, 0, 0], &dout[0, 0, 0, 0], out, &work[0], group_sums + group * sums,
                            group_sums + group * sums + filters, &dx[0, 0, 0, 0],
                            group_edges + group * edges if band == first else NULL,
                            &work[0] + filters + threadid() * size, band)
@@ -514,17 +539,23 @@ cdef void _add_edge(const Tiling* t, const floating* edge, floating* dx, Py_ssiz
 
 
 def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
-                     floating[:, :, :, ::1] out, int ph, int pw, int n_threads):
-    """out (N, F, OH, OW) = x (N, C, H, W) convolved with w (F, C, 3, 3) + b (F,); stride 1, padding (ph, pw)."""
+                     floating[:, :, :, ::1] out, int ph, int pw, int n_threads, bint relu=False):
+    """out (N, F, OH, OW) = x (N, C, H, W) convolved with w (F, C, 3, 3) + b (F,); stride 1, padding (ph, pw).
+
+    relu: out is the ReLU of that (conv2d_relu's forward).
+    """
     expect_shape(tuple(b.shape)[:1], (w.shape[0],), "b")
-    _forward(x, w, &b[0] if b.shape[0] else NULL, out, ph, pw, n_threads)
+    _forward(x, w, &b[0] if b.shape[0] else NULL, out, ph, pw, n_threads, relu)
 
 
 def winograd_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                       const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw,
-                      floating[::1] db, int ph, int pw, int n_threads):
+                      floating[::1] db, int ph, int pw, int n_threads, const floating[:, :, :, ::1] out=None):
     """Overwrite dx (N, C, H, W), dw (F, C, 3, 3) and db (F,) with the gradients of winograd_forward.
 
-    x, w and (ph, pw) are the forward's, dout (N, F, OH, OW) the output gradient.
+    x, w and (ph, pw) are the forward's, dout (N, F, OH, OW) the output gradient. out: the
+    output of a forward with relu (conv2d_relu's backward), None without.
     """
-    _backward(x, w, dout, dx, dw, db, ph, pw, n_threads)
+    if out is not None:
+        expect_shape(tuple(out.shape)[:4], tuple(dout.shape)[:4], "out")
+    _backward(x, w, dout, &out[0, 0, 0, 0] if out is not None and out.size else NULL, dx, dw, db, ph, pw, n_threads)

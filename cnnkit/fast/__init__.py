@@ -15,7 +15,7 @@ from cnnkit.fast.activations import (
     tanh_forward,
 )
 from cnnkit.fast.affine import affine_backward, affine_forward
-from cnnkit.fast.conv import conv2d_backward, conv2d_forward
+from cnnkit.fast.conv import conv2d_backward, conv2d_forward, conv2d_relu_backward, conv2d_relu_forward
 from cnnkit.fast.dropout import dropout_backward, dropout_forward
 from cnnkit.fast.im2col import col2im, im2col
 from cnnkit.fast.losses import softmax_loss, svm_loss
@@ -31,7 +31,8 @@ from cnnkit.fast.pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d
 
 __all__ = [
     "adam_update", "affine_backward", "affine_forward", "avg_pool2d_backward", "avg_pool2d_forward",
-    "batchnorm_backward", "batchnorm_forward", "col2im", "conv2d_backward", "conv2d_forward", "dropout_backward",
+    "batchnorm_backward", "batchnorm_forward", "col2im", "conv2d_backward", "conv2d_forward",
+    "conv2d_relu_backward", "conv2d_relu_forward", "dropout_backward",
     "dropout_forward", "elu_backward", "elu_forward", "im2col", "leaky_relu_backward", "leaky_relu_forward",
     "max_pool2d_backward", "max_pool2d_forward", "maxout_backward", "maxout_forward", "relu_backward",
     "relu_forward", "sigmoid_backward", "sigmoid_forward", "softmax_loss", "spatial_batchnorm_backward",

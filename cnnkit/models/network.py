@@ -70,6 +70,7 @@ class Network:
         self.loss_name, self.reg = loss, float(reg)
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self.training = True
+        self._ran_fused = set()  # the fused() of the last forward, for backward
         keys = keys or [{}] * len(self.layers)
         self._entries = {kind: self._keyed(kind, keys) for kind in ("params", "buffers")}
         self.params = {key: layer.params[name] for key, (layer, name) in self._entries["params"].items()}
@@ -89,8 +90,10 @@ class Network:
     def forward(self, X):
         """Scores of shape (N, num_classes) for X of shape (N, ...), in the current mode."""
         self.sync()
-        for layer in self.layers:
-            X = layer.forward(X)
+        self._ran_fused = fused = self.fused()
+        for index, layer in enumerate(self.layers):
+            if index not in fused:
+                X = layer.forward(X, relu=True) if index + 1 in fused else layer.forward(X)
         for key, (layer, name) in self._entries["buffers"].items():
             self.buffers[key] = layer.buffers[name]
         return X
@@ -120,9 +123,17 @@ class Network:
 
     def backward(self, dscores):
         """Backpropagate dscores through every layer; returns the gradient for X."""
-        for layer in reversed(self.layers):
-            dscores = layer.backward(dscores)
+        for index in reversed(range(len(self.layers))):
+            if index not in self._ran_fused:
+                dscores = self.layers[index].backward(dscores)
         return dscores
+
+    def fused(self):
+        """Indices of the layers that run inside the layer before them: each ReLU right after a
+        Conv2d (the pair runs as functional.conv2d_relu: one op, no pass of ReLU's own).
+        """
+        return {index for index in range(1, len(self.layers))
+                if type(self.layers[index - 1]) is nn.Conv2d and type(self.layers[index]) is nn.ReLU}
 
     def loss(self, X, y=None):
         """Scores, or the regularised loss and its gradients, in the current mode.

@@ -16,7 +16,7 @@ from cnnkit.reference.activations import (
     tanh_forward,
 )
 from cnnkit.reference.affine import affine_backward, affine_forward
-from cnnkit.reference.conv import conv2d_backward, conv2d_forward
+from cnnkit.reference.conv import conv2d_backward, conv2d_forward, conv2d_relu_backward, conv2d_relu_forward
 from cnnkit.reference.dropout import dropout_backward, dropout_forward
 from cnnkit.reference.im2col import col2im, im2col
 from cnnkit.reference.losses import softmax_loss, svm_loss
@@ -33,6 +33,7 @@ from cnnkit.reference.pool import avg_pool2d_backward, avg_pool2d_forward, max_p
 __all__ = [
     "adam_update", "affine_backward", "affine_forward", "avg_pool2d_backward", "avg_pool2d_forward",
     "batchnorm_backward", "batchnorm_forward", "col2im", "conv2d_backward", "conv2d_forward",
+    "conv2d_relu_backward", "conv2d_relu_forward",
     "dropout_backward", "dropout_forward", "elu_backward", "elu_forward", "im2col",
     "leaky_relu_backward", "leaky_relu_forward", "max_pool2d_backward", "max_pool2d_forward",
     "maxout_backward", "maxout_forward",

@@ -9,6 +9,7 @@ im2col and checks it.
 import numpy as np
 
 from cnnkit.reference._windows import offsets, pad, unpad
+from cnnkit.reference.activations import relu_backward, relu_forward
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -53,3 +54,19 @@ def conv2d_backward(dout, cache):
         dw[:, :, i, j] = np.einsum("nfhw,nchw->fc", dout, xp[index])
         dxp[index] += np.einsum("nfhw,fc->nchw", dout, w[:, :, i, j])
     return unpad(dxp, padding), dw, dout.sum(axis=(0, 2, 3))
+
+
+def conv2d_relu_forward(x, w, b, stride, padding):
+    """relu_forward of conv2d_forward, as one op (a network's Conv2d followed by ReLU runs it).
+
+    Returns out of shape (N, F, OH, OW) and the cache, (conv2d_forward's cache, out).
+    """
+    out, cache = conv2d_forward(x, w, b, stride, padding)
+    out = relu_forward(out)[0]
+    return out, (cache, out)
+
+
+def conv2d_relu_backward(dout, cache):
+    """Gradients of conv2d_relu_forward: conv2d_backward of relu_backward(dout) -> dx, dw, db."""
+    cache, out = cache
+    return conv2d_backward(relu_backward(dout, out), cache)
