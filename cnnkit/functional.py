@@ -53,9 +53,11 @@ def _forward(op, *args):
     return out, Cache(op, resolve_op(f"{op}_backward"), out.shape, out.dtype, inner)
 
 
-def _backward(op, grads):
-    """Public `op`_backward(dout, cache), documented as returning `grads`."""
-    def backward(dout, cache):
+def _backward(op, grads, input_grad=False):
+    """Public `op`_backward(dout, cache), documented as returning `grads`; with input_grad, it also takes
+    input_grad=False to skip the input's gradient (returned as None), which the backends' own backward take.
+    """
+    def checked(dout, cache):
         if not isinstance(cache, Cache) or cache.op != op:
             got = f"the cache of {cache.op}_forward" if isinstance(cache, Cache) else f"a {type(cache).__name__}"
             raise TypeError(f"cache must be the one {op}_forward returned, got {got}")
@@ -63,7 +65,20 @@ def _backward(op, grads):
         check_shape(dout, cache.out_shape, "dout", f"{cache.out_shape} (the output of {op}_forward)")
         if dout.dtype != cache.dtype:
             raise TypeError(f"dout must be {cache.dtype} like the output of {op}_forward, got {dout.dtype}")
-        return cache.backward(dout, cache.inner)
+        return dout
+
+    if input_grad:
+        def backward(dout, cache, input_grad=True):
+            dout = checked(dout, cache)
+            return cache.backward(dout, cache.inner, bool(input_grad))
+        option = """
+    input_grad : bool
+        False: the input's gradient is not computed and comes back as None."""
+    else:
+        def backward(dout, cache):
+            dout = checked(dout, cache)
+            return cache.backward(dout, cache.inner)
+        option = ""
 
     backward.__name__ = backward.__qualname__ = f"{op}_backward"
     backward.__doc__ = f"""Backward of {op}_forward.
@@ -71,7 +86,7 @@ def _backward(op, grads):
     Parameters
     ----------
     dout : ndarray, upstream gradient, of the shape and dtype of the forward output
-    cache : the cache {op}_forward returned
+    cache : the cache {op}_forward returned{option}
 
     Returns
     -------
@@ -107,7 +122,8 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     return _forward("conv2d", *_conv2d_args(x, w, b, stride, padding))
 
 
-conv2d_backward = _backward("conv2d", "dx, dw, db : gradients of shapes (N, C, H, W), (F, C, KH, KW), (F,)")
+conv2d_backward = _backward("conv2d", "dx, dw, db : gradients of shapes (N, C, H, W), (F, C, KH, KW), (F,)",
+                            input_grad=True)
 
 
 def conv2d_relu_forward(x, w, b, stride=1, padding=0):
@@ -121,7 +137,7 @@ def conv2d_relu_forward(x, w, b, stride=1, padding=0):
 
 
 conv2d_relu_backward = _backward("conv2d_relu", "dx, dw, db : gradients of shapes (N, C, H, W), (F, C, KH, KW), "
-                                                "(F,), with dout counting where the output is > 0")
+                                                "(F,), with dout counting where the output is > 0", input_grad=True)
 
 
 def _conv2d_args(x, w, b, stride, padding):
@@ -242,7 +258,8 @@ def affine_forward(x, w, b):
     return _forward("affine", *_dense_args(x, w, b, ("D", "M")))
 
 
-affine_backward = _backward("affine", "dx, dw, db : gradients of shapes (N, d1, ..., dk), (D, M), (M,)")
+affine_backward = _backward("affine", "dx, dw, db : gradients of shapes (N, d1, ..., dk), (D, M), (M,)",
+                            input_grad=True)
 
 
 def maxout_forward(x, w, b):

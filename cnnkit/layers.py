@@ -62,14 +62,25 @@ class Layer:
         out, self._cache = self._forward(x)
         return out
 
-    def backward(self, dout):
-        """Gradient with respect to the last forward's input; fills `grads`."""
+    def backward(self, dout, input_grad=True):
+        """Gradient with respect to the last forward's input; fills `grads`.
+
+        input_grad=False: the caller has no use for the input's gradient (the first layer of
+        a training step); Conv2d and Linear then skip computing it and return None.
+        """
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
         if np.shape(dout) != self._out_shape:
             raise ValueError(f"{self!r}: dout must have the output's shape {self._out_shape}, "
                              f"got {np.shape(dout)}")
-        return self._backward(dout, self._cache)
+        if input_grad:
+            return self._backward(dout, self._cache)
+        self._parameter_backward(dout, self._cache)
+        return None
+
+    def _parameter_backward(self, dout, cache):
+        """Fill `grads` only; layers that can skip the input's gradient override this."""
+        self._backward(dout, cache)
 
     def output_shape(self, input_shape):
         """Output shape for an input of shape (N, ...); ValueError naming the expected shape."""
@@ -154,7 +165,14 @@ class _Weighted(Layer):
         return getattr(F, f"{self.op}_forward")(x, *self._weight_and_bias())
 
     def _backward(self, dout, cache):
-        dx, self.grads["weight"], db = getattr(F, f"{cache.op}_backward")(dout, cache)  # the op forward ran
+        return self._gradients(dout, cache)
+
+    def _parameter_backward(self, dout, cache):
+        self._gradients(dout, cache, input_grad=False)
+
+    def _gradients(self, dout, cache, **options):
+        """dx (None with input_grad=False); the weight's and bias's gradients into `grads`."""
+        dx, self.grads["weight"], db = getattr(F, f"{cache.op}_backward")(dout, cache, **options)  # the op forward ran
         if self.bias:
             self.grads["bias"] = db
         return dx
@@ -227,6 +245,8 @@ class Maxout(_Dense):
     """
 
     op = "maxout"
+
+    _parameter_backward = Layer._parameter_backward  # maxout_backward has no input_grad option
 
     def __init__(self, in_features, out_features, pieces=2, bias=True, init="he", dtype=np.float32, rng=None):
         self.pieces = _positive_int(pieces, "pieces")

@@ -38,6 +38,7 @@ def assert_conv_agrees(x, w, b, stride, padding, rng, relu=False):
     """Fast forward and (dx, dw, db) match the reference's, in the input dtype.
 
     relu: of conv2d_relu instead, which must also give the fast conv2d then relu bit for bit.
+    Without the input's gradient (input_grad=False), dw and db are the same bits.
     """
     op = "conv2d_relu" if relu else "conv2d"
     expected, ref_cache = getattr(reference, f"{op}_forward")(x, w, b, stride, padding)
@@ -50,6 +51,8 @@ def assert_conv_agrees(x, w, b, stride, padding, rng, relu=False):
         assert got.dtype == x.dtype
         np.testing.assert_allclose(got, want, **tolerance)
     assert out.dtype == x.dtype
+    dx, *weight_grads = getattr(fast, f"{op}_backward")(dout, cache, input_grad=False)
+    assert dx is None and all(np.array_equal(got, want) for got, want in zip(weight_grads, grads[1:]))
     if relu:
         conv_out, conv_cache = fast.conv2d_forward(x, w, b, stride, padding)
         relu_out, relu_cache = fast.relu_forward(conv_out)

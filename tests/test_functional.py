@@ -75,3 +75,21 @@ def test_same_names_in_both_backends_and_functional():
 def test_empty_batch(name, backend):
     out, grads, inputs = _run(name, np.float64, transform=lambda key, a: a[:0] if key == "x" else a)
     assert len(out) == 0 and [g.shape for g in grads] == [a.shape for a in inputs.values()]
+
+
+@pytest.mark.parametrize("name", ["conv2d", "conv2d_relu", "affine"])
+def test_backward_without_the_input_gradient(name, backend, dtype):
+    forward, backward, inputs = CASES[name](np.random.default_rng(0), dtype)
+    out, cache = forward(**inputs)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+    dx, *weight_grads = backward(dout, cache, input_grad=False)
+    assert dx is None
+    for got, want in zip(weight_grads, backward(dout, cache)[1:]):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_ops_without_weights_have_no_input_grad_option(rng):
+    out, cache = F.relu_forward(rng.standard_normal((2, 3)))
+    with pytest.raises(TypeError, match="input_grad"):
+        F.relu_backward(out, cache, input_grad=False)
+

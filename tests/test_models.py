@@ -244,7 +244,28 @@ def test_a_relu_right_after_a_conv2d_runs_inside_it_with_the_same_results(rng, b
     expected, dscores = cnnkit.functional.softmax_loss(scores, y)
     for layer in reversed(model.layers):
         dscores = layer.backward(dscores)
-    assert loss == expected
+    assert loss == expected  # loss() spares the first layer its input gradient: the same bits
     for key, grad in grads.items():
         index, name = key.split(".")
         np.testing.assert_array_equal(grad, model.layers[int(index)].grads[name])
+    model.forward(X)
+    assert model.backward(np.ones((5, 4)), input_grad=False) is None
+    assert model.backward(np.ones((5, 4))).shape == X.shape
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (nn.Conv2d(2, 3, 3, padding=1, dtype=np.float64, rng=0), (2, 2, 5, 5)),
+    (nn.Linear(6, 4, dtype=np.float64, rng=0), (3, 6)),
+    (nn.Maxout(6, 4, dtype=np.float64, rng=0), (3, 6)),
+    (nn.BatchNorm1d(6, dtype=np.float64), (3, 6)),
+])
+def test_layer_backward_without_the_input_gradient(layer, shape, rng):
+    x = rng.standard_normal(shape)
+    dout = rng.standard_normal(layer.output_shape(shape))
+    layer.forward(x)
+    assert layer.backward(dout).shape == shape
+    expected = {name: grad.copy() for name, grad in layer.grads.items()}
+    assert layer.backward(dout, input_grad=False) is None
+    assert expected.keys() == layer.grads.keys() and len(expected) >= 2
+    for name, grad in layer.grads.items():
+        np.testing.assert_array_equal(grad, expected[name])

@@ -68,17 +68,21 @@ def affine_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
 
 def affine_backward(const floating[:, ::1] dout, const floating[:, ::1] x, const floating[:, ::1] w,
                     floating[:, ::1] dx, floating[:, ::1] dw, floating[::1] db, int n_threads):
-    """Overwrite dx (N, D) = dout @ w.T, dw (D, M) = x.T @ dout and db (M,) = dout summed over N."""
+    """Overwrite dx (N, D) = dout @ w.T (unless None: not computed), dw (D, M) = x.T @ dout and db (M,) =
+    dout summed over N."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], M = w.shape[1], r0, r1, d0, d1
     _expect("w", (w.shape[0], M), (D, M))
     for name, shape, expected in [("dout", (dout.shape[0], dout.shape[1]), (N, M)),
-                                  ("dx", (dx.shape[0], dx.shape[1]), (N, D)),
                                   ("dw", (dw.shape[0], dw.shape[1]), (D, M)), ("db", (db.shape[0],), (M,))]:
         _expect(name, shape, expected)
+    if dx is not None:
+        _expect("dx", (dx.shape[0], dx.shape[1]), (N, D))
+    cdef bint input_grad = dx is not None
     cdef int t
     for t in prange(n_threads, nogil=True, schedule="static", num_threads=n_threads):
         r0, r1 = chunk_start(N, n_threads, t), chunk_start(N, n_threads, t + 1)
-        _product(False, True, r1 - r0, D, M, &dout[0, 0] + r0 * M, M, &w[0, 0], M, 0, &dx[0, 0] + r0 * D)
+        if input_grad:
+            _product(False, True, r1 - r0, D, M, &dout[0, 0] + r0 * M, M, &w[0, 0], M, 0, &dx[0, 0] + r0 * D)
         d0, d1 = chunk_start(D, n_threads, t), chunk_start(D, n_threads, t + 1)
         _product(True, False, d1 - d0, M, N, &x[0, 0] + d0, D, &dout[0, 0], M, 0, &dw[0, 0] + d0 * M)
         _column_sums(&dout[0, 0], &db[0], N, M, chunk_start(M, n_threads, t), chunk_start(M, n_threads, t + 1))

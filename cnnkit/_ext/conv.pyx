@@ -164,7 +164,8 @@ cdef void _masked(const floating* dout, const floating* out, floating* masked, P
 cdef void _backward_band(const Conv* g, const floating* image, const floating* wb, const floating* dout,
                          const floating* out, floating* dx, floating* dwb_t, floating* cols, floating* masked,
                          Py_ssize_t y0) noexcept nogil:
-    """dwb_t (K+1, F) += this band's [dw | db].T; its share of dx (C, H, W) written (pointwise) or added.
+    """dwb_t (K+1, F) += this band's [dw | db].T; its share of dx (C, H, W) written (pointwise) or added,
+    unless dx is NULL.
 
     With out (F, P) not NULL (the fused ReLU's output), the band's dout counts where out > 0
     only: masked (F, Q) holds that.
@@ -177,7 +178,7 @@ cdef void _backward_band(const Conv* g, const floating* image, const floating* w
         _masked(dout, out + y0 * g.OW, masked, g.F, q, g.P)
         dout, ld = masked, <int>q
     if g.pointwise:
-        image, dx = image + y0 * g.OW, dx + y0 * g.OW
+        image = image + y0 * g.OW
         gemm(False, True, <int>g.K, <int>g.F, <int>q, <floating>1, image, <int>g.P, dout, ld,
              <floating>1, dwb_t, <int>g.F)
         for f in range(g.F):
@@ -185,15 +186,17 @@ cdef void _backward_band(const Conv* g, const floating* image, const floating* w
             for p in range(q):
                 total = total + dout[f * ld + p]
             dwb_t[g.K * g.F + f] += <floating>total
-        gemm(True, False, <int>g.K, <int>q, <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, ld,
-             <floating>0, dx, <int>g.P)
+        if dx != NULL:
+            gemm(True, False, <int>g.K, <int>q, <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, ld,
+                 <floating>0, dx + y0 * g.OW, <int>g.P)
     else:
         _im2col_band(g, image, cols, y0, rows)
         gemm(False, True, <int>(g.K + 1), <int>g.F, <int>q, <floating>1, cols, <int>q, dout, ld,
              <floating>1, dwb_t, <int>g.F)
-        gemm(True, False, <int>g.K, <int>q, <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, ld,
-             <floating>0, cols, <int>q)
-        _col2im_band(g, cols, dx, y0, rows)
+        if dx != NULL:
+            gemm(True, False, <int>g.K, <int>q, <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, ld,
+                 <floating>0, cols, <int>q)
+            _col2im_band(g, cols, dx, y0, rows)
 
 
 cdef void _add_groups(floating* row, const floating* parts, Py_ssize_t groups, Py_ssize_t size,
@@ -231,34 +234,36 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, floa
 def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, const floating[:, :, ::1] dout,
                   floating[:, :, :, ::1] dx, floating[:, ::1] dwb, int kh, int kw, int sh, int sw, int ph, int pw,
                   int n_threads, const floating[:, :, ::1] out=None):
-    """Overwrite dx (N, C, H, W) and dwb = [dw | db] (F, K+1) with the gradients.
+    """Overwrite dx (N, C, H, W) (unless None: not computed) and dwb = [dw | db] (F, K+1) with the gradients.
 
     x (N, C, H, W) and wb (F, K+1) are the forward inputs, dout (N, F, OH*OW) the output
     gradient; out: the output of a forward with relu (conv2d_relu's backward), None without.
     """
     cdef Conv g = _conv(tuple(x.shape)[:4], tuple(wb.shape)[:2], kh, kw, sh, sw, ph, pw, sizeof(floating))
     expect_shape(tuple(dout.shape)[:3], (x.shape[0], g.F, g.P), "dout")
-    expect_shape(tuple(dx.shape)[:4], tuple(x.shape)[:4], "dx")
+    if dx is not None:
+        expect_shape(tuple(dx.shape)[:4], tuple(x.shape)[:4], "dx")
     expect_shape(tuple(dwb.shape)[:2], tuple(wb.shape)[:2], "dwb")
     check_threads(n_threads)
     if out is not None:
         expect_shape(tuple(out.shape)[:3], tuple(dout.shape)[:3], "out")
-    cdef bint relu = out is not None and out.size > 0
+    cdef bint relu = out is not None and out.size > 0, input_grad = dx is not None
     cdef Py_ssize_t N = x.shape[0], groups = min(N, GRADIENT_GROUPS)
     cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.rows * g.OW if relu else 0)
     cdef Py_ssize_t sums = g.F * (g.K + 1), bands = _bands(&g), group, n, band, f
-    cdef floating[::1] work = workspace(np.asarray(dx).dtype, n_threads * size + groups * sums)
+    cdef floating[::1] work = workspace(np.asarray(dwb).dtype, n_threads * size + groups * sums)
     cdef floating* group_sums = &work[0] + n_threads * size
     cdef floating* cols
     for group in prange(groups, nogil=True, schedule="dynamic", num_threads=n_threads):
         cols = &work[0] + threadid() * size
         memset(group_sums + group * sums, 0, sums * sizeof(floating))
         for n in range(group * N // groups, (group + 1) * N // groups):
-            if not g.pointwise:
+            if input_grad and not g.pointwise:
                 memset(&dx[n, 0, 0, 0], 0, g.C * g.H * g.W * sizeof(floating))
             for band in range(bands):
                 _backward_band(&g, &x[n, 0, 0, 0], &wb[0, 0], &dout[n, 0, 0], &out[n, 0, 0] if relu else NULL,
-                               &dx[n, 0, 0, 0], group_sums + group * sums, cols, cols + _band_columns(&g),
+                               &dx[n, 0, 0, 0] if input_grad else NULL, group_sums + group * sums, cols,
+                               cols + _band_columns(&g),
                                band * g.rows)
     for f in range(g.F):  # a small pass: not worth waking the threads again
         _add_groups(&dwb[f, 0], group_sums + f, groups, sums, g.K + 1)

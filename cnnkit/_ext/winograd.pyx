@@ -453,8 +453,8 @@ cdef void _backward_band(const Tiling* t, const floating* x, const floating* dou
                          const floating* U, floating* dU, floating* db, floating* dx, floating* edge, floating* work,
                          Py_ssize_t band) noexcept nogil:
     """One band's share of the gradients: dU (16, F, C) += dM_k @ V_k.T, db (F,) += dout over its tiles,
-    dV_k = U_k.T @ dM_k (in V's place) transformed into dx (edge as in _transform_input_gradients);
-    out: as in _transform_gradients.
+    dV_k = U_k.T @ dM_k (in V's place) transformed into dx (edge as in _transform_input_gradients)
+    unless dx is NULL; out: as in _transform_gradients.
     """
     cdef Py_ssize_t count = _band_rows(t, band), q = count * t.TW, k
     cdef floating* V = work
@@ -464,9 +464,11 @@ cdef void _backward_band(const Tiling* t, const floating* x, const floating* dou
     for k in range(16):
         gemm(False, True, <int>t.F, <int>t.C, <int>q, <floating>1, dM + k * t.ms, <int>q,
              V + k * t.vs, <int>q, <floating>1, dU + k * t.F * t.C, <int>t.C)
-        gemm(True, False, <int>t.C, <int>q, <int>t.F, <floating>1, U + k * t.F * t.C, <int>t.C,
-             dM + k * t.ms, <int>q, <floating>0, V + k * t.vs, <int>q)
-    _transform_input_gradients(t, V, dx, edge, band * t.rows, count)
+        if dx != NULL:
+            gemm(True, False, <int>t.C, <int>q, <int>t.F, <floating>1, U + k * t.F * t.C, <int>t.C,
+                 dM + k * t.ms, <int>q, <floating>0, V + k * t.vs, <int>q)
+    if dx != NULL:
+        _transform_input_gradients(t, V, dx, edge, band * t.rows, count)
 
 
 cdef _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating* b,
@@ -488,12 +490,14 @@ cdef _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, co
 cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[:, :, :, ::1] dout,
                const floating* out, floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw, floating[::1] db,
                Py_ssize_t ph, Py_ssize_t pw, int n_threads):
-    """dx, dw (F, C, 3, 3) and db (F,) from x (N, C, H, W) and dout (N, F, OH, OW), as in 4. and 5.;
-    out (N, F, OH, OW) or NULL: as in _transform_gradients.
+    """dx (unless None), dw (F, C, 3, 3) and db (F,) from x (N, C, H, W) and dout (N, F, OH, OW), as in
+    4. and 5.; out (N, F, OH, OW) or NULL: as in _transform_gradients.
     """
     cdef Tiling t = _tiling(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, sizeof(floating))
     expect_shape(tuple(dout.shape)[:4], (t.N, t.F, t.OH, t.OW), "dout")
-    expect_shape(tuple(dx.shape)[:4], (t.N, t.C, t.H, t.W), "dx")
+    if dx is not None:
+        expect_shape(tuple(dx.shape)[:4], (t.N, t.C, t.H, t.W), "dx")
+    cdef floating* dxp = &dx[0, 0, 0, 0] if dx is not None and dx.size else NULL
     expect_shape(tuple(dw.shape)[:4], (t.F, t.C, 3, 3), "dw")
     expect_shape(tuple(db.shape)[:1], (t.F,), "db")
     check_threads(n_threads)
@@ -504,19 +508,20 @@ cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, c
     cdef floating* group_sums = &work[0] + filters + n_threads * size
     cdef floating* group_edges = group_sums + max(1, groups) * sums
     memset(group_sums, 0, sums * sizeof(floating))  # the sums when there are no bands
-    if t.F == 0:
-        memset(&dx[0, 0, 0, 0], 0, t.N * t.C * t.H * t.W * sizeof(floating))
+    if t.F == 0 and dxp != NULL:
+        memset(dxp, 0, t.N * t.C * t.H * t.W * sizeof(floating))
     _transform_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C)
     for group in prange(groups, nogil=True, schedule="dynamic", num_threads=n_threads):
         memset(group_sums + group * sums, 0, sums * sizeof(floating))
         first = group * t.bands // groups
         for band in range(first, (group + 1) * t.bands // groups):
             _backward_band(&t, &x[0, 0, 0, 0], &dout[0, 0, 0, 0], out, &work[0], group_sums + group * sums,
-                           group_sums + group * sums + filters, &dx[0, 0, 0, 0],
+                           group_sums + group * sums + filters, dxp,
                            group_edges + group * edges if band == first else NULL,
                            &work[0] + filters + threadid() * size, band)
     for group in range(1, groups):  # small passes: not worth waking the threads again
-        _add_edge(&t, group_edges + group * edges, &dx[0, 0, 0, 0], group * t.bands // groups * t.rows)
+        if dxp != NULL:
+            _add_edge(&t, group_edges + group * edges, dxp, group * t.bands // groups * t.rows)
         for i in range(sums):
             group_sums[i] += group_sums[group * sums + i]
     _filter_gradients(group_sums, &dw[0, 0, 0, 0], t.F, t.C)
@@ -551,7 +556,8 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
 def winograd_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                       const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw,
                       floating[::1] db, int ph, int pw, int n_threads, const floating[:, :, :, ::1] out=None):
-    """Overwrite dx (N, C, H, W), dw (F, C, 3, 3) and db (F,) with the gradients of winograd_forward.
+    """Overwrite dx (N, C, H, W) (unless None: not computed), dw (F, C, 3, 3) and db (F,) with the gradients
+    of winograd_forward.
 
     x, w and (ph, pw) are the forward's, dout (N, F, OH, OW) the output gradient. out: the
     output of a forward with relu (conv2d_relu's backward), None without.

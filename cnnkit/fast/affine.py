@@ -27,14 +27,18 @@ def affine_forward(x, w, b):
     return out, (rows, w, x.shape)
 
 
-def affine_backward(dout, cache):
-    """Gradients of affine_forward: dout (N, M) -> dx (N, d1, ..., dk), dw (D, M), db (M,)."""
+def affine_backward(dout, cache, input_grad=True):
+    """Gradients of affine_forward: dout (N, M) -> dx (N, d1, ..., dk), dw (D, M), db (M,); dx None, not
+    computed, when input_grad is False.
+    """
     rows, w, x_shape = cache
     dout = gradient(dout, rows.dtype, (len(rows), w.shape[1]))
-    dx, dw, db = np.empty_like(rows), np.empty_like(w), np.empty(w.shape[1], dtype=w.dtype)
+    dx = np.empty_like(rows) if input_grad else None
+    dw, db = np.empty_like(w), np.empty(w.shape[1], dtype=w.dtype)
     with single_threaded_blas():
-        _kernels.affine_backward(dout, rows, w, dx, dw, db, _threads(max(len(rows), len(w)), 2 * rows.size * len(db)))
-    return dx.reshape(x_shape), dw, db
+        _kernels.affine_backward(dout, rows, w, dx, dw, db,
+                                 _threads(max(len(rows), len(w)), (1 + input_grad) * rows.size * len(db)))
+    return None if dx is None else dx.reshape(x_shape), dw, db
 
 
 def _threads(blocks, multiply_adds):

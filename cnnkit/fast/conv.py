@@ -49,9 +49,11 @@ def conv2d_forward(x, w, b, stride, padding):
     return _forward(x, w, b, stride, padding, relu=False)
 
 
-def conv2d_backward(dout, cache):
-    """cnnkit.reference.conv2d_backward: dout (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
-    return _backward(dout, cache, None)
+def conv2d_backward(dout, cache, input_grad=True):
+    """cnnkit.reference.conv2d_backward: dout (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,);
+    dx None, not computed, when input_grad is False.
+    """
+    return _backward(dout, cache, None, input_grad)
 
 
 def conv2d_relu_forward(x, w, b, stride, padding):
@@ -62,10 +64,10 @@ def conv2d_relu_forward(x, w, b, stride, padding):
     return out, (cache, out)
 
 
-def conv2d_relu_backward(dout, cache):
+def conv2d_relu_backward(dout, cache, input_grad=True):
     """cnnkit.reference.conv2d_relu_backward: dout counts where out > 0, read so by the drivers -> dx, dw, db."""
     conv_cache, out = cache
-    return _backward(dout, conv_cache, out)
+    return _backward(dout, conv_cache, out, input_grad)
 
 
 def _forward(x, w, b, stride, padding, relu):
@@ -84,18 +86,21 @@ def _forward(x, w, b, stride, padding, relu):
     return out, (x, w, b, (kernel, stride, padding))
 
 
-def _backward(dout, cache, relu_out):
-    """dx, dw, db of conv2d_forward's cache; dout read as 0 where relu_out (a fused ReLU's output) is not > 0."""
+def _backward(dout, cache, relu_out, input_grad):
+    """dx (None unless input_grad), dw, db of conv2d_forward's cache; dout read as 0 where relu_out (a fused
+    ReLU's output) is not > 0.
+    """
     x, w, b, (kernel, stride, padding) = cache
     out_hw = window(x.shape, kernel, stride, padding)[3]
     dout = gradient(dout, x.dtype, x.shape[:1] + w.shape[:1] + out_hw)
-    threads = kernel_threads(2 * _multiply_adds(dout, w), CONV_GRAIN)
+    threads = kernel_threads((1 + input_grad) * _multiply_adds(dout, w), CONV_GRAIN)
+    dx = np.empty_like(x) if input_grad else None
     with single_threaded_blas():
         if _winograd(w.shape, kernel, stride, out_hw[1]):
-            dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+            dw, db = np.empty_like(w), np.empty_like(b)
             _winograd_kernels.winograd_backward(x, w, dout, dx, dw, db, *padding, threads, relu_out)
             return dx, dw, db
-        dx, dwb = np.empty_like(x), np.empty((len(w), math.prod(w.shape[1:]) + 1), dtype=x.dtype)
+        dwb = np.empty((len(w), math.prod(w.shape[1:]) + 1), dtype=x.dtype)
         _kernels.conv_backward(x, _wb(w, b), _flat_hw(dout), dx, dwb, *kernel, *stride, *padding, threads,
                                None if relu_out is None else _flat_hw(relu_out))
     return dx, dwb[:, :-1].reshape(w.shape), dwb[:, -1].copy()

@@ -121,11 +121,13 @@ class Network:
                                  f"got {np.asarray(value).dtype} of shape {np.shape(value)}")
             getattr(layer, kind)[name] = value
 
-    def backward(self, dscores):
-        """Backpropagate dscores through every layer; returns the gradient for X."""
+    def backward(self, dscores, input_grad=True):
+        """Backpropagate dscores through every layer; returns the gradient for X, or None with
+        input_grad=False, which spares the first layer computing it (as loss does).
+        """
         for index in reversed(range(len(self.layers))):
             if index not in self._ran_fused:
-                dscores = self.layers[index].backward(dscores)
+                dscores = self.layers[index].backward(dscores, input_grad or index > 0)
         return dscores
 
     def fused(self):
@@ -152,7 +154,7 @@ class Network:
         if y is None:
             return scores
         loss, dscores = LOSSES[self.loss_name](scores, y)
-        self.backward(dscores)
+        self.backward(dscores, input_grad=False)
         grads = {key: layer.grads[name] for key, (layer, name) in self._entries["params"].items()}
         if self.reg or self.l1:
             for key in self.incoming_axes:

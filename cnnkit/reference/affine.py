@@ -18,9 +18,11 @@ def affine_forward(x, w, b):
     return x.reshape(len(x), w.shape[0]) @ w + b, (x, w)
 
 
-def affine_backward(dout, cache):
-    """Gradients of affine_forward: dout (N, M) -> dx (N, d1, ..., dk), dw (D, M), db (M,)."""
+def affine_backward(dout, cache, input_grad=True):
+    """Gradients of affine_forward: dout (N, M) -> dx (N, d1, ..., dk), dw (D, M), db (M,);
+    dx is None, not computed, when input_grad is False.
+    """
     x, w = cache
-    dx = (dout @ w.T).reshape(x.shape)
+    dx = (dout @ w.T).reshape(x.shape) if input_grad else None
     dw = x.reshape(len(x), w.shape[0]).T @ dout
     return dx, dw, dout.sum(axis=0)

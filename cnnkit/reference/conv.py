@@ -33,27 +33,30 @@ def conv2d_forward(x, w, b, stride, padding):
     return out + b[:, None, None], (xp, w, stride, padding)
 
 
-def conv2d_backward(dout, cache):
+def conv2d_backward(dout, cache, input_grad=True):
     """Gradients of conv2d_forward.
 
     Parameters
     ----------
     dout : ndarray of shape (N, F, OH, OW)
     cache : from conv2d_forward
+    input_grad : bool
+        False: dx is not computed (None).
 
     Returns
     -------
-    dx : ndarray of shape (N, C, H, W)
+    dx : ndarray of shape (N, C, H, W), or None
     dw : ndarray of shape (F, C, KH, KW)
     db : ndarray of shape (F,)
     """
     xp, w, stride, padding = cache
-    dxp = np.zeros_like(xp)
+    dxp = np.zeros_like(xp) if input_grad else None
     dw = np.empty_like(w)
     for i, j, index in offsets(xp.shape[2:], w.shape[2:], stride):
         dw[:, :, i, j] = np.einsum("nfhw,nchw->fc", dout, xp[index])
-        dxp[index] += np.einsum("nfhw,fc->nchw", dout, w[:, :, i, j])
-    return unpad(dxp, padding), dw, dout.sum(axis=(0, 2, 3))
+        if input_grad:
+            dxp[index] += np.einsum("nfhw,fc->nchw", dout, w[:, :, i, j])
+    return unpad(dxp, padding) if input_grad else None, dw, dout.sum(axis=(0, 2, 3))
 
 
 def conv2d_relu_forward(x, w, b, stride, padding):
@@ -66,7 +69,7 @@ def conv2d_relu_forward(x, w, b, stride, padding):
     return out, (cache, out)
 
 
-def conv2d_relu_backward(dout, cache):
+def conv2d_relu_backward(dout, cache, input_grad=True):
     """Gradients of conv2d_relu_forward: conv2d_backward of relu_backward(dout) -> dx, dw, db."""
     cache, out = cache
-    return conv2d_backward(relu_backward(dout, out), cache)
+    return conv2d_backward(relu_backward(dout, out), cache, input_grad)
