@@ -263,7 +263,6 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
             for band in range(bands):
                 _backward_band(&g, &x[n, 0, 0, 0], &wb[0, 0], &dout[n, 0, 0], &out[n, 0, 0] if relu else NULL,
                                &dx[n, 0, 0, 0] if input_grad else NULL, group_sums + group * sums, cols,
-                               cols + _band_columns(&g),
-                               band * g.rows)
+                               cols + _band_columns(&g), band * g.rows)
     for f in range(g.F):  # a small pass: not worth waking the threads again
         _add_groups(&dwb[f, 0], group_sums + f, groups, sums, g.K + 1)

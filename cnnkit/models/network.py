@@ -70,7 +70,6 @@ class Network:
         self.loss_name, self.reg = loss, float(reg)
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self.training = True
-        self._ran_fused = set()  # the fused() of the last forward, for backward
         keys = keys or [{}] * len(self.layers)
         self._entries = {kind: self._keyed(kind, keys) for kind in ("params", "buffers")}
         self.params = {key: layer.params[name] for key, (layer, name) in self._entries["params"].items()}
@@ -90,7 +89,7 @@ class Network:
     def forward(self, X):
         """Scores of shape (N, num_classes) for X of shape (N, ...), in the current mode."""
         self.sync()
-        self._ran_fused = fused = self.fused()
+        fused = self.fused()
         for index, layer in enumerate(self.layers):
             if index not in fused:
                 X = layer.forward(X, relu=True) if index + 1 in fused else layer.forward(X)
@@ -125,8 +124,9 @@ class Network:
         """Backpropagate dscores through every layer; returns the gradient for X, or None with
         input_grad=False, which spares the first layer computing it (as loss does).
         """
+        fused = self.fused()
         for index in reversed(range(len(self.layers))):
-            if index not in self._ran_fused:
+            if index not in fused:
                 dscores = self.layers[index].backward(dscores, input_grad or index > 0)
         return dscores
 
