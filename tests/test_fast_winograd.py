@@ -74,6 +74,8 @@ def test_winograd_agrees_with_reference(p, seed):
     ((2, 3, 5, 6), (3, 4)),  # padding beyond the kernel: tiles of zeros only
     ((1, 2, 7, 40), (1, 0)),  # rows of more than one block of tiles, odd output width
     ((1, 2, 19, 35), (2, 1)),  # two blocks, odd output height and width
+    ((2, 19, 5, 34), (1, 1)),  # backward's transposed V: channels 16 + 3, blocks of 16 + 1 tiles
+    ((1, 37, 4, 20), (1, 0)),  # channels 16 + 16 + 5, a block of 9 tiles
 ])
 @pytest.mark.parametrize("band", list(BANDS))
 def test_winograd_special_shapes(shape, padding, threads, band, dtype, rng):
@@ -162,6 +164,7 @@ def test_avx2_build_gives_the_baseline_bits(p, seed):
     ((3, 16, 16, 16), 24, (1, 1)),  # a row of 8 tiles: one AVX2 vector
     ((2, 5, 19, 35), 7, (2, 1)),  # two blocks of tiles and a partial vector
     ((1, 3, 7, 40), 4, (3, 0)),  # padding beyond the kernel
+    ((2, 19, 5, 34), 5, (1, 1)),  # backward's transposed V: whole squares and the rest
 ])
 def test_avx2_build_gives_the_baseline_bits_on_wide_rows(shape, filters, padding, threads, dtype, rng):
     avx2 = avx2_build()

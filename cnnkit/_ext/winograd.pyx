@@ -33,6 +33,14 @@ Design:
    V's place and transforms it into dx. dM is shared: the earlier data gradient, the forward
    driver run on dout with the filters turned, transformed dout again (64 channels on shape C,
    4 times their size) and took 12.0-13.4 ms of shape C's backward, this 10.9-11.0.
+   The backward stores V tile-major, (16, T, C): dU_k += dM_k @ V_k.T would multiply along
+   the rows of both operands, which OpenBLAS runs in its general kernel after packing them
+   (93-100 GFLOP/s on one thread for shape C's bands), while dM_k @ V_k from (T, C) is a
+   plain product for its small-matrix kernel (155-168). The input transform then takes
+   CHANNELS channels at a time and transposes their blocks in squares of 8 floats or 4
+   doubles (AVX shuffles where built with AVX, plain loops otherwise). Backward on 2 threads,
+   median of 3-5 runs alternating with the old code: shape C float32 9.7 -> 8.5 ms, float64
+   17.9 -> 16.4; shape B float32 32 -> 28.
    Neighbouring tile rows overlap by two rows of dx: each tile row stores its last two rows
    and adds its first two to the row above's, so a band needs no zeroed dx, and only where
    two groups (5.) meet could two threads write the same rows: a group keeps its first tile
@@ -47,8 +55,10 @@ Design:
 7. Measured against im2col's forward+backward (2 threads, 64 images, AVX2 build, one run; the
    ratios for other shapes are in cnnkit/fast/conv.py): 0.55 of the time in float32 and 0.56
    in float64 on 64x64x32x32 with 64 filters, 0.64 and 0.69 on 32x16x16 with 64 filters. On
-   shape C (128 images) perf puts 40% of it in OpenBLAS, 45% in the transforms. Tried and left:
-   dU_k.T += V_k @ dM_k.T (no faster than dU_k += dM_k @ V_k.T); bands of 2 MiB (5-15% slower
+   shape C (128 images) perf puts 37% of it in OpenBLAS, 49% in the transforms. Tried and left:
+   dU_k.T += V_k @ dM_k.T (no faster than dU_k += dM_k @ V_k.T); software prefetches of the next
+   channel's rows of x (no faster: a forward of 8 or 16 images, which fit in L2, takes as
+   long per image as one of 128); bands of 2 MiB (5-15% slower
    than 0.5-1 MiB); other band sizes and counts on shape C (no change).
 8. ReLU fused (conv2d_relu): the output transform stores max(0, y) (the fast ReLU's formula),
    and the output-gradient transform reads dout as 0 where out is not > 0. The gradients are
@@ -79,8 +89,58 @@ cdef extern from *:
         return 0;
     #endif
     }
+    #if defined(__AVX__)
+    #include <immintrin.h>
+    #endif
+    /* dst[l * ds + c] = src[c * ss + l] for c, l < 8: a square of floats transposed (8 rows of 8) */
+    static inline void cnnkit_transpose_floats(const float* src, Py_ssize_t ss, float* dst, Py_ssize_t ds) {
+    #if defined(__AVX__)
+        __m256 a0 = _mm256_loadu_ps(src), a1 = _mm256_loadu_ps(src + ss), a2 = _mm256_loadu_ps(src + 2 * ss),
+               a3 = _mm256_loadu_ps(src + 3 * ss), a4 = _mm256_loadu_ps(src + 4 * ss),
+               a5 = _mm256_loadu_ps(src + 5 * ss), a6 = _mm256_loadu_ps(src + 6 * ss),
+               a7 = _mm256_loadu_ps(src + 7 * ss);
+        __m256 b0 = _mm256_unpacklo_ps(a0, a1), b1 = _mm256_unpackhi_ps(a0, a1), b2 = _mm256_unpacklo_ps(a2, a3),
+               b3 = _mm256_unpackhi_ps(a2, a3), b4 = _mm256_unpacklo_ps(a4, a5), b5 = _mm256_unpackhi_ps(a4, a5),
+               b6 = _mm256_unpacklo_ps(a6, a7), b7 = _mm256_unpackhi_ps(a6, a7);
+        __m256 c0 = _mm256_shuffle_ps(b0, b2, 0x44), c1 = _mm256_shuffle_ps(b0, b2, 0xEE),
+               c2 = _mm256_shuffle_ps(b1, b3, 0x44), c3 = _mm256_shuffle_ps(b1, b3, 0xEE),
+               c4 = _mm256_shuffle_ps(b4, b6, 0x44), c5 = _mm256_shuffle_ps(b4, b6, 0xEE),
+               c6 = _mm256_shuffle_ps(b5, b7, 0x44), c7 = _mm256_shuffle_ps(b5, b7, 0xEE);
+        _mm256_storeu_ps(dst, _mm256_permute2f128_ps(c0, c4, 0x20));
+        _mm256_storeu_ps(dst + ds, _mm256_permute2f128_ps(c1, c5, 0x20));
+        _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(c2, c6, 0x20));
+        _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(c3, c7, 0x20));
+        _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(c0, c4, 0x31));
+        _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(c1, c5, 0x31));
+        _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(c2, c6, 0x31));
+        _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(c3, c7, 0x31));
+    #else
+        for (int c = 0; c < 8; c++)
+            for (int l = 0; l < 8; l++)
+                dst[l * ds + c] = src[c * ss + l];
+    #endif
+    }
+    /* the same for doubles, 4 rows of 4 */
+    static inline void cnnkit_transpose_doubles(const double* src, Py_ssize_t ss, double* dst, Py_ssize_t ds) {
+    #if defined(__AVX__)
+        __m256d a0 = _mm256_loadu_pd(src), a1 = _mm256_loadu_pd(src + ss), a2 = _mm256_loadu_pd(src + 2 * ss),
+                a3 = _mm256_loadu_pd(src + 3 * ss);
+        __m256d b0 = _mm256_unpacklo_pd(a0, a1), b1 = _mm256_unpackhi_pd(a0, a1), b2 = _mm256_unpacklo_pd(a2, a3),
+                b3 = _mm256_unpackhi_pd(a2, a3);
+        _mm256_storeu_pd(dst, _mm256_permute2f128_pd(b0, b2, 0x20));
+        _mm256_storeu_pd(dst + ds, _mm256_permute2f128_pd(b1, b3, 0x20));
+        _mm256_storeu_pd(dst + 2 * ds, _mm256_permute2f128_pd(b0, b2, 0x31));
+        _mm256_storeu_pd(dst + 3 * ds, _mm256_permute2f128_pd(b1, b3, 0x31));
+    #else
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 4; l++)
+                dst[l * ds + c] = src[c * ss + l];
+    #endif
+    }
     """
     int cnnkit_cpu_has_avx2()
+    void cnnkit_transpose_floats(const float* src, Py_ssize_t ss, float* dst, Py_ssize_t ds) noexcept nogil
+    void cnnkit_transpose_doubles(const double* src, Py_ssize_t ss, double* dst, Py_ssize_t ds) noexcept nogil
 
 
 def cpu_has_avx2():
@@ -94,6 +154,7 @@ MIN_BANDS = 16  # bands at least, when there are as many tile rows (see 1.)
 cdef enum:
     BLOCK = 16  # tiles transformed together, in arrays on the stack (see 2.)
     SKEW = 16  # entries between the 16 matrices of a band (see 2.)
+    CHANNELS = 16  # channels transformed together when V is stored tile-major (see 4.)
 
 
 cdef struct Tiling:
@@ -205,7 +266,7 @@ cdef void _filter_gradients(const floating* dU, floating* dw, Py_ssize_t F, Py_s
                 _filter_gradient_1d(s + i, 3, dw + (f * C + c) * 9 + i, 3)
 
 
-cdef void _padded_rows(const floating* plane, floating* rows, Py_ssize_t count, Py_ssize_t width,
+cdef inline void _padded_rows(const floating* plane, floating* rows, Py_ssize_t count, Py_ssize_t width,
                        Py_ssize_t y0, Py_ssize_t x0, Py_ssize_t H, Py_ssize_t W) noexcept nogil:
     """rows (count, width) = plane (H, W)[y0:y0+count, x0:x0+width], zero outside the plane."""
     cdef Py_ssize_t i, j, y, lo = min(max(0, -x0), width), hi = max(lo, min(width, W - x0))
@@ -221,6 +282,32 @@ cdef void _padded_rows(const floating* plane, floating* rows, Py_ssize_t count, 
                 row[j] = 0
 
 
+cdef inline void _store_block_transposed(const floating* v, floating* dst, Py_ssize_t stride, Py_ssize_t C,
+                                         Py_ssize_t count, Py_ssize_t g) noexcept nogil:
+    """dst[k * stride + l * C + c] = v[(c * 16 + k) * BLOCK + l] for k < 16, l < count, c < g: the blocks of
+    g channels into their 16 matrices, tile-major; by squares of 8 floats or 4 doubles (_transpose) where whole
+    ones fit, entry by entry elsewhere.
+    """
+    cdef Py_ssize_t side = 8 if floating is float else 4, whole_c = g - g % side, whole_l = count - count % side
+    cdef Py_ssize_t k, l, c, i, j
+    for k in range(16):
+        for i in range(whole_c // side):
+            for j in range(whole_l // side):
+                c, l = i * side, j * side
+                _transpose(v + (c * 16 + k) * BLOCK + l, 16 * BLOCK, dst + k * stride + l * C + c, C)
+        for l in range(count):
+            for c in range(whole_c if l < whole_l else 0, g):
+                dst[k * stride + l * C + c] = v[(c * 16 + k) * BLOCK + l]
+
+
+cdef inline void _transpose(const floating* src, Py_ssize_t ss, floating* dst, Py_ssize_t ds) noexcept nogil:
+    """dst[l * ds + c] = src[c * ss + l] for c, l < 8 (float) or 4 (double)."""
+    if floating is float:
+        cnnkit_transpose_floats(src, ss, dst, ds)
+    else:
+        cnnkit_transpose_doubles(src, ss, dst, ds)
+
+
 cdef inline void _store_block(const floating* v, floating* dst, Py_ssize_t stride, Py_ssize_t count) noexcept nogil:
     """dst[k * stride + l] = v[k * BLOCK + l] for k < 16, l < count: a block of tiles into its 16 matrices."""
     cdef Py_ssize_t k, l
@@ -230,28 +317,40 @@ cdef inline void _store_block(const floating* v, floating* dst, Py_ssize_t strid
 
 
 cdef void _transform_inputs(const Tiling* t, const floating* x, floating* V, Py_ssize_t r0,
-                            Py_ssize_t count) noexcept nogil:
-    """V (16, C, count*TW) = B^T d B of every tile of tile rows [r0, r0+count), every channel."""
-    cdef Py_ssize_t q = count * t.TW, r, n, ty, c, block, tx, nt, i, l
+                            Py_ssize_t count, bint transposed) noexcept nogil:
+    """V (16, C, count*TW) = B^T d B of every tile of tile rows [r0, r0+count), every channel;
+    V (16, count*TW, C) when transposed (see 4.).
+    """
+    cdef Py_ssize_t q = count * t.TW, group = CHANNELS if transposed else 1, i, c0, g, r, n, ty, c, block, tx, nt
     cdef floating d[4 * (2 * BLOCK + 2)]
-    cdef floating v[16 * BLOCK]
-    cdef floating s[16]
-    cdef floating* dst
-    for c in range(t.C):
+    cdef floating v[CHANNELS * 16 * BLOCK]
+    for i in range((t.C + group - 1) // group):
+        c0 = i * group
+        g = min(group, t.C - c0)
         for r in range(count):
             n, ty = (r0 + r) // t.TH, (r0 + r) % t.TH
-            dst = V + c * q + r * t.TW
             for block in range((t.TW + BLOCK - 1) // BLOCK):
                 tx = block * BLOCK
                 nt = min(BLOCK, t.TW - tx)
-                _padded_rows(x + (n * t.C + c) * t.H * t.W, d, 4, 2 * BLOCK + 2, 2 * ty - t.ph, 2 * tx - t.pw,
-                             t.H, t.W)
-                for l in range(nt):
-                    for i in range(4):
-                        _input_1d(d + i * (2 * BLOCK + 2) + 2 * l, 1, s + 4 * i, 1)
-                    for i in range(4):
-                        _input_1d(s + i, 4, v + i * BLOCK + l, 4 * BLOCK)
-                _store_block(v, dst + tx, t.vs, nt)
+                for c in range(g):
+                    _padded_rows(x + (n * t.C + c0 + c) * t.H * t.W, d, 4, 2 * BLOCK + 2, 2 * ty - t.ph,
+                                 2 * tx - t.pw, t.H, t.W)
+                    _input_tiles(d, v + c * 16 * BLOCK, nt)
+                if transposed:
+                    _store_block_transposed(v, V + (r * t.TW + tx) * t.C + c0, t.vs, t.C, nt, g)
+                else:
+                    _store_block(v, V + c0 * q + r * t.TW + tx, t.vs, nt)
+
+
+cdef inline void _input_tiles(const floating* d, floating* v, Py_ssize_t nt) noexcept nogil:
+    """v (16, BLOCK) = B^T d B of the first nt tiles of the rows d (4, 2*BLOCK+2), tile l at column 2l."""
+    cdef Py_ssize_t l, i
+    cdef floating s[16]
+    for l in range(nt):
+        for i in range(4):
+            _input_1d(d + i * (2 * BLOCK + 2) + 2 * l, 1, s + 4 * i, 1)
+        for i in range(4):
+            _input_1d(s + i, 4, v + i * BLOCK + l, 4 * BLOCK)
 
 
 cdef void _transform_outputs(const Tiling* t, const floating* M, const floating* b, floating* out,
@@ -442,7 +541,7 @@ cdef void _forward_band(const Tiling* t, const floating* x, const floating* U, c
     cdef Py_ssize_t count = _band_rows(t, band), q = count * t.TW, k
     cdef floating* V = work
     cdef floating* M = work + 16 * t.vs
-    _transform_inputs(t, x, V, band * t.rows, count)
+    _transform_inputs(t, x, V, band * t.rows, count, False)
     for k in range(16):
         gemm(False, False, <int>t.F, <int>q, <int>t.C, <floating>1, U + k * t.F * t.C, <int>t.C,
              V + k * t.vs, <int>q, <floating>0, M + k * t.ms, <int>q)
@@ -459,11 +558,11 @@ cdef void _backward_band(const Tiling* t, const floating* x, const floating* dou
     cdef Py_ssize_t count = _band_rows(t, band), q = count * t.TW, k
     cdef floating* V = work
     cdef floating* dM = work + 16 * t.vs
-    _transform_inputs(t, x, V, band * t.rows, count)
+    _transform_inputs(t, x, V, band * t.rows, count, True)
     _transform_gradients(t, dout, out, dM, db, band * t.rows, count)
     for k in range(16):
-        gemm(False, True, <int>t.F, <int>t.C, <int>q, <floating>1, dM + k * t.ms, <int>q,
-             V + k * t.vs, <int>q, <floating>1, dU + k * t.F * t.C, <int>t.C)
+        gemm(False, False, <int>t.F, <int>t.C, <int>q, <floating>1, dM + k * t.ms, <int>q,
+             V + k * t.vs, <int>t.C, <floating>1, dU + k * t.F * t.C, <int>t.C)
         if dx != NULL:
             gemm(True, False, <int>t.C, <int>q, <int>t.F, <floating>1, U + k * t.F * t.C, <int>t.C,
                  dM + k * t.ms, <int>q, <floating>0, V + k * t.vs, <int>q)
