@@ -11,6 +11,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import cnnkit
 from cnnkit import fast, reference
 from cnnkit._ext import conv as conv_kernels
+from cnnkit._ext._drivers import workspace
 from cnnkit.fast import _threads
 
 pytestmark = pytest.mark.usefixtures("tiny_grains")
@@ -93,6 +94,7 @@ def test_conv_agrees_with_reference(g, filters, band_size, relu, seed):
     ((1, 3, 1, 2), (1, 1), (3, 3), (4, 0)),  # bands of padding rows only, below and above
     ((2, 3, 7, 6), (5, 3), (1, 1), (2, 1)),  # output as wide as the input: one run per kernel offset
     ((2, 2, 3, 4), (3, 5), (1, 1), (3, 2)),  # as wide, padding rows above and below
+    ((2, 3, 32, 32), (3, 3), (1, 1), (1, 1)),  # rows of 4 or 8 KiB: the buffers' rows get padded
 ])
 @pytest.mark.parametrize("band_size", [600, conv_kernels.BAND_BYTES])
 def test_conv_special_windows(shape, kernel, stride, padding, threads, band_size, dtype, rng):
@@ -139,6 +141,17 @@ def test_conv_cache_keeps_no_columns(rng):
     held = [a for a in cache if isinstance(a, np.ndarray)]
     assert sum(a.nbytes for a in held) == x.nbytes + w.nbytes + b.nbytes
     assert all(any(np.shares_memory(a, given) for given in (x, w, b)) for a in held)
+
+
+@pytest.mark.parametrize("size", [1, 7, 100_003])
+def test_workspace_starts_a_cache_line_and_is_kept(size, dtype):
+    """The kernels' buffers start cache lines (their rows are whole lines apart), and a call reuses them."""
+    buffer = workspace(dtype, size)
+    assert buffer.dtype == dtype and len(buffer) >= size and buffer.ctypes.data % 64 == 0
+    buffer[:] = 0
+    assert workspace(dtype, size) is buffer
+    grown = workspace(dtype, len(buffer) + 1)
+    assert len(grown) > len(buffer) and grown.ctypes.data % 64 == 0
 
 
 def blas_threads():

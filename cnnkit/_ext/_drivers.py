@@ -2,13 +2,16 @@
 
 The workspace: the drivers carve their per-thread buffers out of one array per dtype,
 kept per Python thread between calls. It holds nothing from one call to the next, so the
-drivers share it.
+drivers share it. It starts a cache line: numpy's own alignment (16 bytes) left the rows
+of shape A's buffers straddling lines, and its backward took 5.2 ms in most processes
+against 4.0 aligned; shape B's forward + backward 40 -> 36 ms.
 """
 import threading
 
 import numpy as np
 
 _kept = threading.local()  # per Python thread: one array per dtype
+CACHE_LINE = 64  # bytes
 
 
 def workspace(dtype, size):
@@ -16,9 +19,16 @@ def workspace(dtype, size):
     key = np.dtype(dtype).name
     buffer = getattr(_kept, key, None)
     if buffer is None or len(buffer) < size:
-        buffer = np.empty(max(size, 1), dtype=dtype)
+        buffer = _aligned(max(size, 1), np.dtype(dtype))
         setattr(_kept, key, buffer)
     return buffer
+
+
+def _aligned(size, dtype):
+    """An empty 1-D array of `size` elements of dtype whose first one starts a cache line."""
+    raw = np.empty(size * dtype.itemsize + CACHE_LINE, dtype=np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start:start + size * dtype.itemsize].view(dtype)
 
 
 def expect_shape(shape, expected, name):

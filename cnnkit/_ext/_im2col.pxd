@@ -27,8 +27,8 @@ cdef inline Py_ssize_t end_inside(Py_ssize_t offset, Py_ssize_t stride, Py_ssize
 
 cdef inline void im2col_channel(const floating* plane, floating* rows, Py_ssize_t H, Py_ssize_t W,
                                 int kh, int kw, int sh, int sw, int ph, int pw,
-                                Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """Write the KH*KW rows (each OH*OW long) of one channel plane (H, W)."""
+                                Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t ld) noexcept nogil:
+    """Write the KH*KW rows (each OH*OW long, ld >= OH*OW apart) of one channel plane (H, W)."""
     cdef Py_ssize_t i, j, y0, y1, x0, x1
     cdef floating* dst
     for i in range(kh):
@@ -37,7 +37,7 @@ cdef inline void im2col_channel(const floating* plane, floating* rows, Py_ssize_
         for j in range(kw):
             x0 = first_inside(j - pw, sw, ow)
             x1 = end_inside(j - pw, sw, W, x0, ow)
-            dst = rows + (i * kw + j) * oh * ow
+            dst = rows + (i * kw + j) * ld
             memset(dst, 0, y0 * ow * sizeof(floating))
             if sh == sw == 1 and ow == W and y1 > y0:
                 _copy_shifted(plane + (y0 + i - ph) * W + j - pw, dst + y0 * ow, y1 - y0, W, x0, x1)
@@ -83,8 +83,8 @@ cdef inline void _copy_rows(const floating* plane, floating* dst, Py_ssize_t W, 
 
 cdef inline void col2im_channel(const floating* rows, floating* plane, Py_ssize_t H, Py_ssize_t W,
                                 int kh, int kw, int sh, int sw, int ph, int pw,
-                                Py_ssize_t oh, Py_ssize_t ow, bint rows_writable) noexcept nogil:
-    """Scatter-add the KH*KW rows of one channel into its plane (H, W).
+                                Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t ld, bint rows_writable) noexcept nogil:
+    """Scatter-add the KH*KW rows (ld apart) of one channel into its plane (H, W).
 
     With rows_writable, a stride-1 window with ow == W adds each kernel offset's rows in
     one run, after zeroing its entries that fall in the padding (rows is overwritten there).
@@ -100,11 +100,11 @@ cdef inline void col2im_channel(const floating* rows, floating* plane, Py_ssize_
             x1 = end_inside(j - pw, sw, W, x0, ow)
             n_in = x1 - x0
             if rows_writable and sh == sw == 1 and ow == W and y1 > y0:
-                _add_shifted(<floating*>rows + (i * kw + j) * oh * ow + y0 * ow,
+                _add_shifted(<floating*>rows + (i * kw + j) * ld + y0 * ow,
                              plane + (y0 + i - ph) * W + j - pw, y1 - y0, W, x0, x1)
                 continue
             for y in range(y0, y1):
-                src = rows + (i * kw + j) * oh * ow + y * ow + x0
+                src = rows + (i * kw + j) * ld + y * ow + x0
                 dst = plane + (y * sh + i - ph) * W + x0 * sw + j - pw
                 if sw == 1:
                     for t in range(n_in):

@@ -6,18 +6,24 @@ output rows of one image (Q = R*OW positions), wb = [w.reshape(F, K) | b] of sha
 
 Design:
 1. Bands, not images, are the unit of work. R is chosen so that a band's columns
-   (K+1, Q) fill at most BAND_BYTES (this machine's L2): im2col writes them and the GEMMs
-   read them while they are still in cache. Smaller bands measured no faster in float32
-   and slower in float64 (shape B: 1 row of 32 positions at 256 KiB, 19% more time). Thread t owns one column buffer whose
+   (K+1, Q) and its staged output gradient (F, Q) (see 4.) fill at most BAND_BYTES (this
+   machine's L2): im2col writes them and the GEMMs read them while they are still in
+   cache. Smaller bands measured no faster in float32 and slower in float64 (shape B: 1
+   row of 32 positions at 256 KiB, 19% more time). Thread t owns one column buffer whose
    last row is ones, so wb @ cols adds the bias and dout @ cols.T yields [dw | db] in the
-   same product.
+   same product. Its rows are ld apart, an odd number of cache lines (_row_stride): rows
+   4 KiB apart all fall in one of L1's sets, and shape A's forward product (Q = 1024)
+   ran 30% slower so. The workspace starts a cache line, so every row starts one.
 2. The GEMMs are direct calls to scipy's BLAS (cnnkit/_ext/_blas.pxd), single-threaded
    inside the parallel loop: no GIL, no numpy call. The caller keeps BLAS's own pool at
    one thread meanwhile (cnnkit/fast/_threads.py), so only our OpenMP threads run.
 3. Forward: every band of every image is a work item, dealt out dynamically (the cores
    may be shared; one image alone still keeps every thread busy). out[n][:, band] =
    wb @ cols is written in place with row stride P: NCHW, no transpose copy.
-4. Backward, per band: [dw | db].T += cols @ dout[n][:, band].T (in this orientation
+4. Backward, per band: the band's dout is first copied (staged) into a buffer of the
+   thread's, rows ld apart. Both products then read it from L2: read in place, from
+   memory and with rows P apart, shape A's two products ran 18% slower, copy included.
+   [dw | db].T += cols @ dout[n][:, band].T (in this orientation
    scipy's OpenBLAS ran shape B's product at 86 GFLOP/s on one thread, against 58 for
    [dw | db] += dout[n][:, band] @ cols.T; the transposed sums cost one small pass), then
    the columns are overwritten with w.T @ dout[n][:, band] and col2im adds them into dx[n]
@@ -39,14 +45,14 @@ Design:
 8. A pointwise convolution (1x1 kernel, unit stride, no padding) skips im2col: x[n] seen
    as (C, P) is its own column matrix; plain loops add the bias and sum db.
 9. ReLU fused (conv2d_relu): the forward takes a band's ReLU while it is in cache, the
-   backward reads dout through the output's mask into a band buffer of its own (F, Q).
+   backward stages dout through the output's mask (pointwise, too, stages it then).
    The gradients are those of the unfused pair, bit for bit, without ReLU's own passes.
 """
 import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.limits cimport INT_MAX
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from cnnkit._ext._blas cimport gemm
 from cnnkit._ext._drivers import check_threads, expect_shape, workspace
@@ -54,10 +60,12 @@ from cnnkit._ext._im2col cimport col2im_channel, im2col_channel, output_hw
 
 GRADIENT_GROUPS = 8  # groups of images whose weight gradients are summed apart (see 4.)
 BAND_BYTES = 1 << 20  # largest column buffer of one band (see 1.)
+cdef enum:
+    CACHE_LINE = 64  # bytes
 
 
 cdef struct Conv:
-    Py_ssize_t C, H, W, F, K, OH, OW, P, rows  # rows: output rows per band (R)
+    Py_ssize_t C, H, W, F, K, OH, OW, P, rows, ld  # rows: output rows per band (R); ld: see _row_stride
     int kh, kw, sh, sw, ph, pw
     bint pointwise
 
@@ -75,13 +83,24 @@ cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, i
         raise ValueError(f"C*KH*KW + 1 = {g.K + 1}, OH*OW = {g.P} and F = {g.F} must each fit BLAS's int")
     g.kh, g.kw, g.sh, g.sw, g.ph, g.pw = kh, kw, sh, sw, ph, pw
     g.pointwise = kh == kw == sh == sw == 1 and ph == pw == 0
-    g.rows = g.OH if g.pointwise else max(1, min(g.OH, BAND_BYTES // ((g.K + 1) * g.OW * itemsize)))
+    g.rows = g.OH if g.pointwise else max(1, min(g.OH, BAND_BYTES // ((g.K + 1 + g.F) * g.OW * itemsize)))
+    g.ld = _row_stride(g.rows * g.OW, itemsize)
     return g
 
 
+cdef inline Py_ssize_t _row_stride(Py_ssize_t q, Py_ssize_t itemsize) noexcept nogil:
+    """Elements from one column row to the next: q rounded up to an odd number of cache lines.
+
+    Rows an odd number of lines apart spread over all of L1's sets; rows a power of two
+    apart share a few (shape A's forward product ran 30% slower with rows 8 KiB apart).
+    """
+    cdef Py_ssize_t lines = (q * itemsize + CACHE_LINE - 1) // CACHE_LINE
+    return (lines | 1) * (CACHE_LINE // itemsize)
+
+
 cdef inline Py_ssize_t _band_columns(const Conv* g) noexcept nogil:
-    """Elements of one thread's column buffer: (K+1, R*OW), none when pointwise."""
-    return 0 if g.pointwise else (g.K + 1) * g.rows * g.OW
+    """Elements of one thread's column buffer: K+1 rows of R*OW, ld apart; none when pointwise."""
+    return 0 if g.pointwise else (g.K + 1) * g.ld
 
 
 cdef inline Py_ssize_t _bands(const Conv* g) noexcept nogil:
@@ -96,7 +115,7 @@ cdef inline Py_ssize_t _skipped(const Conv* g, Py_ssize_t y0) noexcept nogil:
 
 cdef void _im2col_band(const Conv* g, const floating* image, floating* cols, Py_ssize_t y0,
                        Py_ssize_t rows) noexcept nogil:
-    """cols (K+1, rows*OW): the patches of output rows [y0, y0+rows) of image (C, H, W), then ones.
+    """cols (K+1, rows*OW), rows ld apart: the patches of output rows [y0, y0+rows) of image (C, H, W), then ones.
 
     The band is a convolution of its own over the input rows from `skip` on, whose top
     padding is what remains above them.
@@ -104,10 +123,10 @@ cdef void _im2col_band(const Conv* g, const floating* image, floating* cols, Py_
     cdef Py_ssize_t c, i, q = rows * g.OW, skip = _skipped(g, y0), plane = g.H * g.W
     cdef int top_padding = <int>(skip - (y0 * g.sh - g.ph))
     for c in range(g.C):
-        im2col_channel(image + c * plane + skip * g.W, cols + c * g.kh * g.kw * q, g.H - skip, g.W,
-                       g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW)
+        im2col_channel(image + c * plane + skip * g.W, cols + c * g.kh * g.kw * g.ld, g.H - skip, g.W,
+                       g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW, g.ld)
     for i in range(q):
-        cols[g.K * q + i] = 1
+        cols[g.K * g.ld + i] = 1
 
 
 cdef void _col2im_band(const Conv* g, floating* cols, floating* image, Py_ssize_t y0,
@@ -119,8 +138,8 @@ cdef void _col2im_band(const Conv* g, floating* cols, floating* image, Py_ssize_
     cdef Py_ssize_t c, q = rows * g.OW, skip = _skipped(g, y0), plane = g.H * g.W
     cdef int top_padding = <int>(skip - (y0 * g.sh - g.ph))
     for c in range(g.C):
-        col2im_channel(cols + c * g.kh * g.kw * q, image + c * plane + skip * g.W, g.H - skip, g.W,
-                       g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW, True)
+        col2im_channel(cols + c * g.kh * g.kw * g.ld, image + c * plane + skip * g.W, g.H - skip, g.W,
+                       g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW, g.ld, True)
 
 
 cdef void _forward_band(const Conv* g, const floating* image, const floating* wb, floating* out,
@@ -138,7 +157,7 @@ cdef void _forward_band(const Conv* g, const floating* image, const floating* wb
     else:
         _im2col_band(g, image, cols, y0, rows)
         gemm(False, False, <int>g.F, <int>q, <int>(g.K + 1), <floating>1, wb, <int>(g.K + 1),
-             cols, <int>q, <floating>0, out, <int>g.P)
+             cols, <int>g.ld, <floating>0, out, <int>g.P)
     if relu:  # the fast ReLU's formula: NaN and -0.0 stay
         for f in range(g.F):
             for p in range(q):
@@ -146,37 +165,41 @@ cdef void _forward_band(const Conv* g, const floating* image, const floating* wb
                 out[f * g.P + p] = 0 if value < 0 else value
 
 
-cdef void _masked(const floating* dout, const floating* out, floating* masked, Py_ssize_t rows, Py_ssize_t q,
-                  Py_ssize_t stride) noexcept nogil:
-    """masked (rows, q) = dout where out > 0, else 0; dout and out have rows `stride` apart.
+cdef void _stage(const floating* dout, const floating* out, floating* staged, Py_ssize_t rows, Py_ssize_t q,
+                 Py_ssize_t stride, Py_ssize_t ld) noexcept nogil:
+    """staged (rows, q), rows ld apart = dout, or, with out not NULL, dout where out > 0, else 0;
+    dout and out have rows `stride` apart.
 
-    Both are read unconditionally, so the loop has no branch and GCC vectorises it (a
+    Both are read unconditionally, so the masking loop has no branch and GCC vectorises it (a
     conditional read of dout made it branch on every entry: shape A's backward took 2.5x as long).
     """
     cdef Py_ssize_t f, p
     cdef floating value
     for f in range(rows):
+        if out == NULL:
+            memcpy(staged + f * ld, dout + f * stride, q * sizeof(floating))
+            continue
         for p in range(q):
             value = dout[f * stride + p]
-            masked[f * q + p] = value if out[f * stride + p] > 0 else 0
+            staged[f * ld + p] = value if out[f * stride + p] > 0 else 0
 
 
 cdef void _backward_band(const Conv* g, const floating* image, const floating* wb, const floating* dout,
-                         const floating* out, floating* dx, floating* dwb_t, floating* cols, floating* masked,
+                         const floating* out, floating* dx, floating* dwb_t, floating* cols, floating* staged,
                          Py_ssize_t y0) noexcept nogil:
     """dwb_t (K+1, F) += this band's [dw | db].T; its share of dx (C, H, W) written (pointwise) or added,
     unless dx is NULL.
 
-    With out (F, P) not NULL (the fused ReLU's output), the band's dout counts where out > 0
-    only: masked (F, Q) holds that.
+    Unless pointwise without ReLU, the products read the band's dout from staged (F, Q), rows
+    ld apart (see 4.); with out (F, P) not NULL (the fused ReLU's output), it counts where out > 0 only.
     """
     cdef Py_ssize_t rows = min(g.rows, g.OH - y0), q = rows * g.OW, f, p
     cdef int ld = <int>g.P
     cdef double total
     dout += y0 * g.OW
-    if out != NULL:
-        _masked(dout, out + y0 * g.OW, masked, g.F, q, g.P)
-        dout, ld = masked, <int>q
+    if out != NULL or not g.pointwise:
+        _stage(dout, out + y0 * g.OW if out != NULL else NULL, staged, g.F, q, g.P, g.ld)
+        dout, ld = staged, <int>g.ld
     if g.pointwise:
         image = image + y0 * g.OW
         gemm(False, True, <int>g.K, <int>g.F, <int>q, <floating>1, image, <int>g.P, dout, ld,
@@ -191,11 +214,11 @@ cdef void _backward_band(const Conv* g, const floating* image, const floating* w
                  <floating>0, dx + y0 * g.OW, <int>g.P)
     else:
         _im2col_band(g, image, cols, y0, rows)
-        gemm(False, True, <int>(g.K + 1), <int>g.F, <int>q, <floating>1, cols, <int>q, dout, ld,
+        gemm(False, True, <int>(g.K + 1), <int>g.F, <int>q, <floating>1, cols, <int>g.ld, dout, ld,
              <floating>1, dwb_t, <int>g.F)
         if dx != NULL:
             gemm(True, False, <int>g.K, <int>q, <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, ld,
-                 <floating>0, cols, <int>q)
+                 <floating>0, cols, <int>g.ld)
             _col2im_band(g, cols, dx, y0, rows)
 
 
@@ -249,7 +272,7 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
         expect_shape(tuple(out.shape)[:3], tuple(dout.shape)[:3], "out")
     cdef bint relu = out is not None and out.size > 0, input_grad = dx is not None
     cdef Py_ssize_t N = x.shape[0], groups = min(N, GRADIENT_GROUPS)
-    cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.rows * g.OW if relu else 0)
+    cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if relu or not g.pointwise else 0)
     cdef Py_ssize_t sums = g.F * (g.K + 1), bands = _bands(&g), group, n, band, f
     cdef floating[::1] work = workspace(np.asarray(dwb).dtype, n_threads * size + groups * sums)
     cdef floating* group_sums = &work[0] + n_threads * size

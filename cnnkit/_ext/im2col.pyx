@@ -36,7 +36,7 @@ def im2col_into(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
     cdef Py_ssize_t rows = kh * kw, OH = oh, OW = ow
     for q in prange(x.shape[0] * C, nogil=True, schedule="dynamic", num_threads=n_threads):
         im2col_channel(&x[q // C, q % C, 0, 0], &cols[q // C, (q % C) * rows, 0],
-                       H, W, kh, kw, sh, sw, ph, pw, OH, OW)
+                       H, W, kh, kw, sh, sw, ph, pw, OH, OW, OH * OW)
 
 
 def col2im_into(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
@@ -48,4 +48,4 @@ def col2im_into(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
     for q in prange(x.shape[0] * C, nogil=True, schedule="dynamic", num_threads=n_threads):
         memset(&x[q // C, q % C, 0, 0], 0, H * W * sizeof(floating))
         col2im_channel(&cols[q // C, (q % C) * rows, 0], &x[q // C, q % C, 0, 0],
-                       H, W, kh, kw, sh, sw, ph, pw, OH, OW, False)
+                       H, W, kh, kw, sh, sw, ph, pw, OH, OW, OH * OW, False)
