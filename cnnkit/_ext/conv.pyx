@@ -59,7 +59,7 @@ from cnnkit._ext._drivers import check_threads, expect_shape, workspace
 from cnnkit._ext._im2col cimport col2im_channel, im2col_channel, output_hw
 
 GRADIENT_GROUPS = 8  # groups of images whose weight gradients are summed apart (see 4.)
-BAND_BYTES = 1 << 20  # largest column buffer of one band (see 1.)
+BAND_BYTES = 1 << 20  # largest columns + staged dout of one band (see 1.)
 cdef enum:
     CACHE_LINE = 64  # bytes
 
