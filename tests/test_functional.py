@@ -92,4 +92,3 @@ def test_ops_without_weights_have_no_input_grad_option(rng):
     out, cache = F.relu_forward(rng.standard_normal((2, 3)))
     with pytest.raises(TypeError, match="input_grad"):
         F.relu_backward(out, cache, input_grad=False)
-

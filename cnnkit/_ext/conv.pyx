@@ -190,14 +190,14 @@ cdef void _backward_band(const Conv* g, const floating* image, const floating* w
     """dwb_t (K+1, F) += this band's [dw | db].T; its share of dx (C, H, W) written (pointwise) or added,
     unless dx is NULL.
 
-    Unless pointwise without ReLU, the products read the band's dout from staged (F, Q), rows
-    ld apart (see 4.); with out (F, P) not NULL (the fused ReLU's output), it counts where out > 0 only.
+    Unless staged is NULL (pointwise without ReLU), the products read the band's dout from staged
+    (F, Q), rows ld apart (see 4.); with out (F, P) not NULL (the fused ReLU's output), it counts where out > 0 only.
     """
     cdef Py_ssize_t rows = min(g.rows, g.OH - y0), q = rows * g.OW, f, p
     cdef int ld = <int>g.P
     cdef double total
     dout += y0 * g.OW
-    if out != NULL or not g.pointwise:
+    if staged != NULL:
         _stage(dout, out + y0 * g.OW if out != NULL else NULL, staged, g.F, q, g.P, g.ld)
         dout, ld = staged, <int>g.ld
     if g.pointwise:
@@ -270,9 +270,9 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
     check_threads(n_threads)
     if out is not None:
         expect_shape(tuple(out.shape)[:3], tuple(dout.shape)[:3], "out")
-    cdef bint relu = out is not None and out.size > 0, input_grad = dx is not None
+    cdef bint relu = out is not None and out.size > 0, input_grad = dx is not None, staging = relu or not g.pointwise
     cdef Py_ssize_t N = x.shape[0], groups = min(N, GRADIENT_GROUPS)
-    cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if relu or not g.pointwise else 0)
+    cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if staging else 0)
     cdef Py_ssize_t sums = g.F * (g.K + 1), bands = _bands(&g), group, n, band, f
     cdef floating[::1] work = workspace(np.asarray(dwb).dtype, n_threads * size + groups * sums)
     cdef floating* group_sums = &work[0] + n_threads * size
@@ -286,6 +286,6 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
             for band in range(bands):
                 _backward_band(&g, &x[n, 0, 0, 0], &wb[0, 0], &dout[n, 0, 0], &out[n, 0, 0] if relu else NULL,
                                &dx[n, 0, 0, 0] if input_grad else NULL, group_sums + group * sums, cols,
-                               cols + _band_columns(&g), band * g.rows)
+                               cols + _band_columns(&g) if staging else NULL, band * g.rows)
     for f in range(g.F):  # a small pass: not worth waking the threads again
         _add_groups(&dwb[f, 0], group_sums + f, groups, sums, g.K + 1)
