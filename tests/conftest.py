@@ -1,22 +1,8 @@
-"""Shared fixtures: dtype, rng, backend, the tolerance each dtype allows, and Python in a process of its own."""
-import subprocess
-import sys
-import tempfile
-
+"""Shared fixtures: dtype, rng, backend, thread grains and Winograd for small inputs; helpers live in helpers.py."""
 import numpy as np
 import pytest
 
 import cnnkit
-
-TOLERANCE = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
-
-
-def run_python(code, *args, env=None, check=True):
-    """`python -c code args` in an empty folder, so that it imports the installed cnnkit, not the
-    checkout's source tree (which has no compiled kernels under CI's non-editable install)."""
-    with tempfile.TemporaryDirectory() as folder:
-        return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
-                              check=check, cwd=folder)
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import run_python
+from helpers import run_python
 
 import cnnkit
 from cnnkit.datasets import load_builtin

@@ -3,7 +3,7 @@ import contextlib
 
 import numpy as np
 import pytest
-from conftest import TOLERANCE
+from helpers import TOLERANCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_info, threadpool_limits

@@ -4,7 +4,7 @@ import sys
 import warnings
 
 import pytest
-from conftest import run_python
+from helpers import run_python
 
 import cnnkit
 from cnnkit import _backend

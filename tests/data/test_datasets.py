@@ -1,18 +1,15 @@
 """Loaders on small files written in each official format, and on ../shared/data when present."""
 import gzip
-import os
 import pickle
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DATA_DIR
 
 from cnnkit.datasets import DatasetError, load_cifar10, load_dataset, load_fashion_mnist, load_mnist
 from cnnkit.datasets._formats import read_cifar_batch, read_idx
 from cnnkit.datasets.files import CIFAR_FOLDER, IDX_FILES
-
-DATA_DIR = Path(os.environ.get("CNNKIT_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def idx_bytes(array):

@@ -1,10 +1,10 @@
 """The README's Python tour runs as written (when the README is at hand, as in a checkout)."""
 import re
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = ROOT / "README.md"
 
 
 def python_blocks():

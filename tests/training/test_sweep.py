@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import run_python
+from helpers import run_python
 
 from cnnkit import cli
 from cnnkit.models import load

@@ -1,7 +1,7 @@
 """The fast max/avg pooling agrees with the reference: ties, overlapping windows, padding, NaN."""
 import numpy as np
 import pytest
-from conftest import TOLERANCE
+from helpers import TOLERANCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_fast_conv import windows

@@ -1,7 +1,7 @@
 """Every functional op: gradients, dtypes, non-contiguous input, and the backward's checks."""
 import numpy as np
 import pytest
-from conftest import TOLERANCE
+from helpers import TOLERANCE
 from op_cases import CASES
 
 from cnnkit import functional as F

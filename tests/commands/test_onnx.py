@@ -1,10 +1,7 @@
 """cnnkit.onnx.export and `cnnkit export`: onnx.checker passes and onnxruntime gives cnnkit's scores."""
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
-from conftest import run_python
+from helpers import DATA_DIR, run_python
 
 from cnnkit import layers as nn
 from cnnkit.cli import main
@@ -17,7 +14,6 @@ ort = pytest.importorskip("onnxruntime")
 from cnnkit.onnx import OPSET, export  # noqa: E402  (needs onnx)
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)  # float32
-DATA_DIR = Path(os.environ.get("CNNKIT_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def run_onnx(path, images):

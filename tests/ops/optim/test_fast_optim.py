@@ -2,7 +2,7 @@
 w and dw, edge values; its moments are updated in place; bad arguments get clear errors."""
 import numpy as np
 import pytest
-from conftest import TOLERANCE
+from helpers import TOLERANCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

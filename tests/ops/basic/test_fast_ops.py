@@ -7,7 +7,7 @@ both backends.
 """
 import numpy as np
 import pytest
-from conftest import TOLERANCE
+from helpers import TOLERANCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

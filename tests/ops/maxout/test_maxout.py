@@ -1,7 +1,7 @@
 """Maxout: the reference and fast op pairs, the functional checks, the layer and a model built on it."""
 import numpy as np
 import pytest
-from conftest import TOLERANCE
+from helpers import TOLERANCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
