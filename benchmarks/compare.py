@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from cnnkit import bench
-from cnnkit._backend import prefer_short_spin
+from cnnkit._runtime import prefer_short_spin
 
 if __name__ == "__main__":
     prefer_short_spin()  # as the `cnnkit` command does

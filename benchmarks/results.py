@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import cnnkit
-from cnnkit._backend import prefer_short_spin
+from cnnkit._runtime import prefer_short_spin
 from cnnkit.models import FullyConnectedNet, KNearestNeighbor, TwoLayerNet
 from cnnkit.models.classifiers import LinearSVM, Softmax
 from cnnkit.recipes import RECIPES, architecture, build_model, describe_recipe, make_trainer, training_data

@@ -1,7 +1,7 @@
 """show_config(): what cnnkit runs on here."""
 from threadpoolctl import threadpool_info
 
-from cnnkit import _backend
+from cnnkit import _backend, _runtime
 
 
 def config():
@@ -20,8 +20,8 @@ def config():
         "numpy": np.__version__,
         "backends available": ", ".join(_backend.available_backends()),
         "backend active": _backend.get_backend(),
-        "openmp": "yes" if _backend.openmp_enabled() else "no",
-        "kernel threads": _backend.get_num_threads(),
+        "openmp": "yes" if _runtime.openmp_enabled() else "no",
+        "kernel threads": _runtime.get_num_threads(),
         "winograd kernels": _winograd_build(),
         "blas": blas,
     }

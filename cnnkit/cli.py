@@ -9,7 +9,7 @@ import importlib
 import sys
 
 from cnnkit import __version__
-from cnnkit._backend import prefer_short_spin
+from cnnkit._runtime import prefer_short_spin
 from cnnkit.commands import COMMANDS
 
 ERRORS = (OSError, ValueError, ImportError, ArithmeticError)  # what a user's input or machine can cause

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import cnnkit
+from cnnkit import _runtime
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
@@ -44,7 +45,7 @@ def winograd_everywhere(monkeypatch):
 @pytest.fixture(autouse=True)
 def _restore_backend_and_threads():
     """Each test starts and ends with the same backend and thread settings."""
-    name, threads = cnnkit.get_backend(), cnnkit._backend._num_threads
+    name, threads = cnnkit.get_backend(), _runtime._num_threads
     yield
     cnnkit.set_backend(name)
     cnnkit.set_num_threads(threads)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import cnnkit
-from cnnkit._backend import user_environment
+from cnnkit._runtime import user_environment
 from cnnkit.bench import report
 from cnnkit.bench.cases import ROWS, Conv, Net, agrees
 from cnnkit.bench.worker import WARMUP, case, run_job, run_python

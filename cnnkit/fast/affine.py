@@ -2,7 +2,7 @@
 cnnkit.reference.affine.
 
 The kernel threads each take a block of rows and call BLAS single-threaded without the GIL
-while BLAS's own pool is held at one thread (cnnkit/fast/_threads.py). The cache is (x as (N, D), w,
+while BLAS's own pool is held at one thread (cnnkit/_runtime.py). The cache is (x as (N, D), w,
 x's shape): the caller's own arrays when C-contiguous.
 """
 import math
@@ -10,8 +10,9 @@ import math
 import numpy as np
 
 from cnnkit._ext import affine as _kernels
+from cnnkit._runtime import single_threaded_blas
 from cnnkit.fast._checks import float_arrays, gradient
-from cnnkit.fast._threads import CONV_GRAIN, kernel_threads, single_threaded_blas
+from cnnkit.fast._threads import CONV_GRAIN, kernel_threads
 
 
 def affine_forward(x, w, b):

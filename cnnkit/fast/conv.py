@@ -30,8 +30,9 @@ import numpy as np
 
 from cnnkit._ext import conv as _kernels
 from cnnkit._ext import winograd as _winograd_kernels
+from cnnkit._runtime import single_threaded_blas
 from cnnkit.fast._checks import float_arrays, gradient, window
-from cnnkit.fast._threads import CONV_GRAIN, kernel_threads, single_threaded_blas
+from cnnkit.fast._threads import CONV_GRAIN, kernel_threads
 
 if _winograd_kernels.cpu_has_avx2():  # the same drivers built for AVX2 (not built off x86-64): same bits, faster
     with contextlib.suppress(ImportError):

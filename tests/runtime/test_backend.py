@@ -7,12 +7,12 @@ import pytest
 from helpers import run_python
 
 import cnnkit
-from cnnkit import _backend
+from cnnkit import _backend, _runtime
 
 
 def test_fast_is_built_here():
     assert cnnkit.available_backends() == ("fast", "reference")
-    assert _backend.openmp_enabled()
+    assert _runtime.openmp_enabled()
 
 
 def test_set_and_get_backend():
@@ -113,27 +113,27 @@ def test_show_config(capsys):
 
 @pytest.fixture
 def no_wait_choice(monkeypatch):
-    for key in (*_backend.WAIT_SETTINGS, _backend.WAIT_CHOICE_MARK):
+    for key in (*_runtime.WAIT_SETTINGS, _runtime.WAIT_CHOICE_MARK):
         monkeypatch.delenv(key, raising=False)
 
 
 def test_short_spin_is_cnnkits_choice_only(no_wait_choice):
-    _backend.prefer_short_spin()
+    _runtime.prefer_short_spin()
     assert os.environ["GOMP_SPINCOUNT"] == "100000" and os.environ["KMP_BLOCKTIME"] == "1"
     assert "OMP_WAIT_POLICY" not in os.environ
-    theirs = _backend.user_environment(os.environ)
-    assert not {"GOMP_SPINCOUNT", "KMP_BLOCKTIME", _backend.WAIT_CHOICE_MARK} & set(theirs)
+    theirs = _runtime.user_environment(os.environ)
+    assert not {"GOMP_SPINCOUNT", "KMP_BLOCKTIME", _runtime.WAIT_CHOICE_MARK} & set(theirs)
 
 
 @pytest.mark.parametrize("key, value", [("OMP_WAIT_POLICY", "passive"), ("GOMP_SPINCOUNT", "0"),
                                         ("KMP_BLOCKTIME", "200")])
 def test_users_wait_choice_is_kept(no_wait_choice, monkeypatch, key, value):
     monkeypatch.setenv(key, value)
-    _backend.prefer_short_spin()
-    assert _backend.WAIT_CHOICE_MARK not in os.environ
-    assert {k: os.environ.get(k) for k in _backend.WAIT_SETTINGS} == {
-        k: value if k == key else None for k in _backend.WAIT_SETTINGS}
-    assert _backend.user_environment(os.environ)[key] == value
+    _runtime.prefer_short_spin()
+    assert _runtime.WAIT_CHOICE_MARK not in os.environ
+    assert {k: os.environ.get(k) for k in _runtime.WAIT_SETTINGS} == {
+        k: value if k == key else None for k in _runtime.WAIT_SETTINGS}
+    assert _runtime.user_environment(os.environ)[key] == value
 
 
 def test_kernel_runtime_holds_blas_at_one_thread_on_fast_only():

@@ -2,7 +2,7 @@
 
 Threads started by the tests run on the fast backend's kernels, so the training and
 prediction tests exercise OpenMP teams started from several Python threads at once and
-the process-wide BLAS scope (cnnkit.fast._threads) they share.
+the process-wide BLAS scope (cnnkit._runtime) they share.
 """
 import os
 import threading
