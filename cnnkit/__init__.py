@@ -2,12 +2,11 @@
 
 Readable numpy reference ops, fast Cython kernels chosen at run time, one Trainer.
 """
-__version__ = "0.1.0"
-
 from cnnkit import errors, functional, gradcheck, layers, models, optim
 from cnnkit._backend import available_backends, get_backend, set_backend, use_backend
 from cnnkit._info import show_config
 from cnnkit._runtime import get_num_threads, set_num_threads
+from cnnkit._version import __version__
 from cnnkit.errors import CheckpointError, DatasetError, FileFormatError, ModelFileError
 from cnnkit.trainer import Trainer
 

@@ -1,15 +1,13 @@
 """show_config(): what cnnkit runs on here."""
+import numpy as np
 from threadpoolctl import threadpool_info
 
 from cnnkit import _backend, _runtime
+from cnnkit._version import __version__
 
 
 def config():
     """Dict describing version, backends, OpenMP, kernel threads, the Winograd build and the BLAS in use."""
-    import numpy as np
-
-    from cnnkit import __version__
-
     blas = [
         {"library": p.get("internal_api"), "version": p.get("version"), "threads": p.get("num_threads"),
          "path": p.get("filepath")}

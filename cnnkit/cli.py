@@ -8,8 +8,11 @@ import contextlib
 import importlib
 import sys
 
-from cnnkit import __version__
+from threadpoolctl import threadpool_limits
+
+import cnnkit
 from cnnkit._runtime import prefer_short_spin
+from cnnkit._version import __version__
 from cnnkit.commands import COMMANDS
 
 ERRORS = (OSError, ValueError, ImportError, ArithmeticError)  # what a user's input or machine can cause
@@ -28,10 +31,6 @@ def build_parser():
 @contextlib.contextmanager
 def _runtime(args):
     """Apply --backend and --threads (kernels' OpenMP threads and BLAS threads) for the command."""
-    from threadpoolctl import threadpool_limits
-
-    import cnnkit
-
     if getattr(args, "backend", None):
         cnnkit.set_backend(args.backend)
     threads = getattr(args, "threads", None)

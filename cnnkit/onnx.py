@@ -16,9 +16,9 @@ try:
 except ImportError as error:
     raise ImportError('cnnkit.onnx needs the onnx package: pip install "cnnkit[onnx]"') from error
 
-from cnnkit import __version__
 from cnnkit import layers as nn
 from cnnkit._files import atomic_write
+from cnnkit._version import __version__
 from cnnkit.models import Network
 
 OPSET = 17

@@ -5,12 +5,14 @@ Every picture is a PNG written atomically (see save_figure).
 import math
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from cnnkit._files import atomic_write
 
 
 def plot_history(history, path):
     """PNG with the loss per update and the training/validation accuracy per epoch."""
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(10, 4), layout="constrained")
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     per_epoch = history["updates_per_epoch"]
@@ -32,8 +34,6 @@ def plot_history(history, path):
 
 def save_figure(figure, path, dpi=100):
     """Write a matplotlib Figure to path as PNG, atomically (a reader never sees half a file)."""
-    from cnnkit._files import atomic_write
-
     with atomic_write(path) as file:
         figure.savefig(file, format="png", dpi=dpi)
 
@@ -57,8 +57,6 @@ def plot_image_grid(images, path, labels=None, title=None, max_images=64):
     -------
     matplotlib.figure.Figure
     """
-    from matplotlib.figure import Figure
-
     images = np.asarray(images, dtype=np.float64)
     if images.ndim != 4 or not images.size:
         raise ValueError(f"expected images of shape (K, C, H, W), got {images.shape}")
@@ -160,8 +158,6 @@ def plot_confusion(matrix, classes, path):
     -------
     matplotlib.figure.Figure
     """
-    from matplotlib.figure import Figure
-
     matrix = np.asarray(matrix)
     size = len(classes)
     if matrix.shape != (size, size):
@@ -193,9 +189,6 @@ def plot_sweep(rows, log_scaled, path):
     trials have no accuracy and are counted in the title. With no hyperparameter sampled,
     the one panel is against the trial number.
     """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
-
     names = list(log_scaled) or ["number"]
     scored = [row for row in rows if row["val_accuracy"] is not None]
     complete = [row for row in scored if row["state"] == "complete"]

@@ -7,9 +7,9 @@ import numpy as np
 from tqdm import tqdm
 
 from cnnkit._backend import kernel_runtime
+from cnnkit._npz import assign_arrays, prefixed, read_npz, unprefixed, write_npz
 from cnnkit._validation import check_real
 from cnnkit.errors import CheckpointError
-from cnnkit.models.io import assign_arrays, prefixed, read_npz, unprefixed, write_npz
 from cnnkit.optim import get_update_rule
 
 CHECKPOINT_FORMAT = "cnnkit-checkpoint"

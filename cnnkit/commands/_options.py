@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.errors import ModelFileError
+from cnnkit.models import load
 
 
 def _number(kind, minimum, strict):
@@ -49,8 +50,6 @@ def load_trained(path, require_info=True):
     Without MODEL.json, info is None when require_info is False, else FileNotFoundError.
     A damaged MODEL.npz or MODEL.json raises ModelFileError (a ValueError) naming it.
     """
-    from cnnkit.models import load
-
     path = Path(path)
     info_path = path.with_suffix(".json")
     if not path.is_file():

@@ -1,4 +1,5 @@
 """`cnnkit info`: version, backends, threads and BLAS."""
+from cnnkit import show_config
 
 
 def add_parser(commands):
@@ -7,7 +8,5 @@ def add_parser(commands):
 
 
 def run(args):
-    from cnnkit import show_config
-
     show_config()
     return 0

@@ -12,6 +12,7 @@ import numpy as np
 from cnnkit import functional
 from cnnkit._validation import check_real
 from cnnkit.models.network import weight_penalty
+from cnnkit.trainer import Trainer
 
 __all__ = ["CrossValidation", "KNearestNeighbor", "LinearClassifier", "LinearSVM", "Softmax", "cross_validate_k"]
 
@@ -410,8 +411,6 @@ class LinearClassifier(_Classifier):
         self, with loss_history (one per update), train_acc_history and
         val_acc_history (one per epoch)
         """
-        from cnnkit.trainer import Trainer  # here, not on top: cnnkit.trainer imports cnnkit.models
-
         if reg is not None:
             self.reg = reg
         if l1 is not None:

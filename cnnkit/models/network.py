@@ -12,9 +12,9 @@ import numpy as np
 
 from cnnkit import functional as F
 from cnnkit import layers as nn
+from cnnkit._npz import assign_arrays, prefixed, read_npz, unprefixed, write_npz
 from cnnkit._validation import check_real
 from cnnkit.errors import ModelFileError
-from cnnkit.models.io import assign_arrays, prefixed, read_npz, unprefixed, write_npz
 
 MODEL_FORMAT = "cnnkit-model"
 LOSSES = {"softmax": F.softmax_loss, "svm": F.svm_loss}
