@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import cnnkit
-from cnnkit import fast, reference
+from cnnkit import _runtime, fast, reference
 from cnnkit._ext import conv as conv_kernels
 from cnnkit._ext._drivers import workspace
 from cnnkit.fast import _threads
@@ -165,7 +165,7 @@ def blas_threads():
 def test_conv_threads_with_blas_on_one_thread(work, kernel_threads, monkeypatch):
     monkeypatch.setattr(_threads, "CONV_GRAIN", 100)
     cnnkit.set_num_threads(2)
-    with _threads.single_threaded_blas():
+    with _runtime.single_threaded_blas():
         assert _threads.kernel_threads(work, _threads.CONV_GRAIN) == kernel_threads
         assert set(blas_threads()) == {1}
 
@@ -174,8 +174,8 @@ def test_single_threaded_blas_nests_and_restores():
     """Every BLAS library (numpy's and scipy's) at one thread until the outermost scope closes."""
     with threadpool_limits(limits=2, user_api="blas"):
         assert len(blas_threads()) >= 2 and set(blas_threads()) == {2}
-        with _threads.single_threaded_blas():
-            with _threads.single_threaded_blas():
+        with _runtime.single_threaded_blas():
+            with _runtime.single_threaded_blas():
                 assert set(blas_threads()) == {1}
             assert set(blas_threads()) == {1}
         assert set(blas_threads()) == {2}
