@@ -29,7 +29,7 @@ def atomic_write(path):
         raise
 
 
-def write_atomic(path, data):
+def replace_file(path, data):
     """Replace the file at path with `data` (bytes, or str written as UTF-8), atomically."""
     with atomic_write(path) as file:
         file.write(data.encode() if isinstance(data, str) else data)

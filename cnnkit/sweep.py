@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit._files import write_atomic
+from cnnkit._files import replace_file
 
 INSTALL_HINT = 'cnnkit sweep needs Dask distributed and Optuna: pip install "cnnkit[sweep]"'
 SAMPLERS = ("random", "tpe")
@@ -331,7 +331,7 @@ class Sweep:
         checkpoints = self.out / CHECKPOINTS
         if result["state"] == "complete" and _improves(study, result["val_accuracy"]):
             checkpoints.mkdir(exist_ok=True)
-            write_atomic(checkpoints / f"trial-{trial.number}.npz", result["checkpoint"])
+            replace_file(checkpoints / f"trial-{trial.number}.npz", result["checkpoint"])
         states = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
         study.tell(trial, result["val_accuracy"] if result["state"] == "complete" else None,
                    state=states[result["state"]])
@@ -359,7 +359,7 @@ class Sweep:
         writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        write_atomic(self.out / "trials.csv", text.getvalue().encode())
+        replace_file(self.out / "trials.csv", text.getvalue().encode())
 
     def _write_results(self, study, rows):
         """trials.csv, sweep.png and best/; prints the best trial."""
@@ -383,7 +383,7 @@ class Sweep:
 
         best = self.out / "best"
         best.mkdir(exist_ok=True)
-        write_atomic(best / "checkpoint.npz", checkpoint.read_bytes())
+        replace_file(best / "checkpoint.npz", checkpoint.read_bytes())
         model, trainer, data, info = setup(self.options(trial.params), resume=best / "checkpoint.npz", verbose=False)
         trainer.train()  # no epochs left: restores the best epoch's parameters
         info["test_accuracy"] = float(np.mean(model.predict(data["X_test"]) == data["y_test"]))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit._files import write_atomic
+from cnnkit._files import replace_file
 from cnnkit.commands._options import (
     NON_NEGATIVE_FLOAT,
     NON_NEGATIVE_INT,
@@ -160,10 +160,10 @@ def write_outputs(out, model, trainer, info):
     from cnnkit.plots import plot_history, plot_learned
 
     model.save(out / "model.npz")
-    write_atomic(out / "model.json", json.dumps(info, indent=2) + "\n")
+    replace_file(out / "model.json", json.dumps(info, indent=2) + "\n")
     history = {"loss": trainer.loss_history, "train_accuracy": trainer.train_acc_history,
                "val_accuracy": trainer.val_acc_history, "test_accuracy": info["test_accuracy"],
                "updates_per_epoch": trainer.iteration // trainer.epoch}
-    write_atomic(out / "history.json", json.dumps(history) + "\n")
+    replace_file(out / "history.json", json.dumps(history) + "\n")
     plot_history(history, out / "curves.png")
     plot_learned(model, out / "filters.png", info["image_shape"], info["classes"])

@@ -8,7 +8,7 @@ import numpy as np
 from cnnkit._validation import check_float, check_ndim, output_size, window_args
 
 
-def float_arrays(arrays, names, layouts):
+def checked_float_arrays(arrays, names, layouts):
     """C-contiguous versions of `arrays` after checking one float dtype and the ndim of each layout.
 
     A layout is written like "(N, C, H, W)" or "(F,)"; its number of axes is the ndim expected.
@@ -19,7 +19,7 @@ def float_arrays(arrays, names, layouts):
     return [np.ascontiguousarray(a) for a in arrays]
 
 
-def window(x_shape, kernel_size, stride, padding):
+def checked_window(x_shape, kernel_size, stride, padding):
     """(kernel, stride, padding, (OH, OW)) for an (N, C, H, W) input; ValueError if nothing fits."""
     kernel, stride, padding = window_args(kernel_size, stride, padding)
     out_hw = tuple(output_size(x_shape[2 + d], kernel[d], stride[d], padding[d]) for d in range(2))
@@ -32,7 +32,7 @@ def check_shape(array, expected, name):
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {array.shape}")
 
 
-def gradient(dout, dtype, shape):
+def checked_gradient(dout, dtype, shape):
     """C-contiguous dout after checking it has the forward pass's dtype and output shape."""
     dout = np.asarray(dout)
     if dout.dtype != dtype:

@@ -10,7 +10,7 @@ import numpy as np
 
 from cnnkit._ext import activations as _kernels
 from cnnkit._ext.activations import Activation
-from cnnkit.fast._checks import gradient
+from cnnkit.fast._checks import checked_gradient
 from cnnkit.fast._elementwise import contiguous_float, element_threads
 
 _NEEDS_INPUT = (Activation.LEAKY_RELU, Activation.ELU)
@@ -33,7 +33,7 @@ def _forward(kind, x, param=0.0):
 
 def _backward(dout, cache):
     kind, saved, out, param = cache
-    dout = gradient(dout, out.dtype, out.shape)
+    dout = checked_gradient(dout, out.dtype, out.shape)
     dx = np.empty_like(out)
     _kernels.activation_backward(kind, dout.reshape(-1), saved.reshape(-1), out.reshape(-1), dx.reshape(-1),
                                  param, element_threads(dx.size))

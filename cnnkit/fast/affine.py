@@ -11,7 +11,7 @@ import numpy as np
 
 from cnnkit._ext import affine as _kernels
 from cnnkit._runtime import single_threaded_blas
-from cnnkit.fast._checks import float_arrays, gradient
+from cnnkit.fast._checks import checked_float_arrays, checked_gradient
 from cnnkit.fast._threads import CONV_GRAIN, kernel_threads
 
 
@@ -20,7 +20,7 @@ def affine_forward(x, w, b):
     x = np.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"x must be at least 2-D (N, d1, ..., dk), got shape {x.shape}")
-    rows, w, b = float_arrays([x.reshape(len(x), math.prod(x.shape[1:])), w, b], ["x", "w", "b"],
+    rows, w, b = checked_float_arrays([x.reshape(len(x), math.prod(x.shape[1:])), w, b], ["x", "w", "b"],
                               ["(N, D)", "(D, M)", "(M,)"])
     out = np.empty((len(rows), w.shape[1]), dtype=rows.dtype)
     with single_threaded_blas():
@@ -33,7 +33,7 @@ def affine_backward(dout, cache, input_grad=True):
     computed, when input_grad is False.
     """
     rows, w, x_shape = cache
-    dout = gradient(dout, rows.dtype, (len(rows), w.shape[1]))
+    dout = checked_gradient(dout, rows.dtype, (len(rows), w.shape[1]))
     dx = np.empty_like(rows) if input_grad else None
     dw, db = np.empty_like(w), np.empty(w.shape[1], dtype=w.dtype)
     with single_threaded_blas():

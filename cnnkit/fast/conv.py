@@ -31,7 +31,7 @@ import numpy as np
 from cnnkit._ext import conv as _kernels
 from cnnkit._ext import winograd as _winograd_kernels
 from cnnkit._runtime import single_threaded_blas
-from cnnkit.fast._checks import float_arrays, gradient, window
+from cnnkit.fast._checks import checked_float_arrays, checked_gradient, checked_window
 from cnnkit.fast._threads import CONV_GRAIN, kernel_threads
 
 if _winograd_kernels.cpu_has_avx2():  # the same drivers built for AVX2 (not built off x86-64): same bits, faster
@@ -72,11 +72,11 @@ def conv2d_relu_backward(dout, cache, input_grad=True):
 
 
 def _forward(x, w, b, stride, padding, relu):
-    x, w, b = float_arrays([x, w, b], ["x", "w", "b"], ["(N, C, H, W)", "(F, C, KH, KW)", "(F,)"])
+    x, w, b = checked_float_arrays([x, w, b], ["x", "w", "b"], ["(N, C, H, W)", "(F, C, KH, KW)", "(F,)"])
     if x.shape[1] != w.shape[1] or b.shape[0] != w.shape[0]:
         raise ValueError(f"x {x.shape}, w {w.shape} and b {b.shape} do not match: expected x (N, C, H, W), "
                          f"w (F, C, KH, KW), b (F,)")
-    kernel, stride, padding, out_hw = window(x.shape, w.shape[2:], stride, padding)
+    kernel, stride, padding, out_hw = checked_window(x.shape, w.shape[2:], stride, padding)
     out = np.empty(x.shape[:1] + w.shape[:1] + out_hw, dtype=x.dtype)
     threads = kernel_threads(_multiply_adds(out, w), CONV_GRAIN)
     with single_threaded_blas():
@@ -92,8 +92,8 @@ def _backward(dout, cache, relu_out, input_grad):
     ReLU's output) is not > 0.
     """
     x, w, b, (kernel, stride, padding) = cache
-    out_hw = window(x.shape, kernel, stride, padding)[3]
-    dout = gradient(dout, x.dtype, x.shape[:1] + w.shape[:1] + out_hw)
+    out_hw = checked_window(x.shape, kernel, stride, padding)[3]
+    dout = checked_gradient(dout, x.dtype, x.shape[:1] + w.shape[:1] + out_hw)
     threads = kernel_threads((1 + input_grad) * _multiply_adds(dout, w), CONV_GRAIN)
     dx = np.empty_like(x) if input_grad else None
     with single_threaded_blas():

@@ -10,7 +10,7 @@ import numpy as np
 
 from cnnkit._ext import dropout as _kernels
 from cnnkit._validation import check_param_dict, check_real, check_seed
-from cnnkit.fast._checks import gradient
+from cnnkit.fast._checks import checked_gradient
 from cnnkit.fast._elementwise import contiguous_float, element_threads
 
 _kept = threading.local()  # .draws: float64 buffer of the largest draw so far in this thread
@@ -37,7 +37,7 @@ def dropout_backward(dout, cache):
     if cache is None:
         return np.array(dout, copy=True)
     keep, scale = cache
-    dout = gradient(dout, np.dtype(type(scale)), keep.shape)
+    dout = checked_gradient(dout, np.dtype(type(scale)), keep.shape)
     dx = np.empty(keep.shape, dtype=dout.dtype)
     _kernels.dropout_backward(dout.reshape(-1), keep.reshape(-1), dx.reshape(-1), scale, element_threads(dx.size))
     return dx

@@ -6,7 +6,7 @@ import numpy as np
 
 from cnnkit._ext import losses as _kernels
 from cnnkit._validation import check_labels
-from cnnkit.fast._checks import float_arrays
+from cnnkit.fast._checks import checked_float_arrays
 from cnnkit.fast._elementwise import element_threads
 
 
@@ -21,7 +21,7 @@ def svm_loss(scores, y):
 
 
 def _loss(hinge, scores, y):
-    (scores,) = float_arrays([scores], ["scores"], ["(N, C)"])
+    (scores,) = checked_float_arrays([scores], ["scores"], ["(N, C)"])
     if 0 in scores.shape:
         raise ValueError(f"scores must have at least one sample and one class, got shape {scores.shape}")
     y = np.ascontiguousarray(check_labels(y, *scores.shape), dtype=np.intp)

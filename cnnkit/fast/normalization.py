@@ -10,26 +10,26 @@ import numpy as np
 
 from cnnkit._ext import normalization as _kernels
 from cnnkit._validation import check_float, check_param_dict
-from cnnkit.fast._checks import check_shape, float_arrays, gradient
+from cnnkit.fast._checks import check_shape, checked_float_arrays, checked_gradient
 from cnnkit.fast._elementwise import element_threads
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
     """cnnkit.reference.batchnorm_forward: x (N, D), gamma, beta (D,) -> out (N, D), cache."""
-    x, gamma, beta = float_arrays([x, gamma, beta], ["x", "gamma", "beta"], ["(N, D)", "(D,)", "(D,)"])
+    x, gamma, beta = checked_float_arrays([x, gamma, beta], ["x", "gamma", "beta"], ["(N, D)", "(D,)", "(D,)"])
     return _forward(x[:, :, None], gamma, beta, bn_param, x.shape)
 
 
 def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     """cnnkit.reference.spatial_batchnorm_forward: x (N, C, H, W), gamma, beta (C,) -> out, cache."""
-    x, gamma, beta = float_arrays([x, gamma, beta], ["x", "gamma", "beta"], ["(N, C, H, W)", "(C,)", "(C,)"])
+    x, gamma, beta = checked_float_arrays([x, gamma, beta], ["x", "gamma", "beta"], ["(N, C, H, W)", "(C,)", "(C,)"])
     return _forward(x.reshape(x.shape[:2] + (x.shape[2] * x.shape[3],)), gamma, beta, bn_param, x.shape)
 
 
 def batchnorm_backward(dout, cache):
     """Gradients of batchnorm_forward (either layout): dout -> dx, dgamma (C,), dbeta (C,)."""
     x_hat, gamma, inv_std, train, shape = cache
-    dout = gradient(dout, x_hat.dtype, shape).reshape(x_hat.shape)
+    dout = checked_gradient(dout, x_hat.dtype, shape).reshape(x_hat.shape)
     sums = np.empty((2, x_hat.shape[1]))  # dbeta, dgamma in double
     threads = element_threads(x_hat.size)
     _kernels.gradient_sums(dout, x_hat, sums[0], sums[1], threads)

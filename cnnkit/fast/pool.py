@@ -8,13 +8,13 @@ import numpy as np
 
 from cnnkit._ext import pool as _kernels
 from cnnkit.fast import _threads
-from cnnkit.fast._checks import float_arrays, gradient, window
+from cnnkit.fast._checks import checked_float_arrays, checked_gradient, checked_window
 
 
 def _pooled(x, kernel_size, stride, padding):
     """(contiguous x, empty output (N, C, OH, OW), (kernel, stride, padding)) after checking x."""
-    (x,) = float_arrays([x], ["x"], ["(N, C, H, W)"])
-    kernel, stride, padding, (oh, ow) = window(x.shape, kernel_size, stride, padding)
+    (x,) = checked_float_arrays([x], ["x"], ["(N, C, H, W)"])
+    kernel, stride, padding, (oh, ow) = checked_window(x.shape, kernel_size, stride, padding)
     return x, np.empty(x.shape[:2] + (oh, ow), dtype=x.dtype), (kernel, stride, padding)
 
 
@@ -36,7 +36,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
 def max_pool2d_backward(dout, cache):
     """Gradient of max_pool2d_forward: dout (N, C, OH, OW) -> dx (N, C, H, W), to each first maximum."""
     x_shape, dtype, argmax = cache
-    dout = gradient(dout, dtype, argmax.shape)
+    dout = checked_gradient(dout, dtype, argmax.shape)
     dx = np.empty(x_shape, dtype=dtype)
     _kernels.max_pool_backward(dout, argmax, dx, _threads.pool_threads(dx.size))
     return dx
@@ -54,7 +54,7 @@ def avg_pool2d_forward(x, kernel_size, stride, padding):
 def avg_pool2d_backward(dout, cache):
     """Gradient of avg_pool2d_forward: dout (N, C, OH, OW) -> dx (N, C, H, W)."""
     x_shape, dtype, out_shape, args = cache
-    dout = gradient(dout, dtype, out_shape)
+    dout = checked_gradient(dout, dtype, out_shape)
     dx = np.empty(x_shape, dtype=dtype)
     _kernels.avg_pool_backward(dout, dx, *_flat(args), _threads.pool_threads(dx.size))
     return dx

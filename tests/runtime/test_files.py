@@ -1,13 +1,13 @@
 """Atomic writes: the old file or the complete new one, and no temporary file left behind."""
 import pytest
 
-from cnnkit._files import atomic_write, write_atomic
+from cnnkit._files import atomic_write, replace_file
 
 
-def test_write_atomic_replaces_text_and_bytes(tmp_path):
+def test_replace_file_replaces_text_and_bytes(tmp_path):
     path = tmp_path / "out.json"
-    write_atomic(path, "first\n")
-    write_atomic(path, b"second")
+    replace_file(path, "first\n")
+    replace_file(path, b"second")
     assert path.read_bytes() == b"second"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
