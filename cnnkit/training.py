@@ -10,14 +10,17 @@ module; the commands only parse options and print. A run writes into its output 
 - curves.png       loss and accuracy curves
 - filters.png      what the first layer learned: its filters, or class templates (cnnkit.plots.plot_learned)
 - checkpoint.npz   the state after the last epoch, which a resumed run continues from
+
+Under MPI (a communicator given as `comm`), every rank runs the same TrainingRun on its
+share of each batch and only rank 0 writes; a resumed run reads rank 0's checkpoint.
 """
 import json
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from cnnkit._files import write_atomic
+from cnnkit.distributed import DataParallel
 from cnnkit.recipes import architecture, build_model, make_trainer, recipe, training_data
 
 OUTPUTS = ("model.npz", "model.json", "history.json", "curves.png", "filters.png")
@@ -34,23 +37,33 @@ class TrainingRun:
         Output folder, created when missing; its checkpoint.npz is written after every epoch.
     resume : bool
         Continue from out/checkpoint.npz (FileNotFoundError when there is none).
+    comm : mpi4py.MPI.Comm, optional
+        Train data-parallel over its ranks (cnnkit.Trainer's comm; options.allreduce, when
+        set, is its reduction); rank 0 reads the checkpoint and writes the outputs.
     callbacks, verbose
         Given to the Trainer.
     """
 
-    def __init__(self, options, out, resume=False, callbacks=(), verbose=False):
+    def __init__(self, options, out, resume=False, comm=None, callbacks=(), verbose=False):
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.writes = comm is None or comm.Get_rank() == 0
         checkpoint = self.out / "checkpoint.npz"
-        if resume and not checkpoint.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}; train into {self.out} first")
-        self.model, self.trainer, self.data, self.info = setup(
-            options, callbacks=list(callbacks), checkpoint=checkpoint, resume=checkpoint if resume else None,
-            verbose=verbose)
+        if self.writes:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if resume and not checkpoint.is_file():
+                raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}; train into {self.out} first")
+        parallel = {} if comm is None else {"comm": comm, "reduction": getattr(options, "allreduce", "ordered")}
+        with tempfile.TemporaryDirectory(prefix="cnnkit-resume-") as folder:
+            start = checkpoint if resume else None
+            if resume and comm is not None:  # rank 0's file, wherever the other ranks run
+                start = Path(folder) / "checkpoint.npz"
+                start.write_bytes(DataParallel(comm).broadcast_bytes(checkpoint.read_bytes() if self.writes else b""))
+            self.model, self.trainer, self.data, self.info = setup(
+                options, callbacks=list(callbacks), checkpoint=checkpoint, resume=start, verbose=verbose, **parallel)
         self.seconds = None
 
     def train(self):
-        """Train the remaining epochs, measure test accuracy, write the outputs (rank 0).
+        """Train the remaining epochs, measure test accuracy (summed over the ranks), write the outputs (rank 0).
 
         Returns
         -------
@@ -60,8 +73,9 @@ class TrainingRun:
         start = time.perf_counter()
         self.trainer.train()
         self.seconds = time.perf_counter() - start
-        self.info["test_accuracy"] = float(np.mean(self.model.predict(self.data["X_test"]) == self.data["y_test"]))
-        write_outputs(self.out, self.model, self.trainer, self.info)
+        self.info["test_accuracy"] = self.trainer.check_accuracy(self.data["X_test"], self.data["y_test"])
+        if self.writes:
+            write_outputs(self.out, self.model, self.trainer, self.info)
         return self.info
 
 

@@ -1,6 +1,7 @@
 """`cnnkit train`: train a model on a dataset and save it with its history and curves.
 
-The run itself (and what it writes into its output folder) is cnnkit.training.
+The run itself (and what it writes into its output folder) is cnnkit.training. Started by
+`mpiexec -n N`, it trains one model data-parallel over the N ranks (cnnkit.distributed).
 """
 import argparse
 import sys
@@ -17,8 +18,18 @@ from cnnkit.commands._options import (
     add_data_options,
     add_runtime_options,
 )
+from cnnkit.distributed import REDUCTIONS, DataParallel, world_communicator
 from cnnkit.recipes import DATASET_CHOICES, MODEL_CHOICES, RECIPES, UPDATE_RULES, WIDTHS, describe_recipe
 from cnnkit.training import OUTPUTS, TrainingRun
+
+PARALLEL_HELP = """\
+on N processes or machines (extra: pip install 'cnnkit[mpi]'):
+  mpiexec -n N cnnkit train [options]                   N ranks on this machine
+  mpiexec -f hostfile -n N cnnkit train [options]       N ranks on the hosts of hostfile
+  One model trained data-parallel: --batch-size stays the whole batch, split over the ranks;
+  gradients are summed every step. The data must sit at the same path on every machine;
+  rank 0 writes --out. Give each rank --threads cores / ranks per machine. --resume works
+  with any N. A rank that fails ends the job."""
 
 
 def add_parser(commands):
@@ -27,7 +38,8 @@ def add_parser(commands):
     train = commands.add_parser("train", help="train a model and save it with its curves",
                                 description="Train a model; with no options, a small convnet on the built-in "
                                             "shapes data (about 30 s on 2 cores).",
-                                epilog=f"recipes: what --dataset trains unless the options say otherwise\n{recipes}",
+                                epilog=f"recipes: what --dataset trains unless the options say otherwise\n{recipes}"
+                                       f"\n\n{PARALLEL_HELP}",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--dataset", choices=DATASET_CHOICES, default="builtin",
                        help="builtin (generated, no files), mnist, fashion-mnist or cifar10 (default: builtin)")
@@ -69,19 +81,36 @@ def add_parser(commands):
     train.add_argument("--out", type=Path, default=Path("cnnkit-out"), help="output folder (default: ./cnnkit-out)")
     train.add_argument("--resume", action="store_true",
                        help="continue from OUT/checkpoint.npz (give the same options; --epochs may grow)")
+    train.add_argument("--allreduce", choices=REDUCTIONS, default="ordered",
+                       help="under mpiexec, how gradients are summed over the ranks: ordered (in rank order: the "
+                            "same bits on every rerun with the same N) or mpi (the MPI library's Allreduce) "
+                            "(default: ordered)")
     add_runtime_options(train)
     train.set_defaults(run=run)
 
 
 def run(args):
-    training = TrainingRun(args, args.out, resume=args.resume, callbacks=[report_epoch], verbose=True)
+    comm = world_communicator()
+    if comm is None:
+        return _train(args, None)
+    with DataParallel(comm).abort_on_error():
+        return _train(args, comm)
+
+
+def _train(args, comm):
+    ranks = "" if comm is None else f" on {comm.Get_size()} ranks"
+    root = comm is None or comm.Get_rank() == 0
+    training = TrainingRun(args, args.out, resume=args.resume, comm=comm, callbacks=[report_epoch] if root else [],
+                           verbose=root)
     data = training.data
-    print(f"training {args.model} ({training.model.num_params:,} parameters) on {args.dataset}: "
-          f"{len(data['X_train'])} training, {len(data['X_val'])} validation images", flush=True)
+    if root:
+        print(f"training {args.model} ({training.model.num_params:,} parameters) on {args.dataset}{ranks}: "
+              f"{len(data['X_train'])} training, {len(data['X_val'])} validation images", flush=True)
     info = training.train()
-    print(f"test accuracy: {info['test_accuracy']:.2%} on {len(data['X_test'])} images "
-          f"(training took {training.seconds:.0f} s)")
-    print(f"wrote {args.out}/: {', '.join(OUTPUTS)}")
+    if root:
+        print(f"test accuracy: {info['test_accuracy']:.2%} on {len(data['X_test'])} images "
+              f"(training took {training.seconds:.0f} s)")
+        print(f"wrote {args.out}/: {', '.join(OUTPUTS)}")
     return 0
 
 
