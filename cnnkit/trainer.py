@@ -185,8 +185,8 @@ class Trainer:
         batches = math.ceil(len(self.X_train) / self.batch_size)
         quiet = not (self.verbose and sys.stderr.isatty())
         ending = contextlib.nullcontext() if self._parallel is None else self._parallel.abort_on_error()
-        with ending, kernel_runtime(), tqdm(total=self.num_epochs * batches, initial=self.iteration, disable=quiet,
-                                    unit="batch") as bar:
+        with ending, kernel_runtime(), tqdm(total=self.num_epochs * batches, initial=self.iteration,
+                                            disable=quiet, unit="batch") as bar:
             while self.epoch < self.num_epochs and not self._out_of_patience():
                 self._train_epoch(bar)
                 self._end_epoch()
