@@ -83,6 +83,13 @@ def test_two_ranks_rerun_bit_for_bit_and_agree_with_one_process(tmp_path, one_pr
     assert "on 2 ranks" in job.stdout and job.stdout.count("test accuracy") == 1  # rank 0 prints
 
 
+def test_evaluate_on_one_process_gives_the_test_accuracy_of_two_ranks(tmp_path, capsys):
+    train_on_two_ranks(tmp_path, tmp_path / "out", "--epochs", "1")
+    accuracy = json.loads((tmp_path / "out" / "model.json").read_text())["test_accuracy"]
+    assert main(["evaluate", str(tmp_path / "out" / "model.npz")]) == 0
+    assert f"test accuracy: {accuracy:.2%} on 2000 builtin images" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("first_ranks", [1, 2])
 def test_resume_with_another_number_of_ranks(tmp_path, one_process, first_ranks):
     out = tmp_path / "out"
