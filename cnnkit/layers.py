@@ -10,8 +10,10 @@ Arrays are NCHW. A Linear weight is (in_features, out_features), as in the cours
 (`x @ W`), a Maxout weight is (in_features, out_features, pieces), and a Conv2d weight
 is (out_channels, in_channels, KH, KW).
 """
+import contextlib
 import math
 import numbers
+import threading
 from typing import ClassVar
 
 import numpy as np
@@ -495,7 +497,12 @@ class Dropout(Layer):
     """Inverted dropout: in training, zero each unit with probability p and scale the rest by 1/(1-p).
 
     The masks come from a reproducible stream: buffer `state` = [seed, masks drawn so far],
-    so a saved model or a training checkpoint carries it. Evaluation mode is the identity.
+    so a saved model or a training checkpoint carries it. Each row (example) of a batch
+    draws its mask from its own key (seed, step, position): step counts the masks drawn and
+    row i is position i, unless a `Dropout.keyed(step, first)` block (the Trainer's, one per
+    update) gives the update's number and the position of row 0 in the whole batch, so an
+    example's mask does not depend on how many processes share its batch. Evaluation mode
+    is the identity.
 
     Parameters
     ----------
@@ -503,6 +510,8 @@ class Dropout(Layer):
     rng : int, numpy.random.Generator or None
         Seed or generator for the mask stream.
     """
+
+    _keys = threading.local()  # .step_first: (step, first) inside Dropout.keyed
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
@@ -512,12 +521,26 @@ class Dropout(Layer):
         seed = np.random.default_rng(rng).integers(2**63, dtype=np.uint64)
         self.buffers = {"state": np.array([seed, 0], dtype=np.uint64)}
 
+    @classmethod
+    @contextlib.contextmanager
+    def keyed(cls, step, first):
+        """In this thread, within the block, every Dropout keys row 0 of its batch as position `first`
+        of update `step` (ints >= 0)."""
+        outer = getattr(cls._keys, "step_first", None)
+        cls._keys.step_first = (int(step), int(first))
+        try:
+            yield
+        finally:
+            cls._keys.step_first = outer
+
     def _forward(self, x):
         dropout_param = {"p": self.p, "mode": "train" if self.training else "test"}
         if self.training:
-            seed, step = (int(v) for v in self.buffers["state"])
+            seed, count = (int(v) for v in self.buffers["state"])
+            step, first = getattr(self._keys, "step_first", None) or (count, 0)
             dropout_param["seed"] = int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
-            self.buffers["state"] = np.array([seed, step + 1], dtype=np.uint64)
+            dropout_param["row"] = first
+            self.buffers["state"] = np.array([seed, count + 1], dtype=np.uint64)
         return F.dropout_forward(x, dropout_param)
 
     def _backward(self, dout, cache):

@@ -1,7 +1,7 @@
 """Hyperparameter search over the options of `cnnkit train`, run on Dask distributed with Optuna.
 
 A sweep is `cnnkit train` run many times: each trial is the options namespace of `cnnkit
-train` with some values sampled, trained by the same pipeline (cnnkit.commands.train.setup)
+train` with some values sampled, trained by the same pipeline (cnnkit.training.setup)
 and scored by its best validation accuracy. Options that `cnnkit train` gains are
 sweepable without a change here, because the space is checked against train's own parser.
 So this module sits on top of that command, beside cnnkit.cli, not below it.
@@ -379,7 +379,7 @@ class Sweep:
 
     def _write_best(self, trial, checkpoint):
         """Restore the best trial from its checkpoint, score it on the test split once, write best/."""
-        from cnnkit.commands.train import setup, write_outputs
+        from cnnkit.training import setup, write_outputs
 
         best = self.out / "best"
         best.mkdir(exist_ok=True)
@@ -408,7 +408,7 @@ def run_trial(options, number, reports):
     """
     from distributed import get_worker
 
-    from cnnkit.commands.train import setup
+    from cnnkit.training import setup
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cnnkit-trial-") as folder, \

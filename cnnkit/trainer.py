@@ -1,4 +1,7 @@
-"""Trainer: minibatch training of any model with `params` and `loss`, with checkpoints."""
+"""Trainer: minibatch training of any model with `params` and `loss`, with checkpoints, on one
+process or data-parallel over the ranks of an MPI communicator."""
+import contextlib
+import json
 import math
 import os
 import sys
@@ -8,8 +11,11 @@ from tqdm import tqdm
 
 from cnnkit._backend import kernel_runtime
 from cnnkit._npz import assign_arrays, prefixed, read_npz, unprefixed, write_npz
+from cnnkit._random import KeyedRows
 from cnnkit._validation import check_real
+from cnnkit.distributed import DataParallel
 from cnnkit.errors import CheckpointError
+from cnnkit.layers import Dropout
 from cnnkit.optim import get_update_rule
 
 CHECKPOINT_FORMAT = "cnnkit-checkpoint"
@@ -21,9 +27,19 @@ class Trainer:
 
     Each epoch visits the training set once in a fresh random order (without
     replacement; the last batch may be smaller), then measures training and validation
-    accuracy. All randomness (order, accuracy subsamples, augmentation) comes from one
-    generator seeded by `seed`, whose state is saved in checkpoints, so a resumed run
-    ends with exactly the parameters of an uninterrupted one.
+    accuracy. The order and the accuracy subsamples come from one generator seeded by
+    `seed`, whose state is saved in checkpoints, so a resumed run ends with exactly the
+    parameters of an uninterrupted one. Augmentation and dropout draw per example, keyed
+    by seed, epoch (or update) and the example's position in the epoch, so what an
+    example sees does not depend on how many ranks share its batch.
+
+    With `comm` (an mpi4py communicator), every rank runs this Trainer on the same data
+    and options: rank r takes its slice of each batch (batch_size stays the global
+    batch, and every rank runs every step, even with an empty slice), the weights start
+    as rank 0's, the gradients are summed in one flat buffer per step and every rank
+    applies the same update. Batchnorm running statistics are averaged over the ranks
+    before each accuracy check; accuracies are counts summed over the ranks' slices. Only
+    rank 0 writes checkpoints. An exception on any rank ends every rank (MPI Abort).
 
     Parameters
     ----------
@@ -64,7 +80,9 @@ class Trainer:
     patience : int or None
         Stop after this many epochs without a better validation accuracy (needs X_val).
     augment : callable, optional
-        ``augment(X_batch, rng) -> X_batch``, applied to each training minibatch.
+        ``augment(X_batch, rng) -> X_batch``, applied to each training minibatch. rng
+        has numpy's ``rng.random(shape)``, whose row i (shape[0] = len(X_batch)) holds
+        image i's draws (cnnkit.datasets.augmentation's functions draw that way).
     max_norm : float or None
         After every update, rescale each unit's incoming weight vector (the params of
         model.incoming_axes: a Linear or Maxout weight column, a Conv2d filter) whose norm
@@ -79,6 +97,11 @@ class Trainer:
         ValueError) naming the file and what was wrong.
     verbose : bool
         Show a tqdm progress bar (only when stderr is a terminal).
+    comm : mpi4py.MPI.Comm or None
+        Train data-parallel over its ranks (see above); None: this process alone.
+    reduction : "ordered" or "mpi"
+        How gradients are summed over the ranks: "ordered" in rank order (the same bits on
+        every rerun with the same number of ranks), "mpi" by the library's Allreduce.
 
     Attributes
     ----------
@@ -94,8 +117,9 @@ class Trainer:
     def __init__(self, model, data, *, update_rule="sgd", optim_config=None, lr_decay=1.0, schedule=None,
                  step_size=10, gamma=0.1, batch_size=100, num_epochs=10, seed=None, num_train_samples=1000,
                  num_val_samples=None, patience=None, augment=None, callbacks=(), checkpoint=None, resume=None,
-                 verbose=True, max_norm=None, warmup_steps=0):
+                 verbose=True, max_norm=None, warmup_steps=0, comm=None, reduction="ordered"):
         self.model = model
+        self._parallel = None if comm is None else DataParallel(comm, reduction)
         self.X_train, self.y_train, self.X_val, self.y_val = _split_data(data)
         self.update_rule = get_update_rule(update_rule)
         self.lr_decay, self.schedule, self.step_size, self.gamma = lr_decay, schedule, step_size, gamma
@@ -113,12 +137,35 @@ class Trainer:
         self._base_lr = optim_config.get("learning_rate", defaults.get("learning_rate"))
         self._check_schedule()
         self.rng = np.random.default_rng(seed)
+        self._key = np.random.SeedSequence(seed).entropy  # of per-example draws
         self.optim_configs = {key: dict(optim_config) for key in model.params}
         self.epoch = self.iteration = self._bad_epochs = 0
         self.loss_history, self.train_acc_history, self.val_acc_history = [], [], []
         self.best_val_acc, self.best_params, self._best_buffers = None, {}, {}
         if resume is not None:
             self._load_checkpoint(resume)
+        if self._parallel is not None:
+            self._start_identical()
+
+    @property
+    def rank(self):
+        """This process's rank in the communicator (0 without one)."""
+        return 0 if self._parallel is None else self._parallel.rank
+
+    @property
+    def num_ranks(self):
+        """How many processes train the model (1 without a communicator)."""
+        return 1 if self._parallel is None else self._parallel.size
+
+    def _start_identical(self):
+        """Rank 0's parameters, buffers, seed key and generator state on every rank."""
+        for target, what in ((self.model.params, "rank 0's parameters"), (_buffers(self.model), "rank 0's buffers")):
+            arrays = {key: np.array(value, copy=True, order="C") for key, value in target.items()}
+            self._parallel.broadcast(arrays)
+            assign_arrays(target, arrays, what)
+        state = json.dumps([str(self._key), self.rng.bit_generator.state]).encode()
+        key, self.rng.bit_generator.state = json.loads(self._parallel.broadcast_bytes(state))
+        self._key = int(key)
 
     # ------------------------------------------------------------------ training
 
@@ -137,8 +184,9 @@ class Trainer:
         """
         batches = math.ceil(len(self.X_train) / self.batch_size)
         quiet = not (self.verbose and sys.stderr.isatty())
-        with kernel_runtime(), tqdm(total=self.num_epochs * batches, initial=self.iteration, disable=quiet,
-                                    unit="batch") as bar:
+        ending = contextlib.nullcontext() if self._parallel is None else self._parallel.abort_on_error()
+        with ending, kernel_runtime(), tqdm(total=self.num_epochs * batches, initial=self.iteration,
+                                            disable=quiet, unit="batch") as bar:
             while self.epoch < self.num_epochs and not self._out_of_patience():
                 self._train_epoch(bar)
                 self._end_epoch()
@@ -158,24 +206,24 @@ class Trainer:
         self._set_mode("train")
         order = self.rng.permutation(len(self.X_train))
         for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            self._step(self.X_train[batch], self.y_train[batch])
+            self._step(order[start:start + self.batch_size], start)
             bar.update()
 
-    def _step(self, X, y):
-        if self.augment is not None:
-            X = self.augment(X, self.rng)
+    def _step(self, batch, start):
+        """One update on the examples X_train[batch], positions start... of the epoch's order (this rank's
+        slice of them under MPI)."""
         if self.iteration <= self.warmup_steps:
             self._set_learning_rate()
-        loss, grads = self.model.loss(X, y)
+        if self._parallel is None:
+            loss, grads = self._gradients(batch, start, 0)
+        else:
+            first, stop = self._parallel.span(len(batch))
+            loss, grads = self._summed_gradients(batch[first:stop], start + first, first, len(batch))
         if not np.isfinite(loss):
             saved = (f"the last checkpoint {os.fspath(self.checkpoint)!r} is intact" if self.checkpoint
                      else "no checkpoint was written")
             raise FloatingPointError(f"loss is {loss} at iteration {self.iteration + 1} (epoch {self.epoch + 1}); "
                                      f"parameters were not updated and {saved}")
-        missing = set(self.model.params) - set(grads)
-        if missing:
-            raise KeyError(f"model.loss returned no gradient for {sorted(missing)}")
         for key, w in list(self.model.params.items()):
             self.model.params[key], self.optim_configs[key] = self.update_rule(
                 w, grads[key], self.optim_configs[key])
@@ -185,7 +233,39 @@ class Trainer:
         self.loss_history.append(float(loss))
         self.iteration += 1
 
+    def _gradients(self, indices, position, offset):
+        """Loss and gradients of model.loss on the training examples `indices`, at `position` in the
+        epoch's order and `offset` in their batch: the keys of their augmentation and dropout draws."""
+        X = self.X_train[indices]
+        if self.augment is not None:
+            X = self.augment(X, KeyedRows([self._key, self.epoch], position))
+        with Dropout.keyed(self.iteration, offset):
+            loss, grads = self.model.loss(X, self.y_train[indices])
+        missing = set(self.model.params) - set(grads)
+        if missing:
+            raise KeyError(f"model.loss returned no gradient for {sorted(missing)}")
+        return loss, grads
+
+    def _summed_gradients(self, indices, position, offset, batch_size):
+        """This rank's loss and gradients (see _gradients), weighted by its share of the batch and summed
+        over the ranks in one flat buffer: params in their dict order, then the loss."""
+        params = self.model.params
+        sizes = [value.size for value in params.values()]
+        bounds = np.cumsum([0, *sizes]).tolist()
+        buffer = np.zeros(bounds[-1] + 1, dtype=np.result_type(*params.values()))
+        if len(indices):
+            loss, grads = self._gradients(indices, position, offset)
+            share = len(indices) / batch_size
+            for key, start, stop in zip(params, bounds, bounds[1:]):
+                np.multiply(np.reshape(grads[key], -1), share, out=buffer[start:stop])
+            buffer[-1] = loss * share
+        self._parallel.sum(buffer)
+        return float(buffer[-1]), {key: buffer[start:stop].reshape(params[key].shape)
+                                   for key, start, stop in zip(params, bounds, bounds[1:])}
+
     def _end_epoch(self):
+        if self._parallel is not None:  # running statistics of each rank's slices -> their mean
+            self._parallel.average(_buffers(self.model))
         self.train_acc_history.append(self.check_accuracy(self.X_train, self.y_train, self.num_train_samples))
         if self.X_val is not None:
             val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples)
@@ -199,14 +279,21 @@ class Trainer:
         self.epoch += 1
 
     def check_accuracy(self, X, y, num_samples=None):
-        """Accuracy of argmax(model.loss(X)) in eval mode against y, on num_samples random samples (None: all)."""
+        """Accuracy of argmax(model.loss(X)) in eval mode against y, on num_samples random samples (None: all).
+
+        Under MPI each rank scores its slice and the counts of right answers are summed.
+        """
         self._set_mode("eval")
         if num_samples is not None and len(X) > num_samples:
             chosen = self.rng.choice(len(X), num_samples, replace=False)
             X, y = X[chosen], y[chosen]
-        predicted = [np.argmax(self.model.loss(X[i:i + self.batch_size]), axis=1)
-                     for i in range(0, len(X), self.batch_size)]
-        return float(np.mean(np.concatenate(predicted) == y))
+        start, stop = (0, len(X)) if self._parallel is None else self._parallel.span(len(X))
+        right = sum(int(np.sum(np.argmax(self.model.loss(X[i:min(i + self.batch_size, stop)]), axis=1)
+                               == y[i:min(i + self.batch_size, stop)]))
+                    for i in range(start, stop, self.batch_size))
+        if self._parallel is not None:
+            right = int(self._parallel.count([right])[0])
+        return right / len(X)
 
     def _out_of_patience(self):
         return self.patience is not None and self._bad_epochs >= self.patience
@@ -252,9 +339,11 @@ class Trainer:
 
     def save_checkpoint(self, path=None):
         """Write params, buffers, optimiser state, RNG state, epoch, histories and the best
-        params to path (default: the checkpoint option) atomically; no-op without a path."""
+        params to path (default: the checkpoint option) atomically; no-op without a path and
+        on every rank but 0. The state is global (no rank or rank count in it): any number
+        of ranks can resume from it."""
         path = path or self.checkpoint
-        if path is None:
+        if path is None or self.rank != 0:
             return
         arrays = {**prefixed("params", self.model.params), **prefixed("buffers", _buffers(self.model)),
                   **prefixed("best_params", self.best_params), **prefixed("best_buffers", self._best_buffers),
@@ -269,7 +358,7 @@ class Trainer:
                  "bad_epochs": self._bad_epochs, "best_val_acc": self.best_val_acc,
                  "rng": self.rng.bit_generator.state, "optim": optim_state,
                  "batch_size": self.batch_size, "num_train": len(self.X_train), "max_norm": self.max_norm,
-                 "warmup_steps": self.warmup_steps}
+                 "warmup_steps": self.warmup_steps, "key": str(self._key)}
         write_npz(path, arrays, "state", state)
 
     def _load_checkpoint(self, path):
@@ -309,6 +398,7 @@ class Trainer:
             arrays[f"history/{name}"].astype(np.float64, casting="same_kind").reshape(-1).tolist()
             for name in ("loss", "train_acc", "val_acc"))
         self.rng.bit_generator.state = state["rng"]
+        self._key = int(state.get("key", self._key))
         self.epoch, self.iteration = state["epoch"], state["iteration"]
         self._bad_epochs, self.best_val_acc = state["bad_epochs"], state["best_val_acc"]
         counters = (self.epoch, self.iteration, self._bad_epochs)

@@ -1,25 +1,15 @@
 """`cnnkit train`: train a model on a dataset and save it with its history and curves.
 
-It writes into its output folder (default ./cnnkit-out):
-
-- model.npz        the trained model (cnnkit.models.load reads it)
-- model.json       what predict/evaluate need besides the weights: dataset, class names,
-                   image shape, the training set's per-channel mean and std, test accuracy
-- history.json     loss per update, training/validation accuracy per epoch, test accuracy
-- curves.png       loss and accuracy curves
-- filters.png      what the first layer learned: its filters, or class templates (cnnkit.plots.plot_learned)
-- checkpoint.npz   the state after the last epoch, which `--resume` continues from
+The run itself (and what it writes into its output folder) is cnnkit.training. Started by
+`mpiexec -n N`, it trains one model data-parallel over the N ranks (cnnkit.distributed).
 """
 import argparse
-import json
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 
-from cnnkit._files import replace_file
 from cnnkit.commands._options import (
     NON_NEGATIVE_FLOAT,
     NON_NEGATIVE_INT,
@@ -28,19 +18,18 @@ from cnnkit.commands._options import (
     add_data_options,
     add_runtime_options,
 )
-from cnnkit.recipes import (
-    DATASET_CHOICES,
-    MODEL_CHOICES,
-    RECIPES,
-    UPDATE_RULES,
-    WIDTHS,
-    architecture,
-    build_model,
-    describe_recipe,
-    make_trainer,
-    recipe,
-    training_data,
-)
+from cnnkit.distributed import REDUCTIONS, DataParallel, world_communicator
+from cnnkit.recipes import DATASET_CHOICES, MODEL_CHOICES, RECIPES, UPDATE_RULES, WIDTHS, describe_recipe
+from cnnkit.training import OUTPUTS, TrainingRun
+
+PARALLEL_HELP = """\
+on N processes or machines (extra: pip install 'cnnkit[mpi]'):
+  mpiexec -n N cnnkit train [options]                   N ranks on this machine
+  mpiexec -f hostfile -n N cnnkit train [options]       N ranks on the hosts of hostfile
+  One model trained data-parallel: --batch-size stays the whole batch, split over the ranks;
+  gradients are summed every step. The data must sit at the same path on every machine;
+  rank 0 writes --out. Give each rank --threads cores / ranks per machine. --resume works
+  with any N. A rank that fails ends the job."""
 
 
 def add_parser(commands):
@@ -49,7 +38,8 @@ def add_parser(commands):
     train = commands.add_parser("train", help="train a model and save it with its curves",
                                 description="Train a model; with no options, a small convnet on the built-in "
                                             "shapes data (about 30 s on 2 cores).",
-                                epilog=f"recipes: what --dataset trains unless the options say otherwise\n{recipes}",
+                                epilog=f"recipes: what --dataset trains unless the options say otherwise\n{recipes}"
+                                       f"\n\n{PARALLEL_HELP}",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--dataset", choices=DATASET_CHOICES, default="builtin",
                        help="builtin (generated, no files), mnist, fashion-mnist or cifar10 (default: builtin)")
@@ -91,57 +81,37 @@ def add_parser(commands):
     train.add_argument("--out", type=Path, default=Path("cnnkit-out"), help="output folder (default: ./cnnkit-out)")
     train.add_argument("--resume", action="store_true",
                        help="continue from OUT/checkpoint.npz (give the same options; --epochs may grow)")
+    train.add_argument("--allreduce", choices=REDUCTIONS, default="ordered",
+                       help="under mpiexec, how gradients are summed over the ranks: ordered (in rank order: the "
+                            "same bits on every rerun with the same N) or mpi (the MPI library's Allreduce) "
+                            "(default: ordered)")
     add_runtime_options(train)
     train.set_defaults(run=run)
 
 
 def run(args):
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / "checkpoint.npz"
-    if args.resume and not checkpoint.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}; train into {out} first")
-    model, trainer, data, info = setup(args, callbacks=[report_epoch], checkpoint=checkpoint,
-                                       resume=checkpoint if args.resume else None, verbose=True)
-    print(f"training {args.model} ({model.num_params:,} parameters) on {args.dataset}: "
-          f"{len(data['X_train'])} training, {len(data['X_val'])} validation images", flush=True)
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    info["test_accuracy"] = float(np.mean(model.predict(data["X_test"]) == data["y_test"]))
-    print(f"test accuracy: {info['test_accuracy']:.2%} on {len(data['X_test'])} images "
-          f"(training took {seconds:.0f} s)")
-    write_outputs(out, model, trainer, info)
-    print(f"wrote {out}/: model.npz, model.json, history.json, curves.png, filters.png")
+    comm = world_communicator()
+    if comm is None:
+        return _train(args, None)
+    with DataParallel(comm).abort_on_error():
+        return _train(args, comm)
+
+
+def _train(args, comm):
+    ranks = "" if comm is None else f" on {comm.Get_size()} ranks"
+    root = comm is None or comm.Get_rank() == 0
+    training = TrainingRun(args, args.out, resume=args.resume, comm=comm, callbacks=[report_epoch] if root else [],
+                           verbose=root)
+    data = training.data
+    if root:
+        print(f"training {args.model} ({training.model.num_params:,} parameters) on {args.dataset}{ranks}: "
+              f"{len(data['X_train'])} training, {len(data['X_val'])} validation images", flush=True)
+    info = training.train()
+    if root:
+        print(f"test accuracy: {info['test_accuracy']:.2%} on {len(data['X_test'])} images "
+              f"(training took {training.seconds:.0f} s)")
+        print(f"wrote {args.out}/: {', '.join(OUTPUTS)}")
     return 0
-
-
-def setup(args, **trainer_options):
-    """The data, model and Trainer (untrained) that the options of `cnnkit train` describe.
-
-    Also what each trial of `cnnkit sweep` trains. Options unset in args (None or absent) are
-    filled in from the dataset's recipe (cnnkit.recipes.recipe); trainer_options go to the
-    Trainer as they are. The Trainer gets the training and validation splits only.
-
-    Returns
-    -------
-    model, trainer, data (dict of splits), info (dict for model.json)
-    """
-    val_from_recipe = getattr(args, "num_val", None) is None
-    for name, value in recipe(args.dataset, getattr(args, "model", None)).items():
-        if getattr(args, name, None) is None:
-            setattr(args, name, value)
-    if val_from_recipe and args.num_train:  # the recipe's split is for the whole set
-        args.num_val = max(1, min(args.num_val, args.num_train // 5))
-    data, info = training_data(args.dataset, args.data_dir, args.download, args.num_train, args.num_val, args.seed)
-    info["model"] = args.model
-    model = build_model(args.model, info["image_shape"], len(info["classes"]), reg=args.reg, seed=args.seed,
-                        l1=args.l1, **architecture(vars(args)))
-    seen = {key: data[key] for key in ("X_train", "y_train", "X_val", "y_val")}  # the test split waits
-    trainer = make_trainer(model, seen, args.dataset, args.update_rule, args.lr, args.schedule, args.batch_size,
-                           args.epochs, args.seed, augment=not args.no_augment, max_norm=args.max_norm,
-                           warmup_steps=args.warmup, **trainer_options)
-    return model, trainer, data, info
 
 
 def report_epoch(trainer):
@@ -153,17 +123,3 @@ def report_epoch(trainer):
     tqdm.write(f"epoch {trainer.epoch}/{trainer.num_epochs}: loss {loss:.4f}, "
                f"train accuracy {trainer.train_acc_history[-1]:.2%}, val accuracy {trainer.val_acc_history[-1]:.2%}")
     sys.stdout.flush()
-
-
-def write_outputs(out, model, trainer, info):
-    """model.npz, model.json, history.json, curves.png and filters.png into the folder `out`."""
-    from cnnkit.plots import plot_history, plot_learned
-
-    model.save(out / "model.npz")
-    replace_file(out / "model.json", json.dumps(info, indent=2) + "\n")
-    history = {"loss": trainer.loss_history, "train_accuracy": trainer.train_acc_history,
-               "val_accuracy": trainer.val_acc_history, "test_accuracy": info["test_accuracy"],
-               "updates_per_epoch": trainer.iteration // trainer.epoch}
-    replace_file(out / "history.json", json.dumps(history) + "\n")
-    plot_history(history, out / "curves.png")
-    plot_learned(model, out / "filters.png", info["image_shape"], info["classes"])

@@ -2,7 +2,10 @@
 
 Normalisation statistics are fitted on training images only and then applied to every
 split. The augmentations take ``(X_batch, rng)`` and return a new batch of the same shape
-and dtype, the signature the Trainer's ``augment=`` option expects.
+and dtype, the signature the Trainer's ``augment=`` option expects. Each draws all its
+random numbers in one call ``rng.random((N, k))``, row i for image i: rng is a numpy
+Generator, or the Trainer's per-example stream (cnnkit._random.KeyedRows), with which an
+image's augmentation does not depend on the rest of its batch.
 """
 import numpy as np
 
@@ -70,7 +73,7 @@ def random_crop(X, rng, padding=4):
     Parameters
     ----------
     X : ndarray of shape (N, C, H, W)
-    rng : numpy.random.Generator
+    rng : numpy.random.Generator or per-example stream (see the module docstring)
     padding : int >= 0
 
     Returns
@@ -82,7 +85,7 @@ def random_crop(X, rng, padding=4):
         raise ValueError(f"padding must be an int >= 0, got {padding!r}")
     n, _, height, width = X.shape
     padded = np.pad(X, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    top, left = rng.integers(0, 2 * padding + 1, size=(2, n))
+    top, left = (rng.random((n, 2)) * (2 * padding + 1)).astype(np.intp).T  # uniform in 0..2 * padding
     rows = top[:, None] + np.arange(height)  # (N, H)
     cols = left[:, None] + np.arange(width)  # (N, W)
     images = np.arange(n)[:, None, None, None]
@@ -98,7 +101,7 @@ def random_flip(X, rng, p=0.5):
     ndarray of shape (N, C, H, W), X's dtype
     """
     check_ndim(X, 4, "X", "(N, C, H, W)")
-    flip = rng.random(len(X)) < p
+    flip = rng.random((len(X), 1))[:, 0] < p
     out = X.copy()
     out[flip] = X[flip, :, :, ::-1]
     return out
@@ -111,7 +114,7 @@ def random_affine(X, rng, degrees=10.0, scale=0.1, shift=2.0):
     Parameters
     ----------
     X : ndarray of shape (N, C, H, W)
-    rng : numpy.random.Generator
+    rng : numpy.random.Generator or per-example stream (see the module docstring)
     degrees : float >= 0
         Rotations are uniform in [-degrees, degrees].
     scale : float in [0, 1)
@@ -128,9 +131,10 @@ def random_affine(X, rng, degrees=10.0, scale=0.1, shift=2.0):
         if not 0 <= value < high:
             raise ValueError(f"{name} must be >= 0{' and < 1' if high == 1 else ''}, got {value!r}")
     n, _, height, width = X.shape
-    angle = np.deg2rad(rng.uniform(-degrees, degrees, n))
-    inverse_zoom = 1 / rng.uniform(1 - scale, 1 + scale, n)
-    shift_y, shift_x = rng.uniform(-shift, shift, (2, n))
+    turn, zoom, shift_y, shift_x = 2 * rng.random((n, 4)).T - 1  # each uniform in [-1, 1)
+    angle = np.deg2rad(degrees * turn)
+    inverse_zoom = 1 / (1 + scale * zoom)
+    shift_y, shift_x = shift * shift_y, shift * shift_x
     cos, sin = ((f(angle) * inverse_zoom).astype(X.dtype)[:, None, None] for f in (np.cos, np.sin))
     centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
     rows = (np.arange(height, dtype=X.dtype) - centre_y)[None, :, None] - shift_y[:, None, None].astype(X.dtype)

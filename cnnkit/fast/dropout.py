@@ -1,8 +1,9 @@
 """Inverted dropout on the kernels of cnnkit._ext.dropout; same contract as cnnkit.reference.dropout.
 
 The mask is the reference's: the same numpy draws (default_rng(seed).random, taken into a
-buffer kept per thread), kept where draw >= p; the kernels do the rest. The cache is the
-keep mask as bytes and the kept units' scale 1 / (1 - p), or None in test mode.
+buffer kept per thread; with "row", the reference's per-example draws), kept where draw >= p;
+the kernels do the rest. The cache is the keep mask as bytes and the kept units' scale
+1 / (1 - p), or None in test mode.
 """
 import threading
 
@@ -12,6 +13,7 @@ from cnnkit._ext import dropout as _kernels
 from cnnkit._validation import check_param_dict, check_real, check_seed
 from cnnkit.fast._checks import checked_gradient
 from cnnkit.fast._elementwise import contiguous_float, element_threads
+from cnnkit.reference.dropout import uniform_draws
 
 _kept = threading.local()  # .draws: float64 buffer of the largest draw so far in this thread
 
@@ -27,7 +29,8 @@ def dropout_forward(x, dropout_param):
     check_seed(seed, "dropout_param['seed']")
     keep, out = np.empty(x.shape, dtype=np.uint8), np.empty_like(x)
     scale = x.dtype.type(1) / x.dtype.type(1 - p)
-    _kernels.dropout_forward(_draws(seed, x.size), p, x.reshape(-1), keep.reshape(-1), out.reshape(-1), scale,
+    draws = _draws(seed, x.size) if dropout_param.get("row") is None else uniform_draws(x.shape, dropout_param)
+    _kernels.dropout_forward(draws.reshape(-1), p, x.reshape(-1), keep.reshape(-1), out.reshape(-1), scale,
                              element_threads(x.size))
     return out, (keep, scale)
 

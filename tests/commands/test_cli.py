@@ -216,3 +216,11 @@ def test_bench_forwards_its_arguments(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     assert "usage: cnnkit bench [-h] [--repeat REPEAT]" in capsys.readouterr().out
+
+
+def test_train_help_says_how_to_run_on_many_machines(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "mpiexec -n N cnnkit train" in out and "mpiexec -f hostfile -n N cnnkit train" in out
+    assert "cnnkit[mpi]" in out and "--allreduce {ordered,mpi}" in out

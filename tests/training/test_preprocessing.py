@@ -113,11 +113,9 @@ def test_augmentation_is_reproducible_and_configurable(rng):
 def affine_by_scipy(X, seed, degrees, scale, shift):
     """random_affine(X, default_rng(seed), ...) recomputed image by image with scipy.ndimage
     (bilinear, nearest-edge extension) from the same draws."""
-    rng = np.random.default_rng(seed)
-    n = len(X)
-    angle = np.deg2rad(rng.uniform(-degrees, degrees, n))
-    zoom = rng.uniform(1 - scale, 1 + scale, n)
-    shifts = rng.uniform(-shift, shift, (2, n)).T
+    turn, zoom, shift_y, shift_x = 2 * np.random.default_rng(seed).random((len(X), 4)).T - 1  # in [-1, 1)
+    angle, zoom = np.deg2rad(degrees * turn), 1 + scale * zoom
+    shifts = shift * np.stack([shift_y, shift_x], axis=1)
     centre = (np.array(X.shape[2:]) - 1) / 2
     out = np.empty_like(X)
     for i, x in enumerate(X):

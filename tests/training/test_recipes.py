@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from cnnkit.cli import build_parser, main
-from cnnkit.commands.train import setup
 from cnnkit.recipes import (
     ARCHITECTURE,
     DATASET_CHOICES,
@@ -16,6 +15,7 @@ from cnnkit.recipes import (
     recipe,
     vgg,
 )
+from cnnkit.training import setup
 
 IMAGE_SHAPES = {"builtin": (3, 16, 16), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 TINY = ["--num-train", "120", "--num-val", "40"]

@@ -183,8 +183,8 @@ def test_resumed_run_ends_with_exactly_the_uninterrupted_parameters(tmp_path, rn
         return FullyConnectedNet([12, 10], input_dim=6, num_classes=3, dropout=0.2, normalization="batchnorm",
                                  weight_scale=0.3, rng=1)
 
-    def jitter(X, generator):
-        return X + (0.05 * generator.standard_normal(X.shape)).astype(X.dtype)
+    def jitter(X, generator):  # generator.random's row i is example i's
+        return X + (0.1 * generator.random(X.shape) - 0.05).astype(X.dtype)
 
     options = dict(update_rule="adam", optim_config={"learning_rate": 2e-2}, schedule="cosine", lr_decay=0.9,
                    batch_size=16, num_epochs=5, seed=3, num_train_samples=40, augment=jitter, verbose=False,

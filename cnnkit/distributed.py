@@ -1,0 +1,139 @@
+"""Data-parallel training on MPI: the few collective operations the Trainer needs.
+
+Every rank holds the whole model and takes its slice of each global batch; one flat
+buffer of gradients per step is summed over the ranks, so every rank applies the same
+update and optimiser state never travels. mpi4py is imported only when a communicator
+is asked for (extra ``cnnkit[mpi]``); only its buffer-based (upper-case) calls are used.
+
+Reductions:
+
+- ``"mpi"``: the MPI library's ``Allreduce``; its summation order is the library's own
+  choice (it may differ between N, message sizes and libraries).
+- ``"ordered"``: an ``Allgather`` of every rank's buffer, summed on each rank in rank
+  order, so reruns with the same N give the same bits whatever the library does inside.
+"""
+import contextlib
+import os
+import sys
+import traceback
+
+import numpy as np
+
+REDUCTIONS = ("ordered", "mpi")
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")  # set by mpiexec
+
+
+def launched_size(environ=None):
+    """How many ranks mpiexec started this process among, from MPI's environment variables (1: none)."""
+    environ = os.environ if environ is None else environ
+    sizes = [int(environ[name]) for name in SIZE_VARIABLES if environ.get(name, "").isdigit()]
+    return max(sizes, default=1)
+
+
+def world_communicator(environ=None):
+    """MPI.COMM_WORLD when mpiexec started this process as one of several ranks, else None.
+
+    Raises
+    ------
+    ImportError
+        MPI's variables say several ranks but mpi4py is missing: without it every rank
+        would train its own copy of the model into the same output folder.
+    """
+    size = launched_size(environ)
+    if size == 1:
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError as error:
+        raise ImportError(f"started by mpiexec as one of {size} ranks, but mpi4py is not installed; "
+                          "install the extra: pip install 'cnnkit[mpi]'") from error
+    return MPI.COMM_WORLD
+
+
+class DataParallel:
+    """A communicator and the reduction the Trainer sums gradients with.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+    reduction : "ordered" or "mpi"
+        See the module docstring.
+    """
+
+    def __init__(self, comm, reduction="ordered"):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        from mpi4py import MPI
+
+        self.comm, self.reduction, self._mpi = comm, reduction, MPI
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+
+    def __repr__(self):
+        return f"DataParallel(rank {self.rank} of {self.size}, reduction={self.reduction!r})"
+
+    def span(self, n):
+        """(start, stop) of this rank's part of range(n): contiguous parts in rank order, the first
+        n % size ranks one longer (some may be empty)."""
+        base, longer = divmod(n, self.size)
+        start = self.rank * base + min(self.rank, longer)
+        return start, start + base + (self.rank < longer)
+
+    def shard(self, indices):
+        """This rank's part of the 1-D array `indices` (see span)."""
+        return indices[slice(*self.span(len(indices)))]
+
+    def broadcast(self, arrays):
+        """Overwrite each array of the dict `arrays` (C-contiguous) with rank 0's, in key order."""
+        for key in sorted(arrays):
+            self.comm.Bcast(arrays[key], root=0)
+
+    def broadcast_bytes(self, data):
+        """Rank 0's `data` (bytes) on every rank; the others pass anything."""
+        size = np.array([len(data) if self.rank == 0 else 0], dtype=np.int64)
+        self.comm.Bcast(size, root=0)
+        buffer = np.frombuffer(data, np.uint8).copy() if self.rank == 0 else np.empty(int(size[0]), np.uint8)
+        self.comm.Bcast(buffer, root=0)
+        return buffer.tobytes()
+
+    def sum(self, buffer):
+        """Sum the 1-D array `buffer` over the ranks, in place, with this object's reduction; returns it."""
+        if self.reduction == "mpi":
+            self.comm.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM)
+            return buffer
+        rows = np.empty((self.size, len(buffer)), dtype=buffer.dtype)
+        self.comm.Allgather(buffer, rows)
+        buffer[:] = rows[0]
+        for row in rows[1:]:
+            buffer += row
+        return buffer
+
+    def count(self, counts):
+        """Integer counts (sequence) summed over the ranks: exact in any order."""
+        counts = np.asarray(counts, dtype=np.int64)
+        self.comm.Allreduce(self._mpi.IN_PLACE, counts, op=self._mpi.SUM)
+        return counts
+
+    def average(self, arrays):
+        """Replace each floating array of the dict `arrays` by its mean over the ranks (key order)."""
+        for key in sorted(arrays):
+            if arrays[key].dtype.kind == "f":
+                total = self.sum(np.array(arrays[key], copy=True).reshape(-1))
+                arrays[key] = (total / arrays[key].dtype.type(self.size)).reshape(arrays[key].shape)
+
+    @contextlib.contextmanager
+    def abort_on_error(self):
+        """On an exception in the block: print it once, from this rank, and end every rank (MPI Abort).
+
+        A rank that stopped on its own would leave the others waiting in a collective forever.
+        """
+        try:
+            yield
+        except BaseException as error:  # KeyboardInterrupt too: the other ranks must not wait
+            message = " ".join(str(error).split()) or type(error).__name__
+            where = f"rank {self.rank} of {self.size}"
+            if isinstance(error, (OSError, ValueError, ImportError, ArithmeticError)):
+                print(f"cnnkit ({where}): error: {message}", file=sys.stderr)
+            else:
+                print(f"cnnkit ({where}): {''.join(traceback.format_exception(error)).rstrip()}", file=sys.stderr)
+            sys.stderr.flush()
+            self.comm.Abort(1)
