@@ -40,7 +40,9 @@ import argparse
 import contextlib
 import csv
 import functools
+import importlib
 import io
+import ipaddress
 import json
 import os
 import sys
@@ -53,8 +55,10 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit._files import replace_file
+from cnnkit.training import setup, write_outputs
 
 INSTALL_HINT = 'cnnkit sweep needs Dask distributed and Optuna: pip install "cnnkit[sweep]"'
+LOOPBACK = "127.0.0.1"  # where the local cluster listens
 SAMPLERS = ("random", "tpe")
 PRUNERS = ("halving", "median", "none")
 NOT_SWEPT = ("help", "out", "resume")  # options of `cnnkit train` that a sweep sets itself
@@ -62,6 +66,25 @@ STUDY_FILE, CHECKPOINTS = "study.db", "checkpoints"
 INTERRUPTED = "interrupted: the sweep stopped while this trial ran"
 REPLY_TIMEOUT = 60  # seconds a worker waits for the client's pruning decision (it comes within POLL_SECONDS)
 POLL_SECONDS = 0.1  # how often the client looks for finished trials and epoch reports
+
+
+class _Extra:
+    """A module of the sweep extra, imported when first used: a missing one raises ImportError with the install line."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def module(self):
+        try:
+            return importlib.import_module(self._name)
+        except ImportError as error:
+            raise ImportError(f"{INSTALL_HINT} ({error})") from None
+
+    def __getattr__(self, attribute):
+        return getattr(self.module(), attribute)
+
+
+dask, distributed, optuna = _Extra("dask"), _Extra("distributed"), _Extra("optuna")
 
 
 @dataclass(frozen=True)
@@ -72,9 +95,8 @@ class LogRange:
     high: float
 
     def distribution(self):
-        from optuna.distributions import FloatDistribution, IntDistribution
-
-        kind = IntDistribution if isinstance(self.low, int) else FloatDistribution
+        kind = optuna.distributions.IntDistribution if isinstance(self.low, int) else \
+            optuna.distributions.FloatDistribution
         return kind(self.low, self.high, log=True)
 
     def __str__(self):
@@ -88,9 +110,7 @@ class Choice:
     values: tuple
 
     def distribution(self):
-        from optuna.distributions import CategoricalDistribution
-
-        return CategoricalDistribution(self.values)
+        return optuna.distributions.CategoricalDistribution(self.values)
 
     def __str__(self):
         return ",".join(map(str, self.values))
@@ -184,7 +204,17 @@ class Sweep:
     trials : int
         Total number of trials for the folder; a rerun runs only the missing ones.
     scheduler : str, optional
-        Address of a running Dask scheduler ("tcp://HOST:PORT"); default: a LocalCluster.
+        Address of a running Dask scheduler, "tls://HOST:PORT"; default: a LocalCluster on
+        127.0.0.1 that speaks TLS with a throwaway certificate (plain TCP, still on 127.0.0.1
+        only, when the cryptography package is missing). A plain "tcp://HOST:PORT" lets
+        anyone who reaches it run code on the workers: it is refused unless HOST is this
+        machine (loopback) or insecure is True.
+    tls_ca_file, tls_cert, tls_key : path, optional
+        For a tls:// scheduler: the cluster's CA certificate, this client's certificate and
+        its key (see `cnnkit certs`); those not given come from Dask's configuration
+        (distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and .key).
+    insecure : bool
+        Accept a plain tcp:// scheduler on another machine.
     workers : int, optional
         Workers of the LocalCluster (default: cores // kernel threads per trial).
     sampler : "random" or "tpe"
@@ -198,7 +228,7 @@ class Sweep:
     """
 
     def __init__(self, space, out, trials, scheduler=None, workers=None, sampler="random", pruner="halving",
-                 verbose=True):
+                 verbose=True, tls_ca_file=None, tls_cert=None, tls_key=None, insecure=False):
         actions = train_actions()
         unknown = sorted(set(space) - set(actions))
         if unknown:
@@ -213,6 +243,9 @@ class Sweep:
             raise ValueError("workers is for the local cluster; a scheduler's workers are started by `dask worker`")
         self.sampler, self.pruner = _one_of(sampler, SAMPLERS, "sampler"), _one_of(pruner, PRUNERS, "pruner")
         self.verbose = verbose
+        self.tls = {key: os.fspath(path) for key, path in
+                    [("tls_ca_file", tls_ca_file), ("tls_client_cert", tls_cert), ("tls_client_key", tls_key)] if path}
+        _check_scheduler(scheduler, self.tls, insecure)
 
     def __repr__(self):
         space = ", ".join(f"{name}={value}" for name, value in {**self.fixed, **self.space}.items())
@@ -228,12 +261,12 @@ class Sweep:
         list of dict, one per trial of the folder: number, state (complete, pruned or
         failed), each sampled option, val_accuracy, epochs, seconds, worker, reason.
         """
-        _import_extras()
+        security = self._security()
         self.out.mkdir(parents=True, exist_ok=True)
         study = self._study()
         missing = self.trials - len(_counted(study))
         if missing > 0:
-            with self._client() as client:
+            with self._client(security) as client:
                 self._run_trials(client, study, missing)
         rows = self._rows(study)
         self._write_results(study, rows)
@@ -241,10 +274,8 @@ class Sweep:
 
     def _run_trials(self, client, study, missing):
         """Keep every worker thread busy with a trial until `missing` more trials have finished."""
-        from distributed import Queue, as_completed
-
-        reports = Queue(f"cnnkit-sweep-{uuid.uuid4().hex}", client=client)
-        running, finished = {}, as_completed()  # running: Dask future -> Optuna trial
+        reports = distributed.Queue(f"cnnkit-sweep-{uuid.uuid4().hex}", client=client)
+        running, finished = {}, distributed.as_completed()  # running: Dask future -> Optuna trial
         with _progress(self, study) as bar:
             try:
                 while missing or running:
@@ -276,9 +307,6 @@ class Sweep:
 
     def _study(self):
         """The study of the folder (created or loaded), with trials a dead client left RUNNING failed."""
-        import optuna
-        from optuna.trial import TrialState
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         samplers = {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler}
         pruners = {"halving": optuna.pruners.SuccessiveHalvingPruner, "median": optuna.pruners.MedianPruner,
@@ -289,7 +317,7 @@ class Sweep:
         self._check_same_sweep(study)
         # seeded, yet a rerun does not draw again the parameters the first run drew
         study.sampler = samplers[self.sampler](seed=self._seed() + len(study.trials))
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             _interrupt(study, trial.number, trial.params)
         return study
 
@@ -306,26 +334,60 @@ class Sweep:
             raise ValueError(f"{self.out} holds a sweep of other options ({recorded}); rerun it with the same "
                              f"options or choose another folder")
 
-    @contextlib.contextmanager
-    def _client(self):
-        """A Dask client of the scheduler at self.scheduler, else of a new LocalCluster."""
-        from distributed import Client, LocalCluster
+    def _security(self):
+        """The distributed.Security of the client: None for plain TCP.
 
+        A tls:// scheduler: this client's certificate from self.tls or Dask's configuration,
+        encryption required. The local cluster: a throwaway certificate, or None without the
+        cryptography package. Raises ValueError or FileNotFoundError saying what is missing.
+        """
+        for extra in (distributed, optuna):
+            extra.module()  # ImportError with the install line before anything is written
+        if self.scheduler is None:
+            try:
+                return distributed.Security.temporary()
+            except ImportError:  # no cryptography (or an OpenSSL older than 1.1.1): plain TCP on loopback
+                return None
+        if _scheme(self.scheduler) == "tcp":
+            return None
+        for path in self.tls.values():
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"TLS file {path} not found")
+        security = distributed.Security(require_encryption=True, **self.tls)
+        if not (security.tls_ca_file and security.tls_client_cert):
+            raise ValueError(f"the scheduler {self.scheduler} needs the cluster's CA certificate and this client's "
+                             "certificate and key: --tls-ca-file, --tls-cert, --tls-key (or Dask's configuration "
+                             "distributed.comm.tls.ca-file, .client.cert, .client.key); `cnnkit certs` makes them")
+        return security
+
+    @contextlib.contextmanager
+    def _client(self, security):
+        """A Dask client of the scheduler at self.scheduler, else of a new LocalCluster."""
         if self.scheduler:
-            with Client(self.scheduler, timeout="30s") as client:
+            if self.verbose and security is None:
+                print(f"scheduler {self.scheduler}: plain TCP, unencrypted and open to anyone who reaches it",
+                      file=sys.stderr, flush=True)
+            with distributed.Client(self.scheduler, security=security, timeout="30s") as client:
                 yield client
             return
         threads = self.fixed.get("threads") or 1
         workers = self.workers or max(1, (os.cpu_count() or 1) // threads)
-        # the scheduler's HTTP server (dashboard, health) on any free port: several sweeps may run at once
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-                Client(cluster) as client:
+        if self.verbose:
+            print(f"local cluster on {LOOPBACK}: " + (
+                "TLS with a throwaway certificate" if security else
+                "plain TCP (TLS needs the cryptography package: pip install cryptography)"), flush=True)
+        # every listener on loopback, on any free port (several sweeps may run at once); the HTTP servers
+        # (dashboard, health) speak TLS too
+        with _https(security), \
+                distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host=LOOPBACK,
+                                         protocol="tls://" if security else "tcp://", security=security,
+                                         dashboard_address=f"{LOOPBACK}:0") as cluster, \
+                distributed.Client(cluster, security=security) as client:
             yield client
 
     def _record(self, study, trial, result, bar):
         """Tell the study a trial's result; keep its checkpoint while it is the best."""
-        from optuna.trial import TrialState
-
+        TrialState = optuna.trial.TrialState
         for key in ("val_accuracy", "epochs", "seconds", "worker", "reason"):
             trial.set_user_attr(key, result[key])
         checkpoints = self.out / CHECKPOINTS
@@ -343,8 +405,7 @@ class Sweep:
 
     def _rows(self, study):
         """One dict per trial of the study (see run)."""
-        from optuna.trial import TrialState
-
+        TrialState = optuna.trial.TrialState
         names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
                  TrialState.RUNNING: "running"}
         interrupted = set(study.user_attrs.get("interrupted", []))
@@ -379,8 +440,6 @@ class Sweep:
 
     def _write_best(self, trial, checkpoint):
         """Restore the best trial from its checkpoint, score it on the test split once, write best/."""
-        from cnnkit.training import setup, write_outputs
-
         best = self.out / "best"
         best.mkdir(exist_ok=True)
         replace_file(best / "checkpoint.npz", checkpoint.read_bytes())
@@ -406,13 +465,9 @@ def run_trial(options, number, reports):
     epochs, seconds, worker (address), reason, checkpoint (bytes of the Trainer checkpoint
     when complete, else None).
     """
-    from distributed import get_worker
-
-    from cnnkit.training import setup
-
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cnnkit-trial-") as folder, \
-            _kernel_threads(options.backend, options.threads or 1):
+            _trial_runtime(options.backend, options.threads or 1):
         checkpoint = Path(folder) / "checkpoint.npz"
         _, trainer, _, _ = setup(options, callbacks=[_pruning_callback(number, reports)], checkpoint=checkpoint,
                                  verbose=False)
@@ -424,15 +479,13 @@ def run_trial(options, number, reports):
         except FloatingPointError as error:
             state, reason = "failed", f"FloatingPointError: {error}"
         return {"state": state, "val_accuracy": trainer.best_val_acc, "epochs": trainer.epoch,
-                "seconds": round(time.perf_counter() - start, 2), "worker": get_worker().address, "reason": reason,
-                "checkpoint": checkpoint.read_bytes() if state == "complete" else None}
+                "seconds": round(time.perf_counter() - start, 2), "worker": distributed.get_worker().address,
+                "reason": reason, "checkpoint": checkpoint.read_bytes() if state == "complete" else None}
 
 
 def _pruning_callback(number, reports):
     """Trainer callback: send the epoch's validation accuracy to the client, raise Pruned if it says so."""
-    from distributed import Queue
-
-    outbox, inbox = Queue(reports), Queue(_reply_queue(reports, number))
+    outbox, inbox = distributed.Queue(reports), distributed.Queue(_reply_queue(reports, number))
 
     def report(trainer):
         outbox.put((number, trainer.epoch, trainer.val_acc_history[-1]))
@@ -445,7 +498,7 @@ def _pruning_callback(number, reports):
 
 
 @contextlib.contextmanager
-def _kernel_threads(backend, threads):
+def _trial_runtime(backend, threads):
     """The trial's backend (None: the worker's default) and kernel and BLAS thread count."""
     from threadpoolctl import threadpool_limits
 
@@ -460,15 +513,13 @@ def _kernel_threads(backend, threads):
 
 def _answer_reports(reports, trials, client):
     """Report each queued epoch to the study and answer whether to prune."""
-    from distributed import Queue
-
     by_number = {trial.number: trial for trial in trials}
     for number, epoch, value in reports.get(batch=True):
         trial = by_number.get(number)  # None: a run of a finished trial on a worker Dask had given up for dead
         if trial is not None:
             trial.report(value, epoch)
         prune = trial is None or trial.should_prune()
-        Queue(_reply_queue(reports.name, number), client=client).put((epoch, prune))
+        distributed.Queue(_reply_queue(reports.name, number), client=client).put((epoch, prune))
 
 
 def _reply_queue(reports, number):
@@ -486,36 +537,32 @@ def _result(future):
 
 def _interrupt(study, number, params):
     """Record a trial cut short by the client stopping as failed and queue its parameters again."""
-    from optuna.trial import TrialState
-
     study.set_user_attr("interrupted", [*study.user_attrs.get("interrupted", []), number])
-    study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+    study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
     study.enqueue_trial(params)
 
 
 def _counted(study):
     """The trials that count towards the total: all but those interrupted (and waiting)."""
-    from optuna.trial import TrialState
-
     interrupted = set(study.user_attrs.get("interrupted", []))
     return [trial for trial in study.get_trials(deepcopy=False)
-            if trial.state != TrialState.WAITING and trial.number not in interrupted]
+            if trial.state != optuna.trial.TrialState.WAITING and trial.number not in interrupted]
 
 
 def _improves(study, value):
-    from optuna.trial import TrialState
-
-    return not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) or value > study.best_value
+    return not _completed(study) or value > study.best_value
 
 
 def _best_checkpoint(out, study):
     """Path of the checkpoint of the study's best trial, None before any trial completed."""
-    from optuna.trial import TrialState
-
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    if not _completed(study):
         return None
     path = out / CHECKPOINTS / f"trial-{study.best_trial.number}.npz"
     return path if path.is_file() else None
+
+
+def _completed(study):
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
 
 def _drop_stale_checkpoints(out, study):
@@ -535,10 +582,8 @@ def _progress(sweep, study):
 
 def _report(sweep, study, number, result, bar):
     """Advance the progress bar (best so far) and print the trial's line."""
-    from optuna.trial import TrialState
-
     bar.update()
-    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    if _completed(study):
         bar.set_postfix(best=f"{study.best_value:.4f}")
     if sweep.verbose:
         accuracy = "-" if result["val_accuracy"] is None else f"{result['val_accuracy']:.2%}"
@@ -565,10 +610,63 @@ def _one_of(value, choices, name):
     return value
 
 
-def _import_extras():
-    """Import Dask distributed and Optuna, or raise ImportError with the install line."""
+# ---------------------------------------------------------------------- who may connect
+
+def _check_scheduler(scheduler, tls, insecure):
+    """Raise ValueError unless the scheduler address and TLS files make a cluster closed to strangers.
+
+    A plain tcp:// scheduler is accepted on loopback (this machine only) or with insecure.
+    """
+    if scheduler is None:
+        if tls:
+            raise ValueError("TLS files are for a tls:// scheduler; the local cluster makes its own certificate")
+        return
+    scheme = _scheme(scheduler)
+    if scheme not in ("tcp", "tls"):
+        raise ValueError(f"expected a scheduler address tls://HOST:PORT, got {scheduler!r}")
+    if scheme == "tcp" and tls:
+        raise ValueError(f"TLS files need a tls:// scheduler, got {scheduler!r}")
+    if scheme == "tcp" and not insecure and not _is_loopback(_host(scheduler)):
+        raise ValueError(
+            f"refusing the plain-TCP scheduler {scheduler}: anyone who can reach it can run any code on its workers "
+            "and read the trials' data. Set up TLS instead: `cnnkit certs DIR --hosts HOST ...` writes a CA and a "
+            "certificate per machine; start `dask scheduler --protocol tls --tls-ca-file ca.pem --tls-cert HOST.pem "
+            "--tls-key HOST-key.pem` and `dask worker tls://HOST:8786` with the same options, then sweep with "
+            "--scheduler tls://HOST:8786 --tls-ca-file ca.pem --tls-cert client.pem --tls-key client-key.pem. "
+            "To accept plain TCP on a network you trust, pass --insecure (insecure=True from Python).")
+
+
+def _scheme(address):
+    """The protocol of a Dask address; tcp for a bare HOST:PORT, as Dask reads it."""
+    scheme, separator, _ = address.partition("://")
+    return scheme if separator else "tcp"
+
+
+def _host(address):
+    """The host of a Dask address: "PROTOCOL://HOST:PORT", "HOST:PORT" or "[IPV6]:PORT"."""
+    location = address.partition("://")[2] or address
+    if location.startswith("["):
+        return location[1:].partition("]")[0]
+    return location.rpartition(":")[0] if location.count(":") == 1 else location
+
+
+def _is_loopback(host):
     try:
-        import distributed  # noqa: F401
-        import optuna  # noqa: F401
-    except ImportError as error:
-        raise ImportError(f"{INSTALL_HINT} ({error})") from None
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@contextlib.contextmanager
+def _https(security):
+    """Dask's HTTP servers (dashboard, health, metrics) started in the block serve HTTPS with security's certificate."""
+    if security is None:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="cnnkit-sweep-tls-") as folder:  # readable by its owner only
+        cert, key = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+        replace_file(cert, security.tls_scheduler_cert)
+        replace_file(key, security.tls_scheduler_key, mode=0o600)
+        with dask.config.set({"distributed.scheduler.dashboard.tls.cert": os.fspath(cert),
+                              "distributed.scheduler.dashboard.tls.key": os.fspath(key)}):
+            yield

@@ -2,4 +2,4 @@
 
 cnnkit.cli registers the modules named in COMMANDS, in this order.
 """
-COMMANDS = ("train", "evaluate", "predict", "show", "export", "sweep", "bench", "info")
+COMMANDS = ("train", "evaluate", "predict", "show", "export", "sweep", "certs", "bench", "info")

@@ -24,8 +24,19 @@ def add_parser(commands):
                        help="total trials for the folder; rerunning the command runs the missing ones (default: 16)")
     sweep.add_argument("--out", type=Path, default=Path("sweep-out"),
                        help="sweep folder: study.db, trials.csv, sweep.png, best/ (default: ./sweep-out)")
-    sweep.add_argument("--scheduler", metavar="tcp://HOST:PORT",
-                       help="a running Dask scheduler (`dask scheduler`, `dask worker`); default: a local cluster")
+    sweep.add_argument("--scheduler", metavar="tls://HOST:PORT",
+                       help="a running Dask scheduler (`dask scheduler`, `dask worker`) that speaks TLS; default: a "
+                            "local cluster on 127.0.0.1 that speaks TLS with a throwaway certificate")
+    sweep.add_argument("--tls-ca-file", type=Path, metavar="CA.pem",
+                       help="the cluster's CA certificate (default: Dask's config distributed.comm.tls.ca-file)")
+    sweep.add_argument("--tls-cert", type=Path, metavar="CERT.pem",
+                       help="this client's certificate, signed by the CA (`cnnkit certs` writes client.pem; "
+                            "default: Dask's config distributed.comm.tls.client.cert)")
+    sweep.add_argument("--tls-key", type=Path, metavar="KEY.pem",
+                       help="this client's private key (default: Dask's config distributed.comm.tls.client.key)")
+    sweep.add_argument("--insecure", action="store_true",
+                       help="accept a plain tcp:// scheduler on another machine, which lets anyone who reaches it "
+                            "run code on its workers (tcp:// on 127.0.0.1 needs no flag)")
     sweep.add_argument("--workers", type=POSITIVE_INT,
                        help="workers of the local cluster (default: cores // --threads, one trial each)")
     sweep.add_argument("--sampler", choices=SAMPLERS, default="random", help="Optuna sampler (default: random)")
@@ -61,5 +72,6 @@ def run(args):
     space = {dest.removeprefix(TRAIN_OPTION): value for dest, value in vars(args).items()
              if dest.startswith(TRAIN_OPTION)}
     Sweep(space, args.out, args.trials, scheduler=args.scheduler, workers=args.workers, sampler=args.sampler,
-          pruner=args.pruner).run()
+          pruner=args.pruner, tls_ca_file=args.tls_ca_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
+          insecure=args.insecure).run()
     return 0

@@ -1,10 +1,10 @@
-"""cnnkit sweep: the space from train's options, a real Dask cluster with a worker killed, resume, pruning."""
+"""cnnkit sweep: the space from train's options, resume after the client is killed.
+
+Real `dask scheduler` / `dask worker` clusters, TLS, who may connect, the local cluster: test_sweep_cluster.py."""
 import csv
-import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +14,6 @@ import pytest
 from helpers import run_python
 
 from cnnkit import cli
-from cnnkit.models import load
 from cnnkit.sweep import INSTALL_HINT, INTERRUPTED, Choice, LogRange, Sweep, dimension, train_actions
 
 pytest.importorskip("distributed")
@@ -54,36 +53,6 @@ def wait_for_line(lines, prefix):
         assert line is not None, f"output ended before a line starting {prefix!r}:\n{''.join(seen)}"
         seen.append(line)
     return seen
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def dask_cluster(tmp_path):
-    """(address, worker processes) of a `dask scheduler` and two `dask worker`s (no nanny, 1 thread) on 127.0.0.1."""
-    from distributed import Client
-
-    address = f"tcp://127.0.0.1:{free_port()}"
-    log = open(tmp_path / "dask.log", "w")
-    dask = [sys.executable, "-m", "dask"]
-    processes = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                                   "--no-dashboard"], stdout=log, stderr=log)]
-    try:
-        processes += [subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                                        "--host", "127.0.0.1", "--name", f"worker-{i}"], stdout=log, stderr=log)
-                      for i in range(2)]
-        with Client(address, timeout=TIMEOUT) as client:
-            client.wait_for_workers(2, timeout=TIMEOUT)
-        yield address, processes[1:]
-    finally:
-        for process in processes:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 # ---------------------------------------------------------------------- the space
@@ -162,27 +131,6 @@ def test_importing_cnnkit_imports_neither_dask_nor_optuna():
 
 # ---------------------------------------------------------------------- running sweeps
 
-def test_sweep_on_a_dask_cluster_survives_a_killed_worker(dask_cluster, tmp_path):
-    address, workers = dask_cluster
-    out = tmp_path / "sweep"
-    client = subprocess.Popen(cnnkit_command("sweep", "--scheduler", address, "--trials", 6, "--update-rule", "sgd",
-                                             "--lr", "1e-2,1e3", "--pruner", "none", *SMALL, "--out", out),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = output_lines(client)
-    printed = wait_for_line(lines, "trial ")  # one trial done, the other worker is mid-trial
-    workers[0].kill()
-    assert client.wait(timeout=TIMEOUT) == 0, "".join(printed + list(iter(lines.get, None)))
-    rows = read_rows(out)
-    assert [int(row["number"]) for row in rows] == list(range(6))
-    outcomes = {(row["lr"], row["state"], row["reason"].partition(" is ")[0]) for row in rows}
-    # the killed worker's trial ran again elsewhere; lr 1000 makes the loss NaN
-    assert outcomes == {("0.01", "complete", ""), ("1000.0", "failed", "FloatingPointError: loss")}
-    assert load(out / "best" / "model.npz").num_params > 0
-    assert {path.name for path in (out / "best").iterdir()} >= {"model.npz", "model.json", "history.json",
-                                                                "curves.png", "checkpoint.npz"}
-    assert (out / "sweep.png").stat().st_size > 0
-
-
 def wait_for_running_trial(study_file):
     """Return once the study holds a trial that has started and not finished."""
     deadline = time.monotonic() + TIMEOUT
@@ -194,6 +142,7 @@ def wait_for_running_trial(study_file):
     raise AssertionError(f"no trial of {study_file} started within {TIMEOUT} s")
 
 
+@pytest.mark.slow
 def test_resume_after_the_client_is_killed_runs_only_the_missing_trials(tmp_path):
     out = tmp_path / "sweep"
     command = cnnkit_command("sweep", "--workers", 1, "--trials", 3, "--lr", "1e-3:1e-2", "--pruner", "none",
@@ -221,19 +170,3 @@ def test_resume_after_the_client_is_killed_runs_only_the_missing_trials(tmp_path
         assert (rows[number]["state"], rows[number]["reason"]) == ("failed", INTERRUPTED)
         assert any(float(row["lr"]) == params["lr"] and row["state"] == "complete" for row in rows.values())
     assert sum(row["state"] == "complete" for row in rows.values()) == 3
-
-
-def test_local_cluster_sweep_prunes_the_trials_falling_behind(tmp_path):
-    """One worker runs the trials in turn: after the first, those behind after epoch 1 stop there."""
-    space = {"lr": (1e-6, 1e-1), "epochs": 2, "num_train": 600, "num_val": 200, "threads": 1}
-    rows = Sweep(space, tmp_path, trials=6, workers=1, verbose=False).run()
-    assert [row["number"] for row in rows] == list(range(6))
-    pruned = [row for row in rows if row["state"] == "pruned"]
-    complete = [row for row in rows if row["state"] == "complete"]
-    assert pruned and complete
-    assert all(row["epochs"] == 1 for row in pruned) and all(row["epochs"] == 2 for row in complete)
-    best = max(complete, key=lambda row: row["val_accuracy"])
-    info = json.loads((tmp_path / "best" / "model.json").read_text())
-    assert info["sweep_trial"] == best["number"] and 0 <= info["test_accuracy"] <= 1
-    assert [path.name for path in (tmp_path / "checkpoints").iterdir()] == [f"trial-{best['number']}.npz"]
-    assert read_rows(tmp_path)[best["number"]]["state"] == "complete"
