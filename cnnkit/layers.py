@@ -9,6 +9,10 @@ Every op goes through cnnkit.functional, so layers run on the active backend.
 Arrays are NCHW. A Linear weight is (in_features, out_features), as in the course
 (`x @ W`), a Maxout weight is (in_features, out_features, pieces), and a Conv2d weight
 is (out_channels, in_channels, KH, KW).
+
+Containers are layers made of layers: `Sequential` applies its layers in order and
+`Residual` adds a body's output to a shortcut's. They nest; the arrays of the layers
+inside them are named by dotted paths (e.g. "body.0.weight"), as PyTorch names them.
 """
 import contextlib
 import math
@@ -29,12 +33,15 @@ __all__ = [
     "Conv2d",
     "Dropout",
     "Flatten",
+    "GlobalAvgPool2d",
     "Layer",
     "LeakyReLU",
     "Linear",
     "MaxPool2d",
     "Maxout",
     "ReLU",
+    "Residual",
+    "Sequential",
     "Sigmoid",
     "Tanh",
 ]
@@ -88,6 +95,20 @@ class Layer:
         """Output shape for an input of shape (N, ...); ValueError naming the expected shape."""
         return tuple(input_shape)
 
+    def named_arrays(self, kind):
+        """(path, layer, name) of each array in `kind` ("params" or "buffers"), here and in the layers inside.
+
+        `layer.<kind>[name]` is the array; path names it from this layer, e.g. "weight" or
+        "body.0.weight" in a container.
+        """
+        for name in getattr(self, kind):
+            yield name, self, name
+
+    def summary_rows(self, input_shape, label, depth=0):
+        """Rows (label, description, output shape, trainable scalars) of this layer and those inside it,
+        for an input of shape input_shape; description is indented by `depth`."""
+        return [(label, "  " * depth + repr(self), self.output_shape(input_shape), self.num_params)]
+
     def train(self):
         """Training mode (batch statistics, dropout active); returns self."""
         self.training = True
@@ -106,6 +127,11 @@ class Layer:
     def config(self):
         """Constructor arguments that rebuild this layer (JSON-serialisable)."""
         return {}
+
+    @classmethod
+    def from_config(cls, config):
+        """The layer that config() described."""
+        return cls(**config)
 
     def extra_repr(self):
         """The arguments shown inside repr's parentheses."""
@@ -369,6 +395,24 @@ class AvgPool2d(_Pool2d):
     op = "avg_pool2d"
 
 
+class GlobalAvgPool2d(Layer):
+    """Mean over each channel's whole plane: (N, C, H, W) -> (N, C, 1, 1).
+
+    As torch.nn.AdaptiveAvgPool2d(1) and ONNX's GlobalAveragePool, the output keeps its
+    1 x 1 plane; a Linear after it takes (N, C, 1, 1) as (N, C), so no Flatten is needed.
+    """
+
+    def output_shape(self, input_shape):
+        self._expect(input_shape, len(input_shape) == 4, "(N, C, H, W)")
+        return (*input_shape[:2], 1, 1)
+
+    def _forward(self, x):
+        return F.avg_pool2d_forward(x, np.shape(x)[2:])
+
+    def _backward(self, dout, cache):
+        return F.avg_pool2d_backward(dout, cache)
+
+
 class _Activation(Layer):
     """Elementwise activation: functional `{op}_forward(x, **config())`."""
 
@@ -563,3 +607,197 @@ class Flatten(Layer):
 
     def _backward(self, dout, cache):
         return dout.reshape(cache)
+
+
+def layer_config(layer):
+    """{"class": name, "config": arguments} of a layer (JSON-serialisable), for a model's architecture."""
+    return {"class": type(layer).__name__, "config": layer.config()}
+
+
+def layer_from_config(entry):
+    """The layer that layer_config described (containers with the layers inside them)."""
+    name = entry["class"]
+    if name not in __all__ or name == "Layer":
+        raise ValueError(f"unknown layer class {name!r}")
+    return globals()[name].from_config(entry["config"])
+
+
+def _indent(text):
+    """text with every line after the first indented by two spaces (a child's repr in its parent's)."""
+    return text.replace("\n", "\n  ")
+
+
+class _Container(Layer):
+    """A layer made of named layers (`children`, name -> Layer).
+
+    Its params, grads and buffers are views of the children's, keyed by dotted paths
+    ("<child>.<name>"); its mode is theirs. Subclasses define `_child_inputs(input_shape)`,
+    `output_shape`, `_forward` and `_run_backward(dout, input_grad)`.
+    """
+
+    def __init__(self, children):  # not Layer.__init__: a container's arrays are its children's
+        self.training, self._cache, self._out_shape = True, None, None
+        bad = {name: child for name, child in children.items() if not isinstance(child, Layer)}
+        if bad:
+            raise TypeError(f"{type(self).__name__} holds cnnkit.layers.Layer objects, got {bad}")
+        self.children = children
+
+    params = property(lambda self: self._gather("params"), doc="{dotted path: trainable array}")
+    buffers = property(lambda self: self._gather("buffers"), doc="{dotted path: non-trainable array}")
+    grads = property(lambda self: self._gather("grads"), doc="{dotted path: gradient of the last backward}")
+
+    def _gather(self, kind):
+        return {f"{name}.{path}": value for name, child in self.children.items()
+                for path, value in getattr(child, kind).items()}
+
+    def named_arrays(self, kind):
+        for name, child in self.children.items():
+            for path, layer, key in child.named_arrays(kind):
+                yield f"{name}.{path}", layer, key
+
+    def train(self):
+        for child in self.children.values():
+            child.train()
+        return super().train()
+
+    def eval(self):
+        for child in self.children.values():
+            child.eval()
+        return super().eval()
+
+    def summary_rows(self, input_shape, label, depth=0):
+        rows = [(label, "  " * depth + type(self).__name__, self.output_shape(input_shape), self.num_params)]
+        for name, child, shape in self._child_inputs(input_shape):
+            rows += child.summary_rows(shape, f"{label}.{name}", depth + 1)
+        return rows
+
+    def _backward(self, dout, cache):
+        return self._run_backward(dout, input_grad=True)
+
+    def _parameter_backward(self, dout, cache):
+        self._run_backward(dout, input_grad=False)
+
+    def __repr__(self):
+        lines = [f"  ({name}): {_indent(repr(child))}" for name, child in self.children.items()]
+        return "\n".join([f"{type(self).__name__}(", *lines, ")"])
+
+
+class Sequential(_Container):
+    """Layers applied in order, like torch.nn.Sequential; a layer, so it nests in Residual and itself.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        Their arrays are named "<index>.<name>", e.g. "0.weight".
+
+    A ReLU right after a Conv2d runs inside it (functional.conv2d_relu: one op; see `fused`).
+    (cnnkit.models.Sequential is the whole network: these layers with a loss on top.)
+    """
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        super().__init__({str(index): layer for index, layer in enumerate(self.layers)})
+
+    def fused(self):
+        """Indices of the layers that run inside the layer before them: each ReLU right after a
+        Conv2d (the pair runs as functional.conv2d_relu: one op, no pass of ReLU's own).
+        """
+        return {index for index in range(1, len(self.layers))
+                if type(self.layers[index - 1]) is Conv2d and type(self.layers[index]) is ReLU}
+
+    def _child_inputs(self, input_shape):
+        shape, entries = tuple(input_shape), []
+        for name, child in self.children.items():
+            entries.append((name, child, shape))
+            shape = child.output_shape(shape)
+        return entries
+
+    def output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape
+
+    def _forward(self, x):
+        fused = self.fused()
+        for index, layer in enumerate(self.layers):
+            if index not in fused:
+                x = layer.forward(x, relu=True) if index + 1 in fused else layer.forward(x)
+        return x, True
+
+    def _run_backward(self, dout, input_grad):
+        """dout through the layers backwards; the first one computes its input's gradient only with input_grad."""
+        fused = self.fused()
+        for index in reversed(range(len(self.layers))):
+            if index not in fused:
+                dout = self.layers[index].backward(dout, input_grad or index > 0)
+        return dout if input_grad else None
+
+    def config(self):
+        return {"layers": [layer_config(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls([layer_from_config(entry) for entry in config["layers"]])
+
+
+class Residual(_Container):
+    """A residual block (He et al. 2016): out = body(x) + shortcut(x).
+
+    Parameters
+    ----------
+    body : Layer
+        Usually a Sequential, e.g. conv3x3 - batchnorm - relu - conv3x3 - batchnorm.
+    shortcut : Layer or None
+        None: the identity, for a body that keeps the input's shape. Where the body
+        changes the shape (a strided first conv, more channels), a layer that maps the
+        input to the body's output shape, e.g. `Residual.projection(...)`.
+
+    The gradient of x is the sum of the body's and the shortcut's. Arrays are named
+    "body.<path>" and "shortcut.<path>". The ReLU that follows a ResNet block's sum is a
+    layer after the Residual.
+    """
+
+    def __init__(self, body, shortcut=None):
+        self.body, self.shortcut = body, shortcut
+        super().__init__({"body": body} if shortcut is None else {"body": body, "shortcut": shortcut})
+
+    @staticmethod
+    def projection(in_channels, out_channels, stride=1, dtype=np.float32, rng=None):
+        """The shortcut of a block whose body changes the shape: 1x1 conv with stride (no bias) - batchnorm."""
+        return Sequential([Conv2d(in_channels, out_channels, 1, stride=stride, bias=False, dtype=dtype, rng=rng),
+                           BatchNorm2d(out_channels, dtype=dtype)])
+
+    def _child_inputs(self, input_shape):
+        return [(name, child, tuple(input_shape)) for name, child in self.children.items()]
+
+    def output_shape(self, input_shape):
+        out = self.body.output_shape(input_shape)
+        skipped = tuple(input_shape) if self.shortcut is None else self.shortcut.output_shape(input_shape)
+        if out != skipped:
+            what = "the input" if self.shortcut is None else "the shortcut's output"
+            hint = (" (give a shortcut that maps the input to the body's shape, e.g. Residual.projection)"
+                    if self.shortcut is None else "")
+            raise ValueError(f"Residual: the body's output has shape {out} but {what} has {skipped}; "
+                             f"they must match to be added{hint}")
+        return out
+
+    def _forward(self, x):
+        out = self.body.forward(x)
+        return out + (x if self.shortcut is None else self.shortcut.forward(x)), True
+
+    def _run_backward(self, dout, input_grad):
+        dx = self.body.backward(dout, input_grad)
+        if self.shortcut is None:
+            return dx + dout if input_grad else None
+        dskipped = self.shortcut.backward(dout, input_grad)
+        return dx + dskipped if input_grad else None
+
+    def config(self):
+        return {"body": layer_config(self.body),
+                "shortcut": None if self.shortcut is None else layer_config(self.shortcut)}
+
+    @classmethod
+    def from_config(cls, config):
+        shortcut = config["shortcut"]
+        return cls(layer_from_config(config["body"]), None if shortcut is None else layer_from_config(shortcut))

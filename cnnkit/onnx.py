@@ -25,7 +25,7 @@ OPSET = 17
 
 
 class _Graph:
-    """The nodes and initializers of a graph being built; names start with the layer's index."""
+    """The nodes and initializers of a graph being built; names start with the layer's path (e.g. "3.body.0")."""
 
     def __init__(self):
         self.nodes, self.initializers = [], []
@@ -124,11 +124,28 @@ def _flatten(graph, layer, x, prefix):
     return graph.node("Flatten", [x], prefix, axis=1)
 
 
+def _global_avg_pool2d(graph, layer, x, prefix):
+    return graph.node("GlobalAveragePool", [x], prefix)
+
+
+def _sequential(graph, layer, x, prefix):
+    for name, child in layer.children.items():
+        x = _convert(graph, child, x, f"{prefix}.{name}")
+    return x
+
+
+def _residual(graph, layer, x, prefix):
+    out = _convert(graph, layer.body, x, f"{prefix}.body")
+    skipped = x if layer.shortcut is None else _convert(graph, layer.shortcut, x, f"{prefix}.shortcut")
+    return graph.node("Add", [out, skipped], prefix)
+
+
 # layer class -> converter(graph, layer, input name, prefix) -> output name
 CONVERTERS = {
     nn.Conv2d: _conv2d, nn.Linear: _linear, nn.Maxout: _maxout, nn.MaxPool2d: _max_pool2d, nn.AvgPool2d: _avg_pool2d,
     nn.BatchNorm1d: _batchnorm, nn.BatchNorm2d: _batchnorm, nn.ReLU: _relu, nn.LeakyReLU: _leaky_relu,
     nn.Sigmoid: _sigmoid, nn.Tanh: _tanh, nn.ELU: _elu, nn.Dropout: _dropout, nn.Flatten: _flatten,
+    nn.GlobalAvgPool2d: _global_avg_pool2d, nn.Sequential: _sequential, nn.Residual: _residual,
 }
 
 
@@ -178,7 +195,7 @@ def export(model, path, input_shape, mean=None, std=None, classes=None):
     graph = _Graph()
     x = "images" if mean is None else _normalize(graph, "images", mean, std)
     for index, layer in enumerate(model.layers):
-        x = _converter(layer, index)(graph, layer, x, str(index))
+        x = _convert(graph, layer, x, str(index))
     graph.nodes.append(helper.make_node("Identity", [x], ["scores"], name="scores"))
     proto = helper.make_model(
         helper.make_graph(graph.nodes, type(model).__name__, [_tensor("images", ("N", *input_shape))],
@@ -192,12 +209,13 @@ def export(model, path, input_shape, mean=None, std=None, classes=None):
     return proto
 
 
-def _converter(layer, index):
+def _convert(graph, layer, x, prefix):
+    """Append the nodes of `layer` (its path in the model is `prefix`) applied to x; returns their output."""
     if type(layer) not in CONVERTERS:
         supported = ", ".join(sorted(kind.__name__ for kind in CONVERTERS))
-        raise ValueError(f"cannot export layer {index}, {layer!r}: no ONNX converter for {type(layer).__name__} "
+        raise ValueError(f"cannot export layer {prefix}, {layer!r}: no ONNX converter for {type(layer).__name__} "
                          f"(supported: {supported})")
-    return CONVERTERS[type(layer)]
+    return CONVERTERS[type(layer)](graph, layer, x, prefix)
 
 
 def _tensor(name, shape):

@@ -6,10 +6,17 @@ import itertools
 
 import numpy as np
 
+from cnnkit import layers as nn
+from cnnkit.datasets import augmentation, channel_stats, load_dataset, normalize, train_val_split
+from cnnkit.models import FullyConnectedNet, Sequential, ThreeLayerConvNet, TwoLayerNet, resnet
+from cnnkit.trainer import Trainer
+
 DATASET_CHOICES = ("builtin", "mnist", "fashion-mnist", "cifar10")
-MODEL_CHOICES = ("convnet", "vgg", "threelayer", "twolayer", "fc", "maxout")
-# the width each model has unless told: first conv's filters (convnet, vgg, threelayer), else hidden units
-WIDTHS = {"convnet": 16, "vgg": 32, "threelayer": 32, "twolayer": 256, "fc": 256, "maxout": 240}
+MODEL_CHOICES = ("convnet", "vgg", "resnet", "threelayer", "twolayer", "fc", "maxout")
+# the width each model has unless told: first conv's filters (convnet, vgg, resnet, threelayer), else hidden units
+WIDTHS = {"convnet": 16, "vgg": 32, "resnet": 16, "threelayer": 32, "twolayer": 256, "fc": 256, "maxout": 240}
+# the depth unless told: conv layers per stage (vgg), weighted layers 6n + 2 (resnet)
+DEPTHS = {"vgg": 1, "resnet": 20}
 UPDATE_RULES = ("sgd", "sgd_momentum", "nesterov", "rmsprop", "adam")
 # the options that shape the recipe's own model (build_model's keywords; None: the model's own)
 ARCHITECTURE = ("width", "depth", "hidden", "dropout")
@@ -92,9 +99,6 @@ def convnet(image_shape, num_classes, width=16, hidden=128, dropout=0.0, reg=0.0
     -------
     cnnkit.models.Sequential
     """
-    from cnnkit import layers as nn
-    from cnnkit.models import Sequential
-
     channels, height, width_px = image_shape
     rng = np.random.default_rng(seed)
     flat = 2 * width * (height // 4) * (width_px // 4)
@@ -130,9 +134,6 @@ def vgg(image_shape, num_classes, width=32, depth=1, dropout=0.0, reg=0.0, seed=
     -------
     cnnkit.models.Sequential
     """
-    from cnnkit import layers as nn
-    from cnnkit.models import Sequential
-
     channels, height, width_px = image_shape
     rng = np.random.default_rng(seed)
     layers, filters = [], width
@@ -149,8 +150,6 @@ def vgg(image_shape, num_classes, width=32, depth=1, dropout=0.0, reg=0.0, seed=
 
 def _dropout(p, rng):
     """[Dropout(p)], or [] when p is 0."""
-    from cnnkit import layers as nn
-
     return [nn.Dropout(p, rng=rng)] if p else []
 
 
@@ -174,9 +173,6 @@ def maxout_mlp(image_shape, num_classes, hidden=(240, 240), pieces=5, dropout=0.
     -------
     cnnkit.models.Sequential
     """
-    from cnnkit import layers as nn
-    from cnnkit.models import Sequential
-
     rng = np.random.default_rng(seed)
     widths = [int(np.prod(image_shape)), *hidden]
     layers = [nn.Flatten()]
@@ -189,26 +185,27 @@ def maxout_mlp(image_shape, num_classes, hidden=(240, 240), pieces=5, dropout=0.
 def build_model(name, image_shape, num_classes, reg=0.0, seed=0, l1=0.0, width=None, dropout=None, depth=None,
                 hidden=None):
     """Model `name` (one of MODEL_CHOICES) for images of image_shape (C, H, W), with L2 strength
-    reg and L1 strength l1; width (see WIDTHS), dropout, depth (vgg's) and hidden (convnet's)
-    None take the model's own."""
-    from cnnkit.models import FullyConnectedNet, ThreeLayerConvNet, TwoLayerNet
-
+    reg and L1 strength l1; width (see WIDTHS), dropout, depth (DEPTHS: vgg's conv layers per
+    stage, resnet's 6n + 2 layers) and hidden (convnet's) None take the model's own."""
     if name not in MODEL_CHOICES:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_CHOICES)}")
-    if dropout and name in ("threelayer", "twolayer"):
+    if dropout and name in ("resnet", "threelayer", "twolayer"):
         raise ValueError(f"model {name} has no dropout; convnet, vgg, fc and maxout have")
-    if depth is not None and name != "vgg":
-        raise ValueError(f"depth (conv layers per stage) is vgg's, not {name}'s")
+    if depth is not None and name not in DEPTHS:
+        raise ValueError(f"depth (conv layers per stage) is vgg's and resnet's (6n + 2 layers), not {name}'s")
     if hidden is not None and name != "convnet":
         raise ValueError(f"hidden (units of the linear layer after the convs) is convnet's, not {name}'s")
     width = WIDTHS[name] if width is None else width
+    depth = DEPTHS.get(name) if depth is None else depth
     common = dict(reg=reg, l1=l1, **({} if dropout is None else {"dropout": dropout}))
     features = int(np.prod(image_shape))
     if name == "convnet":
         return convnet(image_shape, num_classes, width=width, seed=seed, **common,
                        **({} if hidden is None else {"hidden": hidden}))
     if name == "vgg":
-        return vgg(image_shape, num_classes, width=width, depth=depth or 1, seed=seed, **common)
+        return vgg(image_shape, num_classes, width=width, depth=depth, seed=seed, **common)
+    if name == "resnet":
+        return resnet(image_shape, num_classes, depth=depth, width=width, seed=seed, reg=reg, l1=l1)
     if name == "maxout":
         return maxout_mlp(image_shape, num_classes, hidden=(width, width), seed=seed, **common)
     if name == "threelayer":
@@ -224,9 +221,6 @@ def make_trainer(model, data, dataset, update_rule, lr, schedule, batch_size, ep
                  **options):
     """The Trainer `cnnkit train` uses: dataset's augmentation (AUGMENTATION) unless augment is
     False, schedule "cosine", "step" or "constant"; options go to Trainer as they are."""
-    from cnnkit.datasets import augmentation
-    from cnnkit.trainer import Trainer
-
     return Trainer(model, data, update_rule=update_rule, optim_config={"learning_rate": lr},
                    schedule=None if schedule == "constant" else schedule, batch_size=batch_size,
                    num_epochs=epochs, seed=seed, augment=augmentation(**AUGMENTATION[dataset]) if augment else None,
@@ -245,8 +239,6 @@ def training_data(dataset, root=None, download=False, num_train=None, num_val=10
     data : dict with X_train, y_train, X_val, y_val, X_test, y_test
     info : dict with dataset, classes, image_shape (C, H, W), mean and std (lists)
     """
-    from cnnkit.datasets import channel_stats, load_dataset, normalize, train_val_split
-
     loaded = load_dataset(dataset, root, download=download)
     X, y = loaded["X_train"][:num_train], loaded["y_train"][:num_train]
     X_train, y_train, X_val, y_val = train_val_split(X, y, num_val, seed=seed)

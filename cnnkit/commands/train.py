@@ -45,7 +45,9 @@ def add_parser(commands):
                        help="builtin (generated, no files), mnist, fashion-mnist or cifar10 (default: builtin)")
     add_data_options(train)
     train.add_argument("--model", choices=MODEL_CHOICES,
-                       help="convnet (2 conv layers), vgg (conv-batchnorm-relu-pool stages), threelayer (the "
+                       help="convnet (2 conv layers), vgg (conv-batchnorm-relu-pool stages), resnet (CIFAR "
+                            "ResNet-6n+2: --depth 6n+2 layers, default 20; stages of --width, 2x, 4x filters, default "
+                            "16), threelayer (the "
                             "course's ThreeLayerConvNet), twolayer, fc (FullyConnectedNet with batchnorm), maxout "
                             "(2 maxout layers with dropout) (default: the recipe's)")
     widths = ", ".join(f"{model} {width}" for model, width in WIDTHS.items())

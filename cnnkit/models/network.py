@@ -15,6 +15,7 @@ from cnnkit import layers as nn
 from cnnkit._npz import assign_arrays, prefixed, read_npz, unprefixed, write_npz
 from cnnkit._validation import check_real
 from cnnkit.errors import ModelFileError
+from cnnkit.layers import layer_config, layer_from_config
 
 MODEL_FORMAT = "cnnkit-model"
 LOSSES = {"softmax": F.softmax_loss, "svm": F.svm_loss}
@@ -40,7 +41,8 @@ class Network:
         Shape of one sample, used by summary().
     keys : list of dict, optional
         Per layer, the model key of each param or buffer name (e.g. {"weight": "W1"});
-        by default "<layer index>.<name>", as PyTorch names them.
+        by default "<layer index>.<name>", as PyTorch names them, and "<layer index>.<path>"
+        for the arrays inside a container (e.g. "3.body.0.weight").
 
     Attributes
     ----------
@@ -70,29 +72,27 @@ class Network:
         self.loss_name, self.reg = loss, float(reg)
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self.training = True
+        self._chain = nn.Sequential(self.layers)  # runs them: forward, backward, the fused conv+ReLU pairs
         keys = keys or [{}] * len(self.layers)
         self._entries = {kind: self._keyed(kind, keys) for kind in ("params", "buffers")}
         self.params = {key: layer.params[name] for key, (layer, name) in self._entries["params"].items()}
         self.buffers = {key: layer.buffers[name] for key, (layer, name) in self._entries["buffers"].items()}
 
     def _keyed(self, kind, keys):
-        """{model key: (layer, name)} for every param (or buffer) of the layers."""
+        """{model key: (layer, name)} for every param (or buffer) of the layers and those inside them."""
         entries = {}
         for index, (layer, names) in enumerate(zip(self.layers, keys)):
-            for name in getattr(layer, kind):
-                key = names.get(name, f"{index}.{name}")
+            for path, owner, name in layer.named_arrays(kind):
+                key = names.get(path, f"{index}.{path}")
                 if key in entries:
                     raise ValueError(f"two arrays share the key {key!r}")
-                entries[key] = (layer, name)
+                entries[key] = (owner, name)
         return entries
 
     def forward(self, X):
         """Scores of shape (N, num_classes) for X of shape (N, ...), in the current mode."""
         self.sync()
-        fused = self.fused()
-        for index, layer in enumerate(self.layers):
-            if index not in fused:
-                X = layer.forward(X, relu=True) if index + 1 in fused else layer.forward(X)
+        X = self._chain.forward(X)
         for key, (layer, name) in self._entries["buffers"].items():
             self.buffers[key] = layer.buffers[name]
         return X
@@ -124,18 +124,13 @@ class Network:
         """Backpropagate dscores through every layer; returns the gradient for X, or None with
         input_grad=False, which spares the first layer computing it (as loss does).
         """
-        fused = self.fused()
-        for index in reversed(range(len(self.layers))):
-            if index not in fused:
-                dscores = self.layers[index].backward(dscores, input_grad or index > 0)
-        return dscores
+        return self._chain.backward(dscores, input_grad)
 
     def fused(self):
         """Indices of the layers that run inside the layer before them: each ReLU right after a
         Conv2d (the pair runs as functional.conv2d_relu: one op, no pass of ReLU's own).
         """
-        return {index for index in range(1, len(self.layers))
-                if type(self.layers[index - 1]) is nn.Conv2d and type(self.layers[index]) is nn.ReLU}
+        return self._chain.fused()
 
     def loss(self, X, y=None):
         """Scores, or the regularised loss and its gradients, in the current mode.
@@ -215,11 +210,11 @@ class Network:
         sample = input_shape or self.input_shape
         if sample is None:
             raise ValueError("summary needs the shape of one sample, e.g. summary((3, 32, 32))")
-        shape = (None, *sample)
-        rows = [("layer", "output shape", "params")]
+        shape, rows = (None, *sample), [("layer", "output shape", "params")]
         for index, layer in enumerate(self.layers):
+            rows += [(f"({label}) {text}", _format_shape(out), f"{count:,}")
+                     for label, text, out, count in layer.summary_rows(shape, str(index))]
             shape = layer.output_shape(shape)
-            rows.append((f"({index}) {layer!r}", _format_shape(shape), f"{layer.num_params:,}"))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}" for row in rows]
         rule = "-" * len(lines[0])
@@ -256,7 +251,7 @@ class Network:
         return model
 
     def __repr__(self):
-        lines = [f"  ({index}): {layer!r}" for index, layer in enumerate(self.layers)]
+        lines = [f"  ({index}): {layer!r}".replace("\n", "\n  ") for index, layer in enumerate(self.layers)]
         return "\n".join([f"{type(self).__name__}(", *lines, ")"])
 
 
@@ -319,19 +314,6 @@ def _format_shape(shape):
     return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
 
 
-def layer_config(layer):
-    """{"class": name, "config": arguments} of a layer, for a model's JSON architecture."""
-    return {"class": type(layer).__name__, "config": layer.config()}
-
-
-def layer_from_config(entry):
-    """The layer that layer_config described."""
-    name = entry["class"]
-    if name not in nn.__all__ or name == "Layer":
-        raise ValueError(f"unknown layer class {name!r}")
-    return getattr(nn, name)(**entry["config"])
-
-
 class Sequential(Network):
     """Layers applied in order, like torch.nn.Sequential, with a loss on top.
 
@@ -341,7 +323,9 @@ class Sequential(Network):
     loss, reg, input_shape, l1
         As for Network.
 
-    Params and buffers are keyed "<layer index>.<name>", e.g. "0.weight", "1.running_mean".
+    Params and buffers are keyed "<layer index>.<name>", e.g. "0.weight", "1.running_mean", and
+    "<layer index>.<path>" inside a container (cnnkit.layers.Sequential, Residual), e.g.
+    "3.body.0.weight".
 
     Examples
     --------

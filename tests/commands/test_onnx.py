@@ -58,6 +58,13 @@ LAYER_CASES = {
     "elu": ((5,), [nn.ELU(alpha=0.5)]),
     "dropout": ((5,), [nn.Dropout(0.5)]),
     "flatten": ((2, 3, 2), [nn.Flatten()]),
+    "global average pool (N, C, 1, 1)": ((3, 5, 7), [nn.GlobalAvgPool2d()]),
+    "residual, identity shortcut": ((3, 6, 6), [nn.Residual(nn.Sequential([
+        nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU()])), nn.Flatten()]),
+    "residual, projection shortcut, nested": ((2, 7, 7), [
+        nn.Residual(nn.Sequential([nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ReLU(),
+                                   nn.Residual(nn.Conv2d(4, 4, 3, padding=1))]), nn.Residual.projection(2, 4, 2)),
+        nn.ReLU(), nn.GlobalAvgPool2d(), nn.Linear(4, 3)]),
 }
 
 
@@ -82,7 +89,12 @@ def test_every_layer_class_has_a_converter_and_a_case():
 
     exportable = {getattr(nn, name) for name in nn.__all__ if name != "Layer"}
     assert set(CONVERTERS) == exportable
-    assert {type(layer) for _, layers in LAYER_CASES.values() for layer in layers} == exportable
+    assert set().union(*(layer_types(layer) for _, layers in LAYER_CASES.values() for layer in layers)) == exportable
+
+
+def layer_types(layer):
+    """The classes of layer and of the layers inside it."""
+    return {type(layer)}.union(*(layer_types(child) for child in getattr(layer, "children", {}).values()))
 
 
 @pytest.mark.parametrize("build, shape", [

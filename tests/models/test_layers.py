@@ -34,7 +34,9 @@ def bn_after_one_batch(layer, rng):
 LAYER_INPUTS = {
     "Conv2d": (2, 2, 5, 6), "MaxPool2d": (2, 2, 5, 5), "AvgPool2d": (2, 2, 5, 5), "Linear": (3, 3, 2, 2),
     "BatchNorm1d": (5, 4), "BatchNorm2d": (3, 3, 2, 2), "Flatten": (2, 3, 2), "Dropout": (4, 6),
+    "GlobalAvgPool2d": (2, 3, 4, 5), "Residual": (2, 2, 5, 5), "Sequential": (2, 2, 5, 5),
 }
+F64 = dict(dtype=np.float64)
 GRADIENT_CASES = {
     "conv": lambda rng: nn.Conv2d(2, 3, (3, 2), stride=2, padding=1, dtype=np.float64, rng=0),
     "conv-nobias": lambda rng: nn.Conv2d(2, 3, 3, padding=1, bias=False, dtype=np.float64, rng=0),
@@ -51,6 +53,16 @@ GRADIENT_CASES = {
     "bn1d-eval": lambda rng: bn_after_one_batch(nn.BatchNorm1d(4, dtype=np.float64), rng),
     "bn2d": lambda rng: nn.BatchNorm2d(3, dtype=np.float64),
     "dropout": lambda rng: nn.Dropout(0.3, rng=0),
+    "global-avgpool": lambda rng: nn.GlobalAvgPool2d(),
+    "residual-identity": lambda rng: nn.Residual(nn.Sequential([
+        nn.Conv2d(2, 2, 3, padding=1, bias=False, rng=0, **F64), nn.BatchNorm2d(2, **F64), nn.ReLU(),
+        nn.Conv2d(2, 2, 3, padding=1, rng=1, **F64)])),
+    "residual-projection-fused": lambda rng: nn.Residual(  # the body's conv+ReLU runs fused
+        nn.Sequential([nn.Conv2d(2, 3, 3, stride=2, padding=1, rng=0, **F64), nn.ReLU()]),
+        nn.Residual.projection(2, 3, stride=2, rng=1, **F64)),
+    "sequential-nested": lambda rng: nn.Sequential([
+        nn.Conv2d(2, 3, 3, padding=1, rng=0, **F64), nn.Tanh(), nn.Residual(nn.Conv2d(3, 3, 1, rng=1, **F64)),
+        nn.Residual(nn.Sequential([nn.Residual(nn.Sigmoid())])), nn.GlobalAvgPool2d()]),
 }
 CASES = pytest.mark.parametrize("make", GRADIENT_CASES.values(), ids=GRADIENT_CASES.keys())
 
@@ -90,7 +102,10 @@ def test_parameter_counts(layer, count):
     (nn.AvgPool2d(3, stride=1), "AvgPool2d(kernel_size=(3, 3), stride=(1, 1), padding=(0, 0))"),
     (nn.ReLU(), "ReLU()"), (nn.LeakyReLU(0.2), "LeakyReLU(negative_slope=0.2)"), (nn.ELU(), "ELU(alpha=1.0)"),
     (nn.BatchNorm2d(16), "BatchNorm2d(16, eps=1e-05, momentum=0.1)"), (nn.Dropout(0.25), "Dropout(p=0.25)"),
-    (nn.Flatten(), "Flatten()")])
+    (nn.Flatten(), "Flatten()"), (nn.GlobalAvgPool2d(), "GlobalAvgPool2d()"),
+    (nn.Residual(nn.Sequential([nn.ReLU()]), nn.Conv2d(3, 3, 1)),
+     "Residual(\n  (body): Sequential(\n    (0): ReLU()\n  )\n"
+     "  (shortcut): Conv2d(3, 3, kernel_size=(1, 1), stride=(1, 1), padding=(0, 0))\n)")])
 def test_repr(layer, text):
     assert repr(layer) == text
 
@@ -139,6 +154,8 @@ def test_initialisation_is_seeded_and_scaled():
     (nn.BatchNorm1d(4), (2, 5), "(N, 4)"),
     (nn.BatchNorm2d(4), (2, 4), "(N, 4, H, W)"),
     (nn.MaxPool2d(2), (2, 8, 8), "(N, C, H, W)"),
+    (nn.GlobalAvgPool2d(), (2, 8), "(N, C, H, W)"),
+    (nn.Residual(nn.Linear(4, 4)), (2, 5), "(N, 4)"),
     (nn.Flatten(), (5,), "(N, ...)")])
 def test_wrong_input_shape_names_the_expected_shape(layer, shape, expected):
     with pytest.raises(ValueError, match=re.escape(f"expects input of shape {expected}")) as error:

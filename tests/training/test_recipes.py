@@ -95,7 +95,10 @@ def test_width_sets_the_size_of_every_model(model):
 @pytest.mark.parametrize("model, options, message", [
     ("threelayer", {"dropout": 0.5}, "model threelayer has no dropout"),
     ("twolayer", {"dropout": 0.5}, "model twolayer has no dropout"),
-    ("convnet", {"depth": 2}, "depth \\(conv layers per stage\\) is vgg's, not convnet's"),
+    ("convnet", {"depth": 2}, "depth \\(conv layers per stage\\) is vgg's and resnet's \\(6n \\+ 2 layers\\), "
+                              "not convnet's"),
+    ("resnet", {"depth": 12}, "a CIFAR ResNet's depth is 6n \\+ 2 with n >= 1 \\(8, 14, 20, 32, ...\\), got 12"),
+    ("resnet", {"dropout": 0.5}, "model resnet has no dropout"),
     ("vgg", {"hidden": 64}, "hidden \\(units of the linear layer after the convs\\) is convnet's, not vgg's"),
 ])
 def test_options_a_model_does_not_have_are_errors(model, options, message):
@@ -114,7 +117,8 @@ def test_vgg_pools_while_the_image_is_at_least_8_pixels(shape, stages, depth, rn
 
 @pytest.mark.parametrize("options, message", [
     (["--dropout", "1"], "p must be a probability in [0, 1), got 1.0"),
-    (["--model", "convnet", "--depth", "2"], "depth (conv layers per stage) is vgg's, not convnet's"),
+    (["--model", "convnet", "--depth", "2"],
+     "depth (conv layers per stage) is vgg's and resnet's (6n + 2 layers), not convnet's"),
 ])
 def test_options_the_model_cannot_take_are_one_line(options, message, tmp_path, capsys):
     assert main(["train", *options, *TINY, "--out", str(tmp_path)]) == 1
