@@ -16,6 +16,7 @@ from cnnkit._npz import assign_arrays, prefixed, read_npz, unprefixed, write_npz
 from cnnkit._validation import check_real
 from cnnkit.errors import ModelFileError
 from cnnkit.layers import layer_config, layer_from_config
+from cnnkit.models import inference
 
 MODEL_FORMAT = "cnnkit-model"
 LOSSES = {"softmax": F.softmax_loss, "svm": F.svm_loss}
@@ -144,7 +145,11 @@ class Network:
         -------
         scores : ndarray of shape (N, num_classes), when y is None
         loss, grads : float and dict of arrays keyed like params, otherwise
+
+        Scores in eval mode come from the inference plan (cnnkit.models.inference).
         """
+        if y is None and not self.training:
+            return inference.scores(self, X)
         scores = self.forward(X)
         if y is None:
             return scores
@@ -173,7 +178,7 @@ class Network:
         Safe to call from several threads at once: the last call to finish restores the mode.
         """
         with _eval_mode(self):
-            scores = [self.forward(X[i:i + batch_size]) for i in range(0, len(X), batch_size)]
+            scores = [inference.scores(self, X[i:i + batch_size]) for i in range(0, len(X), batch_size)]
         return np.argmax(np.concatenate(scores), axis=1)
 
     def train(self):
