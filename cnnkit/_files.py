@@ -31,7 +31,7 @@ def atomic_write(path, mode=0o644):
         raise
 
 
-def write_atomic(path, data, mode=0o644):
-    """Replace the file at path with `data` (bytes, or str written as UTF-8), atomically, with permissions mode."""
-    with atomic_write(path, mode) as file:
+def write_atomic(path, data):
+    """Replace the file at path with `data` (bytes, or str written as UTF-8), atomically."""
+    with atomic_write(path) as file:
         file.write(data.encode() if isinstance(data, str) else data)

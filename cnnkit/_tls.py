@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cnnkit._files import write_atomic
+from cnnkit._files import atomic_write
 
 CA_NAME = "cnnkit sweep cluster CA"
 CLIENT = "client"  # the certificate of the machine running `cnnkit sweep`
@@ -130,7 +130,9 @@ def _is_ip(host):
 def _write_pair(folder, name, key, cert):
     """Write name.pem (the certificate) and name-key.pem (the key, 0600); return their paths."""
     cert_path, key_path = folder / f"{name}.pem", folder / f"{name}-key.pem"
-    write_atomic(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()), mode=0o600)
-    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    with atomic_write(key_path, mode=0o600) as file:
+        file.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
+    with atomic_write(cert_path) as file:
+        file.write(cert.public_bytes(serialization.Encoding.PEM))
     return [cert_path, key_path]
