@@ -26,6 +26,16 @@ Who does what
 - Each trial runs its kernels on --threads threads (default 1): start a worker thread per
   trial slot, e.g. `dask worker ADDRESS --nworkers $(nproc) --nthreads 1` on each machine.
 
+Who may connect
+---------------
+A Dask client can run any Python code on the workers, so a sweep's cluster admits only
+its own machines. A remote scheduler is reached over tls:// with certificates signed by
+the cluster's CA (`cnnkit certs` makes them; Dask checks both ends and encrypts); a plain
+tcp:// scheduler is refused unless it is on loopback or the caller says insecure. The
+local cluster listens on 127.0.0.1 only and speaks TLS with a throwaway certificate
+(Dask's Security.temporary), its HTTP servers included; without the cryptography package
+it falls back to plain TCP, still on 127.0.0.1, and says so.
+
 Faults and resuming
 -------------------
 - A worker that dies mid-trial: Dask runs the task again on another worker (a rerun
@@ -95,8 +105,8 @@ class LogRange:
     high: float
 
     def distribution(self):
-        kind = optuna.distributions.IntDistribution if isinstance(self.low, int) else \
-            optuna.distributions.FloatDistribution
+        distributions = optuna.distributions
+        kind = distributions.IntDistribution if isinstance(self.low, int) else distributions.FloatDistribution
         return kind(self.low, self.high, log=True)
 
     def __str__(self):
@@ -663,7 +673,7 @@ def _https(security):
     if security is None:
         yield
         return
-    with tempfile.TemporaryDirectory(prefix="cnnkit-sweep-tls-") as folder:  # readable by its owner only
+    with tempfile.TemporaryDirectory(prefix="cnnkit-sweep-tls-") as folder:  # mode 0700: only its owner reads the key
         cert, key = Path(folder) / "cert.pem", Path(folder) / "key.pem"
         replace_file(cert, security.tls_scheduler_cert)
         replace_file(key, security.tls_scheduler_key, mode=0o600)

@@ -25,15 +25,14 @@ def run(args):
     from cnnkit._tls import CLIENT, write_cluster_certificates
 
     written = write_cluster_certificates(args.folder, args.hosts, args.days)
-    folder = args.folder
     host = args.hosts[0]
-    print(f"wrote {', '.join(path.name for path in written)} in {folder}/\n"
+    print(f"wrote {', '.join(path.name for path in written)} in {args.folder}/\n"
           f"Copy ca.pem to every machine, HOST.pem and HOST-key.pem to HOST, {CLIENT}.pem and {CLIENT}-key.pem to "
           f"the machine running cnnkit sweep; keep ca-key.pem here. Then, with {host} as the scheduler:\n"
           f"  dask scheduler --protocol tls --host {host} --tls-ca-file ca.pem --tls-cert {host}.pem "
-          f"--tls-key {host}-key.pem\n"
-          f"  dask worker tls://{host}:8786 --tls-ca-file ca.pem --tls-cert HOST.pem --tls-key HOST-key.pem "
-          f"--nworkers $(nproc) --nthreads 1\n"
+          f"--tls-key {host}-key.pem --dashboard-address 127.0.0.1:8787\n"
+          f"  dask worker tls://{host}:8786 --host HOST --tls-ca-file ca.pem --tls-cert HOST.pem "
+          f"--tls-key HOST-key.pem --nworkers $(nproc) --nthreads 1 --dashboard-address 127.0.0.1:0\n"
           f"  cnnkit sweep --scheduler tls://{host}:8786 --tls-ca-file ca.pem --tls-cert {CLIENT}.pem "
           f"--tls-key {CLIENT}-key.pem ...")
     return 0

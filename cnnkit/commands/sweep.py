@@ -2,7 +2,8 @@
 
 The options are train's own (built from its parser, so new train options come for free),
 each given as a value, a LOW:HIGH log-uniform range (numeric options) or an A,B,C choice.
-The search itself is cnnkit.sweep.Sweep.
+A remote scheduler is tls:// with this client's certificate (--tls-*); a plain tcp:// one
+beyond loopback needs --insecure. The search itself is cnnkit.sweep.Sweep.
 """
 import argparse
 from pathlib import Path
