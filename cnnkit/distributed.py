@@ -9,8 +9,10 @@ Reductions:
 
 - ``"mpi"``: the MPI library's ``Allreduce``; its summation order is the library's own
   choice (it may differ between N, message sizes and libraries).
-- ``"ordered"``: an ``Allgather`` of every rank's buffer, summed on each rank in rank
-  order, so reruns with the same N give the same bits whatever the library does inside.
+- ``"ordered"``: rank r gathers part r of every rank's buffer (``Alltoall``), sums the N
+  copies in rank order and hands its sum to all (``Allgather``): reruns with the same N
+  give the same bits whatever the library does inside, and each rank sends and receives
+  (N-1)/N of the buffer twice, as a ring allreduce does.
 """
 import contextlib
 import os
@@ -100,11 +102,16 @@ class DataParallel:
         if self.reduction == "mpi":
             self.comm.Allreduce(self._mpi.IN_PLACE, buffer, op=self._mpi.SUM)
             return buffer
-        rows = np.empty((self.size, len(buffer)), dtype=buffer.dtype)
-        self.comm.Allgather(buffer, rows)
-        buffer[:] = rows[0]
-        for row in rows[1:]:
-            buffer += row
+        width = -(-len(buffer) // self.size)  # rank r sums part r of the buffer
+        parts = np.zeros((self.size, width), dtype=buffer.dtype)
+        parts.reshape(-1)[:len(buffer)] = buffer
+        received = np.empty_like(parts)
+        self.comm.Alltoall(parts, received)  # received[r]: rank r's values of this rank's part
+        total = received[0].copy()
+        for row in received[1:]:
+            total += row
+        self.comm.Allgather(total, parts)
+        buffer[:] = parts.reshape(-1)[:len(buffer)]
         return buffer
 
     def count(self, counts):

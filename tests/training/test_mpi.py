@@ -33,12 +33,12 @@ TINY = ["--num-train", "251", "--num-val", "50", "--batch-size", "50", "--width"
         "--dropout", "0.3", "--schedule", "constant", "--threads", "1"]
 
 
-def mpiexec(*command, cwd):
-    """Run `mpiexec -n 2 -hosts 127.0.0.1 command` (Python's own for "python") with a timeout."""
+def mpiexec(*command, cwd, ranks=2):
+    """Run `mpiexec -n ranks -hosts 127.0.0.1 command` (Python's own for "python") with a timeout."""
     command = [sys.executable if part == "python" else part for part in command]
     env = {**os.environ, **LOOPBACK, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([MPIEXEC, "-n", "2", "-hosts", "127.0.0.1", *command], capture_output=True, text=True,
-                          timeout=TIMEOUT, cwd=cwd, env=env)
+    return subprocess.run([MPIEXEC, "-n", str(ranks), "-hosts", "127.0.0.1", *command], capture_output=True,
+                          text=True, timeout=TIMEOUT, cwd=cwd, env=env)
 
 
 def train_on_two_ranks(tmp_path, out, *options):
@@ -101,6 +101,33 @@ def test_resume_with_another_number_of_ranks(tmp_path, one_process, first_ranks)
         assert main(["train", *TINY, "--epochs", "2", "--out", str(out), "--resume"]) == 0
     assert len(json.loads((out / "history.json").read_text())["loss"]) == 10
     assert_same_model(out, one_process, rtol=1e-3, atol=2e-5)
+
+
+SUMS = """
+import numpy as np
+from mpi4py import MPI
+from cnnkit.distributed import DataParallel
+
+comm = MPI.COMM_WORLD
+for reduction in ("ordered", "mpi"):
+    for length in (1, 2, 7, 1000):
+        mine = np.random.default_rng([comm.Get_rank(), length]).standard_normal(length).astype(np.float32)
+        rows = [np.random.default_rng([r, length]).standard_normal(length).astype(np.float32)
+                for r in range(comm.Get_size())]
+        in_rank_order = rows[0].copy()
+        for row in rows[1:]:
+            in_rank_order += row
+        total = DataParallel(comm, reduction).sum(mine)
+        check = np.array_equal if reduction == "ordered" else np.allclose
+        assert check(total, in_rank_order), (reduction, length, total, in_rank_order)
+print("summed")
+"""
+
+
+def test_ordered_sums_are_the_rank_order_sums_on_every_rank(tmp_path):
+    job = mpiexec("python", "-c", SUMS, cwd=tmp_path, ranks=3)
+    assert job.returncode == 0, job.stderr
+    assert job.stdout.split() == ["summed"] * 3
 
 
 FAILING_RANK = """
