@@ -217,6 +217,7 @@ def shared(subfolder):
     return folder
 
 
+@pytest.mark.data
 def test_real_mnist():
     data = load_mnist(shared("mnist"))
     assert data["X_train"].shape == (60000, 1, 28, 28) and data["X_test"].shape == (10000, 1, 28, 28)
@@ -224,12 +225,14 @@ def test_real_mnist():
     assert np.bincount(data["y_test"]).tolist()[:3] == [980, 1135, 1032]  # the official test set's counts
 
 
+@pytest.mark.data
 def test_real_cifar10_subset():
     data = load_cifar10(shared("cifar-10-subset"))
     assert data["X_train"].shape == (5085, 3, 32, 32) and data["X_test"].shape == (1017, 3, 32, 32)
     assert data["classes"][0] == "airplane" and set(np.unique(data["y_train"])) == set(range(10))
 
 
+@pytest.mark.data
 def test_real_cifar_batch_agrees_with_plain_pickle():
     path = shared("cifar-10-subset") / "data_batch_1"
     with open(path, "rb") as f:

@@ -154,6 +154,7 @@ def test_without_the_extras_the_command_names_the_install_line(tmp_path, capsys,
     assert INSTALL_HINT in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_importing_cnnkit_imports_neither_dask_nor_optuna():
     code = ("import sys, cnnkit; cnnkit.Sweep; "
             "print(sorted({'dask', 'distributed', 'optuna'} & {m.split('.')[0] for m in sys.modules}))")
@@ -162,6 +163,7 @@ def test_importing_cnnkit_imports_neither_dask_nor_optuna():
 
 # ---------------------------------------------------------------------- running sweeps
 
+@pytest.mark.subprocess
 def test_sweep_on_a_dask_cluster_survives_a_killed_worker(dask_cluster, tmp_path):
     address, workers = dask_cluster
     out = tmp_path / "sweep"
@@ -194,6 +196,7 @@ def wait_for_running_trial(study_file):
     raise AssertionError(f"no trial of {study_file} started within {TIMEOUT} s")
 
 
+@pytest.mark.subprocess
 def test_resume_after_the_client_is_killed_runs_only_the_missing_trials(tmp_path):
     out = tmp_path / "sweep"
     command = cnnkit_command("sweep", "--workers", 1, "--trials", 3, "--lr", "1e-3:1e-2", "--pruner", "none",
@@ -223,6 +226,7 @@ def test_resume_after_the_client_is_killed_runs_only_the_missing_trials(tmp_path
     assert sum(row["state"] == "complete" for row in rows.values()) == 3
 
 
+@pytest.mark.slow
 def test_local_cluster_sweep_prunes_the_trials_falling_behind(tmp_path):
     """One worker runs the trials in turn: after the first, those behind after epoch 1 stop there."""
     space = {"lr": (1e-6, 1e-1), "epochs": 2, "num_train": 600, "num_val": 200, "threads": 1}
