@@ -20,7 +20,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from test_datasets import idx_bytes, py2_pickle, write_cifar_dataset
+from helpers import idx_bytes, py2_pickle, write_cifar_dataset
 
 import cnnkit
 from cnnkit import layers as nn
