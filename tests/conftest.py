@@ -1,4 +1,5 @@
-"""Shared fixtures: dtype, rng, backend, thread grains and Winograd for small inputs; helpers live in helpers.py."""
+"""Shared fixtures (dtype, rng, backend, thread grains and Winograd for small inputs) and the markers that imply slow;
+helpers live in helpers.py."""
 import numpy as np
 import pytest
 
@@ -49,3 +50,14 @@ def _restore_backend_and_threads():
     yield
     cnnkit.set_backend(name)
     cnnkit.set_num_threads(threads)
+
+
+IMPLY_SLOW = ("subprocess", "data", "mpi")  # tests with these markers are also `slow`
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items):
+    """Mark `slow` every test that starts processes, reads the real data or runs under MPI."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in IMPLY_SLOW):
+            item.add_marker(pytest.mark.slow)

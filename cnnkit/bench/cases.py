@@ -8,7 +8,10 @@ import dataclasses
 
 import numpy as np
 
-from cnnkit import optim
+from cnnkit import optim, use_backend
+from cnnkit._backend import backend_module
+from cnnkit.layers import Linear
+from cnnkit.recipes import convnet
 
 LEARNING_RATE = 3e-3  # `cnnkit train`'s default
 
@@ -42,19 +45,13 @@ class _Op:
             torch = _import_torch()
             tensors = [torch.from_numpy(a).requires_grad_(i < len(arrays) - 1) for i, a in enumerate(arrays)]
             return lambda: self.torch_step(torch, *tensors)
-        ops = _backend_module(name)
+        ops = backend_module(name)
         return lambda: self.step(ops, *arrays)
 
     def check(self, dtype):
         """True when the fast result (output and gradients) agrees with the reference one."""
         fast, reference = (self.contender(name, dtype)() for name in ("fast", "reference"))
         return agrees([fast[0], *fast[2]], [reference[0], *reference[2]], dtype)
-
-
-def _backend_module(name):
-    from cnnkit._backend import backend_module
-
-    return backend_module(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +149,6 @@ class Net:
 
     def build(self):
         """(model, X, y): the convnet with its seeded initial weights, a random batch and labels."""
-        from cnnkit.recipes import convnet
-
         model = convnet(self.x[1:], self.classes, width=self.width)
         (X,) = _random([self.x], np.float32)
         y = np.random.default_rng(1).integers(self.classes, size=self.x[0])
@@ -173,8 +168,6 @@ class Net:
 
     def check(self, dtype="float32"):
         """True when one step's loss and gradients on the fast backend agree with the reference ones."""
-        from cnnkit import use_backend
-
         results = []
         for name in ("fast", "reference"):
             model, X, y = self.build()
@@ -198,8 +191,6 @@ def torch_twin(torch, model):
     Layers map by class name (Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, Flatten), their
     config() giving PyTorch's constructor arguments; Linear weights are transposed.
     """
-    from cnnkit.layers import Linear
-
     twins = []
     for layer in model.layers:
         config = {key: value for key, value in layer.config().items() if key not in ("init", "dtype")}

@@ -21,8 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
 import cnnkit
+from cnnkit._backend import kernel_runtime
 from cnnkit.bench.cases import ROWS, Matmul, Net
+from cnnkit.profiler import profile_step
 
 WARMUP = 2  # untimed calls first: Adam's state, the kernels' buffers, torch's allocator
 
@@ -53,8 +57,6 @@ def time_alone(job):
 
 def profile(job):
     """Run a profile job in this process: profiler.profile_step of a net's training step (fast backend)."""
-    from cnnkit.profiler import profile_step
-
     net = case(job["profile"], job["batch"])
     if not isinstance(net, Net):
         raise ValueError(f"--profile takes a training step's row, got {job['profile']!r}")
@@ -72,11 +74,6 @@ def _threads(threads, contender):
 
     Meant for a worker process: the kernel threads, torch threads and backend stay set after the block.
     """
-    from threadpoolctl import threadpool_limits
-
-    import cnnkit
-    from cnnkit._backend import kernel_runtime
-
     cnnkit.set_num_threads(threads)
     if contender in cnnkit.available_backends():
         cnnkit.set_backend(contender)

@@ -47,6 +47,7 @@ def in_process(monkeypatch):
 # ---------------------------------------------------------------- worker protocol
 
 
+@pytest.mark.subprocess
 def test_worker_process_times_one_contender_and_checks_fast():
     result = worker.run_job(job("P", "fast", "float64"))
     assert set(result) == {"seconds", "agrees"}
@@ -54,6 +55,7 @@ def test_worker_process_times_one_contender_and_checks_fast():
     assert worker.run_job(job("matmul64", "numpy"))["agrees"] is None
 
 
+@pytest.mark.subprocess
 def test_worker_failure_names_the_job_and_the_error():
     with pytest.raises(ChildProcessError, match=r'"case": "Z".*KeyError'):
         worker.run_job(job("Z", "fast"))
@@ -92,6 +94,8 @@ def test_net_check_compares_a_whole_step():
     assert worker.case("mnist", batch=2).check()
 
 
+@pytest.mark.torch
+@pytest.mark.slow
 def test_torch_twin_is_the_same_network():
     torch = pytest.importorskip("torch")
     model = convnet((3, 8, 8), 10, width=4)
@@ -187,6 +191,7 @@ def test_profile_option_prints_the_layer_table(in_process, capsys):
 # ---------------------------------------------------------------- the command
 
 
+@pytest.mark.subprocess
 def test_quick_run_end_to_end_through_cnnkit_bench(capsys):
     assert main(["bench", *TINY, "--rows", "P,mnist", "--dtype", "float32", "--no-torch", "--threads", "1"]) == 0
     out = capsys.readouterr().out
@@ -196,6 +201,7 @@ def test_quick_run_end_to_end_through_cnnkit_bench(capsys):
     assert "load average after" in out
 
 
+@pytest.mark.slow
 def test_every_row_and_dtype_in_process(in_process, capsys):
     assert run(TINY + ["--no-torch", "--markdown"]) == 0
     rows = table_rows(capsys.readouterr().out)
@@ -211,6 +217,8 @@ def test_every_row_and_dtype_in_process(in_process, capsys):
     assert all(job["threads"] == jobs[0]["threads"] and job["repeat"] == 1 for job in jobs)
 
 
+@pytest.mark.torch
+@pytest.mark.subprocess
 def test_torch_is_timed_when_installed(capsys):
     pytest.importorskip("torch")
     assert run(TINY + ["--rows", "mnist", "--threads", "1", "--markdown"]) == 0
@@ -236,6 +244,7 @@ def test_workers_get_the_callers_environment_and_openblas_is_named(in_process, c
     assert "`env -u OPENBLAS_CORETYPE cnnkit bench` measures what a user gets" in out
 
 
+@pytest.mark.subprocess
 def test_train_epoch_failure_is_reported(tmp_path):
     with pytest.raises(ChildProcessError, match=r"cnnkit train --dataset mnist .* failed"):
         bench._epoch(tmp_path / "missing", 1, None)

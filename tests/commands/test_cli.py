@@ -24,6 +24,7 @@ def test_info(capsys):
     assert "backend active:" in out and f"winograd kernels:   {conv.WINOGRAD_BUILD}\n" in out
 
 
+@pytest.mark.subprocess
 def test_console_script_installed(tmp_path):
     out = subprocess.run([shutil.which("cnnkit"), "info"], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert "openmp:             yes" in out.stdout
@@ -44,6 +45,7 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_model_history_and_plot(trained):
     assert sorted(p.name for p in trained.iterdir()) == [
         "checkpoint.npz", "curves.png", "filters.png", "history.json", "model.json", "model.npz"]
@@ -57,6 +59,7 @@ def test_train_writes_model_history_and_plot(trained):
     assert isinstance(cnnkit.models.load(trained / "model.npz"), cnnkit.models.Sequential)
 
 
+@pytest.mark.slow
 def test_train_prints_progress_and_test_accuracy(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(tmp_path), "--model", "twolayer", "--backend", "reference",
                  "--threads", "1"]) == 0
@@ -66,6 +69,7 @@ def test_train_prints_progress_and_test_accuracy(tmp_path, capsys):
     assert cnnkit.get_backend() == "reference" and cnnkit.get_num_threads() == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, update_rule", [("threelayer", "sgd_momentum"), ("fc", "rmsprop")])
 def test_train_other_models_and_predict_one_image(tmp_path, capsys, model, update_rule):
     assert main(["train", *TINY, "--out", str(tmp_path), "--model", model, "--update-rule", update_rule,
@@ -81,6 +85,7 @@ def test_train_other_models_and_predict_one_image(tmp_path, capsys, model, updat
     assert capsys.readouterr().out.startswith(f"{tmp_path / 'one.npy'}: {info['classes'][expected]} (")
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     shutil.copytree(trained, tmp_path, dirs_exist_ok=True)
     options = ["train", *TINY, "--out", str(tmp_path), "--resume"]
@@ -98,6 +103,7 @@ def test_resume_without_checkpoint_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and f"--resume: no checkpoint at {tmp_path}" in err
 
 
+@pytest.mark.slow
 def test_resume_with_other_options_is_one_line(trained, tmp_path, capsys):
     shutil.copytree(trained, tmp_path, dirs_exist_ok=True)
     assert main(["train", *TINY, "--out", str(tmp_path), "--resume", "--model", "twolayer"]) == 1
@@ -105,6 +111,7 @@ def test_resume_with_other_options_is_one_line(trained, tmp_path, capsys):
     assert err.startswith("cnnkit train: error: ") and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_test_accuracy(trained, capsys):
     assert main(["evaluate", str(trained / "model.npz")]) == 0
     accuracy = json.loads((trained / "model.json").read_text())["test_accuracy"]
@@ -170,6 +177,7 @@ def test_bad_arguments_are_usage_errors(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_too_many_validation_images_is_one_line(tmp_path, capsys):
     assert main(["train", "--num-train", "50", "--num-val", "50", "--out", str(tmp_path)]) == 1
     assert "num_val must be between 1 and 49 for 50 samples, got 50" in capsys.readouterr().err

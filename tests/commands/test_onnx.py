@@ -178,6 +178,7 @@ def test_bad_normalisation_is_an_error(tmp_path, shape, mean, std, message):
         export(Sequential([nn.Flatten()]), tmp_path / "model.onnx", shape, mean=mean, std=std)
 
 
+@pytest.mark.subprocess
 def test_importing_cnnkit_does_not_import_onnx():
     code = "import sys, cnnkit, cnnkit.models, cnnkit.cli; cnnkit.cli.build_parser(); print('onnx' in sys.modules)"
     out = run_python(code)
@@ -189,6 +190,7 @@ def test_importing_cnnkit_does_not_import_onnx():
 TINY = ["--epochs", "1", "--num-val", "100", "--batch-size", "50"]
 
 
+@pytest.mark.slow
 def test_export_command_on_builtin_data(tmp_path, capsys):
     assert main(["train", *TINY, "--num-train", "300", "--model", "fc", "--out", str(tmp_path)]) == 0
     assert main(["export", str(tmp_path / "model.npz"), str(tmp_path / "onnx" / "shapes.onnx")]) == 0
@@ -208,6 +210,7 @@ def assert_export_reproduces_cnnkit(folder, onnx_path, images):
     np.testing.assert_allclose(run_onnx(onnx_path, images), expected, **TOLERANCE)
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("dataset, folder, model", [("mnist", "mnist", "convnet"), ("mnist", "mnist", "maxout"),
                                                     ("cifar10", "cifar-10-subset", "threelayer")])
 def test_export_command_on_real_images(tmp_path, dataset, folder, model):

@@ -63,6 +63,7 @@ def test_linear_classifier_is_drawn_as_class_templates(tmp_path):
     np.testing.assert_allclose(drawn(figure)[2], scaled(template), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_linear_svm_is_drawn_as_class_templates(tmp_path):
     data = load_builtin(60, 1)
     classifier = LinearSVM().fit(data["X_train"].reshape(60, -1), data["y_train"], num_epochs=1)
@@ -70,6 +71,7 @@ def test_linear_svm_is_drawn_as_class_templates(tmp_path):
     assert captions(figure) == list(data["classes"])
 
 
+@pytest.mark.slow
 def test_hidden_layer_is_drawn_as_units_the_first_64(tmp_path):
     model = TwoLayerNet(1 * 6 * 6, hidden_dim=100, num_classes=3, rng=0)
     figure = plot_learned(model, tmp_path / "units.png", (1, 6, 6), CLASSES)
@@ -78,6 +80,7 @@ def test_hidden_layer_is_drawn_as_units_the_first_64(tmp_path):
     assert_png(tmp_path / "units.png")
 
 
+@pytest.mark.slow
 def test_maxout_pieces_are_captioned_unit_dot_piece(tmp_path):
     model = Sequential([nn.Maxout(1 * 3 * 3, 2, pieces=3, rng=0), nn.Linear(2, 3)])
     figure = plot_learned(model, tmp_path / "units.png", (1, 3, 3), CLASSES)
@@ -158,10 +161,12 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_filters_png(trained):
     assert_png(trained / "filters.png", (600, 600))
 
 
+@pytest.mark.slow
 def test_show_prints_the_summary_and_draws_into_out(trained, tmp_path, capsys):
     assert main(["show", str(trained / "model.npz"), "--out", str(tmp_path / "pictures")]) == 0
     out = capsys.readouterr().out
@@ -185,6 +190,7 @@ def test_show_a_model_saved_from_python(tmp_path, capsys):
     assert not (tmp_path / "filters.png").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_prints_per_class_accuracy_and_the_confusion_matrix(trained, capsys):
     assert main(["evaluate", str(trained / "model.npz")]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -1,71 +1,14 @@
 """Loaders on small files written in each official format, and on ../shared/data when present."""
 import gzip
 import pickle
-import struct
 
 import numpy as np
 import pytest
-from helpers import DATA_DIR
+from helpers import DATA_DIR, idx_bytes, py2_pickle, write_cifar_dataset, write_idx_dataset
 
 from cnnkit.datasets import DatasetError, load_cifar10, load_dataset, load_fashion_mnist, load_mnist
 from cnnkit.datasets._formats import read_cifar_batch, read_idx
-from cnnkit.datasets.files import CIFAR_FOLDER, IDX_FILES
-
-
-def idx_bytes(array):
-    """An uint8 array in IDX format: 00 00 08 ndim, big-endian dims, data."""
-    return bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-
-
-def write_idx_dataset(folder, rng, n_train=12, n_test=5, compress=True, size=28):
-    """The four MNIST files with random content; returns the arrays written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"X_train": rng.integers(0, 256, (n_train, size, size), dtype=np.uint8),
-              "y_train": rng.integers(0, 10, n_train, dtype=np.uint8),
-              "X_test": rng.integers(0, 256, (n_test, size, size), dtype=np.uint8),
-              "y_test": rng.integers(0, 10, n_test, dtype=np.uint8)}
-    for key, stem in IDX_FILES.items():
-        raw = idx_bytes(arrays[key])
-        (folder / (stem + ".gz" if compress else stem)).write_bytes(gzip.compress(raw) if compress else raw)
-    return arrays
-
-
-def py2_pickle(value):
-    """`value` pickled the way Python 2 wrote CIFAR-10: protocol 2, byte strings as BINSTRING.
-
-    Handles dicts, lists, ints, bytes and uint8 arrays (numpy's protocol-2 form).
-    """
-    if isinstance(value, dict):
-        return b"}(" + b"".join(py2_pickle(k) + py2_pickle(v) for k, v in value.items()) + b"u"
-    if isinstance(value, list):
-        return b"](" + b"".join(py2_pickle(v) for v in value) + b"e"
-    if isinstance(value, int):
-        return b"J" + struct.pack("<i", value)
-    if isinstance(value, bytes):
-        return b"T" + struct.pack("<I", len(value)) + value
-    dtype = b"cnumpy\ndtype\n" + py2_pickle(b"u1") + b"K\x00K\x01\x87R(K\x03" + py2_pickle(b"|") + \
-        b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-    shape = b"(" + b"".join(py2_pickle(d) for d in value.shape) + b"t"
-    return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + py2_pickle(b"b") + b"\x87R(K\x01"
-            + shape + dtype + b"\x89" + py2_pickle(value.tobytes()) + b"tb")
-
-
-def write_cifar_batch(path, images, labels):
-    path.write_bytes(b"\x80\x02" + py2_pickle({b"batch_label": b"test", b"labels": [int(v) for v in labels],
-                                              b"data": images.reshape(len(images), -1)}) + b".")
-
-
-def write_cifar_dataset(folder, rng, n=4):
-    """The official file set with `n` images per batch; returns all images and labels written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    images = rng.integers(0, 256, (6 * n, 3, 32, 32), dtype=np.uint8)
-    labels = rng.integers(0, 10, 6 * n)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for i, name in enumerate(names):
-        write_cifar_batch(folder / name, images[i * n:(i + 1) * n], labels[i * n:(i + 1) * n])
-    meta = {b"num_cases_per_batch": n, b"label_names": [f"class{i}".encode() for i in range(10)], b"num_vis": 3072}
-    (folder / "batches.meta").write_bytes(b"\x80\x02" + py2_pickle(meta) + b".")
-    return images, labels
+from cnnkit.datasets.files import CIFAR_FOLDER
 
 
 def test_py2_pickle_helper_matches_what_pickle_reads(rng):
@@ -217,6 +160,7 @@ def shared(subfolder):
     return folder
 
 
+@pytest.mark.data
 def test_real_mnist():
     data = load_mnist(shared("mnist"))
     assert data["X_train"].shape == (60000, 1, 28, 28) and data["X_test"].shape == (10000, 1, 28, 28)
@@ -224,12 +168,14 @@ def test_real_mnist():
     assert np.bincount(data["y_test"]).tolist()[:3] == [980, 1135, 1032]  # the official test set's counts
 
 
+@pytest.mark.data
 def test_real_cifar10_subset():
     data = load_cifar10(shared("cifar-10-subset"))
     assert data["X_train"].shape == (5085, 3, 32, 32) and data["X_test"].shape == (1017, 3, 32, 32)
     assert data["classes"][0] == "airplane" and set(np.unique(data["y_train"])) == set(range(10))
 
 
+@pytest.mark.data
 def test_real_cifar_batch_agrees_with_plain_pickle():
     path = shared("cifar-10-subset") / "data_batch_1"
     with open(path, "rb") as f:

@@ -47,6 +47,7 @@ def sorted_gradients(X):
     return np.c_[np.sort(dx.reshape(len(X), -1), axis=1), np.sort(dy.reshape(len(X), -1), axis=1)]
 
 
+@pytest.mark.slow
 def test_a_linear_classifier_on_pixels_is_weak_but_shape_features_work():
     data = load_builtin(3000, 1000, channels=1, seed=1)
     linear = ridge_accuracy(data, lambda X: X.reshape(len(X), -1))
@@ -54,5 +55,6 @@ def test_a_linear_classifier_on_pixels_is_weak_but_shape_features_work():
     assert ridge_accuracy(data, sorted_gradients) > linear + 0.1
 
 
+@pytest.mark.slow
 def test_load_dataset_builtin():
     assert load_dataset("builtin")["X_train"].shape == (10000, 3, 16, 16)

@@ -10,7 +10,7 @@ from functools import partial
 
 import numpy as np
 import pytest
-from test_datasets import write_cifar_dataset, write_idx_dataset
+from helpers import write_cifar_dataset, write_idx_dataset
 
 from cnnkit.datasets import DownloadError, default_cache_dir, files, load_cifar10, load_mnist
 from cnnkit.datasets._download import Source, fetch

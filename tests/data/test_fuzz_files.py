@@ -20,7 +20,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from test_datasets import idx_bytes, py2_pickle, write_cifar_dataset
+from helpers import idx_bytes, py2_pickle, write_cifar_dataset
 
 import cnnkit
 from cnnkit import layers as nn
@@ -29,6 +29,7 @@ from cnnkit.commands.predict import read_images
 from cnnkit.datasets import load_cifar10, load_mnist
 from cnnkit.models import Sequential, load
 
+pytestmark = pytest.mark.slow  # hundreds of damaged files per format
 CASES = 300  # per format, split between the variants of a format
 DEFLATE_RATIO = 1032  # the most a byte of deflate (gzip, zip, PNG) can expand to
 SLACK = 4 << 20  # bytes a read may allocate besides what the file holds (objects, first-use caches)

@@ -13,6 +13,7 @@ def python_blocks():
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
+@pytest.mark.slow
 def test_python_tour_runs(tmp_path, monkeypatch, capsys):
     tour = next(block for block in python_blocks() if "Trainer" in block)
     monkeypatch.chdir(tmp_path)

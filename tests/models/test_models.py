@@ -54,6 +54,7 @@ def frozen_loss(model, X, y):
     return loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_model_gradients_match_numerical(name, backend, rng):
     cnnkit.set_num_threads(1)  # thousands of tiny calls, where threads only add overhead

@@ -57,6 +57,7 @@ def fitted(kind, rng, **options):
     return classifier
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NETWORKS)
 @PENALTIES
 def test_network_gradients_match_numerical(name, reg, l1, rng):
@@ -243,6 +244,7 @@ def test_bad_max_norm_is_refused(model, max_norm, error, message):
 # ---------------------------------------------------------------- command line
 
 
+@pytest.mark.slow
 def test_train_command_takes_l1_and_max_norm(tmp_path, capsys):
     assert main(["train", "--epochs", "1", "--num-train", "300", "--num-val", "100", "--l1", "1e-4",
                  "--max-norm", "2", "--out", str(tmp_path)]) == 0

@@ -7,6 +7,7 @@ from op_cases import geometries
 
 from cnnkit import reference
 
+pytestmark = pytest.mark.torch
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
@@ -24,6 +25,7 @@ def assert_matches(ours, theirs):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None)
 @given(geometries(pool=True), st.integers(1, 3), st.integers(0, 2**32 - 1))
 def test_conv_and_pools_with_many_ties(geometry, filters, seed):

@@ -76,12 +76,14 @@ def test_fast_without_extension_raises_with_hint(no_extension):
         cnnkit.set_backend("fast")
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("value, expected", [("reference", "reference"), ("fast", "fast"), ("auto", "fast")])
 def test_environment_variable_sets_default(value, expected):
     out = run_python("import cnnkit; print(cnnkit.get_backend())", env=dict(os.environ, CNNKIT_BACKEND=value))
     assert out.stdout.strip() == expected
 
 
+@pytest.mark.subprocess
 def test_bad_environment_variable_names_it():
     out = run_python("import cnnkit; cnnkit.get_backend()", env=dict(os.environ, CNNKIT_BACKEND="cuda"), check=False)
     assert out.returncode != 0 and "CNNKIT_BACKEND" in out.stderr and "'reference'" in out.stderr
@@ -172,6 +174,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 """
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 @pytest.mark.skipif("fast" not in cnnkit.available_backends(), reason="fast backend not built")
 @pytest.mark.parametrize("sizes", ["1,2,4,8,16", "40"], ids=["below glibc's mmap ceiling", "above it (32 MiB)"])

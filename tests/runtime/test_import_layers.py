@@ -17,6 +17,7 @@ def contract():
     return layers
 
 
+@pytest.mark.subprocess
 def test_no_module_imports_from_a_higher_layer():
     contract()
     lint = subprocess.run([sys.executable, "-c", LINT], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -77,6 +77,7 @@ def test_new_threads_inherit_the_main_threads_default():
     assert in_thread(cnnkit.get_num_threads) == 2
 
 
+@pytest.mark.subprocess
 def test_environment_variable_sets_the_default_of_every_thread():
     code = ("import threading, cnnkit; seen = []; thread = threading.Thread(target=lambda: seen.append("
             "cnnkit.get_backend())); thread.start(); thread.join(); print(seen[0], cnnkit.get_backend())")

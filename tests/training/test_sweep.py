@@ -213,6 +213,7 @@ def test_without_the_extras_the_command_names_the_install_line(tmp_path, capsys,
     assert INSTALL_HINT in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_importing_cnnkit_imports_neither_dask_nor_optuna():
     code = ("import sys, cnnkit; cnnkit.Sweep; "
             "print(sorted({'dask', 'distributed', 'optuna'} & {m.split('.')[0] for m in sys.modules}))")
@@ -232,7 +233,7 @@ def wait_for_running_trial(study_file):
     raise AssertionError(f"no trial of {study_file} started within {TIMEOUT} s")
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_resume_after_the_client_is_killed_runs_only_the_missing_trials(tmp_path):
     out = tmp_path / "sweep"
     command = cnnkit_command("sweep", "--workers", 1, "--trials", 3, "--lr", "1e-3:1e-2", "--pruner", "none",
@@ -264,7 +265,7 @@ def test_resume_after_the_client_is_killed_runs_only_the_missing_trials(tmp_path
 
 # ---------------------------------------------------------------------- clusters of dask processes, TLS
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sweep_over_tls_survives_a_killed_worker(tls_cluster, certificates, tmp_path):
     address, workers, _, _ = tls_cluster
     assert address.startswith(f"tls://{HOST}:")
@@ -300,7 +301,7 @@ class NoCertificate(distributed.Security):
         return {"ssl_context": context, "require_encryption": True, "extra_conn_args": {}}
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_tls_cluster_listens_on_loopback_in_tls_only_and_strangers_run_nothing(tls_cluster, certificates,
                                                                                     tmp_path):
     address, workers, scheduler, log = tls_cluster
@@ -388,7 +389,7 @@ def local_sockets(monkeypatch):
     return sockets
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_local_cluster_speaks_only_tls_on_loopback_and_prunes_the_trials_falling_behind(tmp_path, local_sockets,
                                                                                         capsys):
     """One worker runs the trials in turn: after the first, those behind after epoch 1 stop there."""
@@ -410,7 +411,7 @@ def test_local_cluster_speaks_only_tls_on_loopback_and_prunes_the_trials_falling
     assert read_rows(tmp_path)[best["number"]]["state"] == "complete"
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_without_cryptography_the_local_cluster_is_plain_tcp_on_loopback_only(tmp_path, local_sockets, monkeypatch,
                                                                               capsys):
     def no_cryptography(cls, **kwargs):

@@ -86,6 +86,7 @@ def normal(rng, dtype, shape, scale=1.0):
 # ---------------------------------------------------------------- agreement
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from(sorted(ACTIVATIONS)), shapes, dtypes, st.sampled_from(LAYOUTS), st.booleans(), seeds)
 def test_activations_agree(op, shape, dtype, layout, edges, seed):
@@ -97,6 +98,7 @@ def test_activations_agree(op, shape, dtype, layout, edges, seed):
         assert_backward_agrees(op, (laid_out(x, layout), *ACTIVATIONS[op].values()), dtype, rng)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 6), st.lists(st.integers(1, 6), min_size=1, max_size=3), st.integers(1, 9), dtypes,
        st.sampled_from(LAYOUTS), st.integers(1, 2), seeds)
@@ -108,6 +110,7 @@ def test_affine_agrees(n, features, m, dtype, layout, threads, seed):
     assert_backward_agrees("affine", (x, w, normal(rng, dtype, m)), dtype, rng)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from(["softmax_loss", "svm_loss"]), st.integers(1, 8), st.integers(1, 9), dtypes,
        st.sampled_from(LAYOUTS), st.sampled_from([0.01, 1.0, 100.0]), seeds)
@@ -119,6 +122,7 @@ def test_losses_agree(op, n, c, dtype, layout, scale, seed):
     assert_close(dscores, ref_dscores, dtype)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from(["batchnorm", "spatial_batchnorm"]), st.sampled_from(["train", "test"]),
        st.integers(1, 6), st.integers(1, 5), st.integers(1, 4), st.integers(1, 4), dtypes, st.sampled_from(LAYOUTS),
@@ -136,6 +140,7 @@ def test_batchnorm_agrees(op, mode, n, c, h, w, dtype, layout, threads, seed):
         assert_close(bn_param[key], ref_param[key], dtype)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(shapes, dtypes, st.sampled_from(LAYOUTS), st.sampled_from([0.0, 0.3, 0.9]), seeds)
 def test_dropout_gives_the_reference_mask(shape, dtype, layout, p, seed):
@@ -202,6 +207,7 @@ def _gradient_cases(rng):
     return cases
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(_gradient_cases(np.random.default_rng(0))))
 @pytest.mark.parametrize("threads", [1, 2])
 def test_backward_matches_numerical_gradient(name, threads):
@@ -283,6 +289,7 @@ def _forward_backward(op, *args):
     return (out, *_as_tuple(getattr(fast, op + "_backward")(np.cos(out), cache)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 1e-4)])
 def test_sequential_trains_alike_on_both_backends(dtype, rtol):
     """A few Adam steps of a net with every layer these ops serve end at the same weights."""

@@ -27,6 +27,7 @@ def assert_pool_agrees(op, x, kernel, stride, padding, rng):
     assert out.dtype == dx.dtype == x.dtype
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(windows(max_kernel=4, max_padding=3), st.sampled_from(OPS), st.booleans(), st.integers(0, 2**32 - 1))
 def test_pool_agrees_with_reference(g, op, ties, seed):

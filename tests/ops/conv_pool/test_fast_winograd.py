@@ -46,6 +46,7 @@ def problems(draw):
                 strided=draw(st.booleans()), relu=draw(st.booleans()))
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("winograd_everywhere")
 @settings(max_examples=80, deadline=None)
 @given(problems(), st.integers(0, 2**32 - 1))
@@ -143,6 +144,7 @@ def avx2_build():
     return pytest.importorskip("cnnkit._ext.winograd_avx2", reason="the AVX2 build is made on x86-64 only")
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(problems(), st.integers(0, 2**32 - 1))
 def test_avx2_build_gives_the_baseline_bits(p, seed):

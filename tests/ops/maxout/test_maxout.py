@@ -90,6 +90,7 @@ def test_one_piece_is_an_affine_map(rng, dtype):
     np.testing.assert_allclose(out, expected, **TOLERANCE[dtype])
 
 
+@pytest.mark.torch
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 5), st.tuples(st.integers(1, 3), st.integers(1, 3)), st.integers(1, 4), st.integers(1, 4),
        st.sampled_from([np.float32, np.float64]), st.booleans(), st.integers(0, 2**32 - 1))
@@ -193,6 +194,7 @@ def maxout_net(**options):
                       input_shape=(3, 2, 2), **options)
 
 
+@pytest.mark.slow
 def test_sequential_loss_gradients_match_numerical(rng):
     cnnkit.set_num_threads(1)
     model = maxout_net(reg=0.1, l1=0.01)
