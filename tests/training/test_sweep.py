@@ -172,7 +172,7 @@ def test_a_trial_gets_the_namespace_cnnkit_train_would(tmp_path):
     (["--lr", "1e-1:1e-3"], "0 < LOW < HIGH"),
     (["--lr", "abc"], "expected a number > 0, got 'abc'"),
     (["--reg", "0:1e-2"], "0 < LOW < HIGH"),
-    (["--model", "convnet,resnet"], "expected one of"),
+    (["--model", "convnet,alexnet"], "expected one of"),
     (["--update-rule", "sgd:adam"], "expected one of"),
     (["--lr", "1e-3:1e-2:1e-1"], "a range is LOW:HIGH"),
     (["--no-such-option", "3"], "unrecognized arguments: --no-such-option"),
