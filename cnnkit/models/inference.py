@@ -21,7 +21,8 @@ import weakref
 import numpy as np
 
 from cnnkit import layers as nn
-from cnnkit._backend import get_backend, get_num_threads
+from cnnkit._backend import get_backend
+from cnnkit._runtime import get_num_threads
 
 CHUNK = 256  # samples per run of a program; larger inputs run in chunks, so the buffers stay this size
 KEPT_PROGRAMS = 8  # programs a plan keeps per Python thread (input shapes and thread counts)
