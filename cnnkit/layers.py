@@ -483,22 +483,65 @@ class _BatchNorm(Layer):
         self.params = {"weight": np.ones(num_features, self.dtype), "bias": np.zeros(num_features, self.dtype)}
         self.buffers = {"running_mean": np.zeros(num_features, self.dtype),
                         "running_var": np.ones(num_features, self.dtype)}
+        self.sum_over_ranks = None
 
     def output_shape(self, input_shape):
         ok = len(input_shape) == len(self.layout) and input_shape[1] == self.num_features
         self._expect(input_shape, ok, "(" + ", ".join(self.layout).replace("C", str(self.num_features)) + ")")
         return tuple(input_shape)
 
+    def _op(self, direction):
+        return getattr(F, f"{self.op}_{direction}")
+
     def _forward(self, x):
+        if self.training and self.sum_over_ranks is not None:
+            return self._synchronized_forward(np.asarray(x))
         bn_param = {"mode": "train" if self.training else "test", "eps": self.eps,
                     "momentum": 1.0 - self.momentum, **self.buffers}
-        out, cache = getattr(F, f"{self.op}_forward")(x, self.params["weight"], self.params["bias"], bn_param)
+        out, cache = self._op("forward")(x, self.params["weight"], self.params["bias"], bn_param)
         self.buffers = {name: bn_param[name] for name in self.buffers}
-        return out, cache
+        return out, (cache, None)
+
+    def _synchronized_forward(self, x):
+        """Normalise with the mean and variance of every rank's batch, from their row counts, sums and sums
+        of squares (float64) summed by sum_over_ranks; update the running statistics with them."""
+        rows = x.size // self.num_features
+        x64 = np.asarray(x, dtype=np.float64)
+        axes = (0, *range(2, x.ndim))
+        total = self.sum_over_ranks(np.concatenate([[rows], x64.sum(axis=axes), np.square(x64).sum(axis=axes)]))
+        all_rows, sums, squares = total[0], *total[1:].reshape(2, -1)
+        if all_rows == 0:
+            raise ValueError(f"batchnorm in train mode needs a non-empty batch on some rank, got x of shape {x.shape}")
+        dtype = x.dtype.type
+        mean = sums / all_rows
+        mean, var = mean.astype(dtype), np.maximum(squares / all_rows - mean**2, 0).astype(dtype)
+        statistics = {"mode": "test", "eps": self.eps, "running_mean": mean, "running_var": var}
+        out, cache = self._op("forward")(x, self.params["weight"], self.params["bias"], statistics)
+        momentum = dtype(1.0 - self.momentum)
+        self.buffers = {name: momentum * self.buffers[name] + (1 - momentum) * statistics[name]
+                        for name in ("running_mean", "running_var")}
+        return out, (cache, (x, mean, 1 / np.sqrt(var + dtype(self.eps)), rows, all_rows))
 
     def _backward(self, dout, cache):
-        dx, self.grads["weight"], self.grads["bias"] = getattr(F, f"{self.op}_backward")(dout, cache)
-        return dx
+        cache, synchronized = cache
+        dx, self.grads["weight"], self.grads["bias"] = self._op("backward")(dout, cache)
+        return dx if synchronized is None else self._synchronized_dx(dx, *synchronized)
+
+    def _synchronized_dx(self, dx, x, mean, inv_std, rows, all_rows):
+        """dx of the normalisation by every rank's statistics, from dx = dout * gamma * inv_std (theirs fixed).
+
+        Subtracts inv_std * (a + x_hat * b), with a and b the sums over the ranks of dout * gamma and
+        dout * gamma * x_hat, each rank's weighted by its rows (its dout is that of the mean over its
+        rows), divided by all_rows * rows.
+        """
+        local = np.concatenate([self.grads["bias"], self.grads["weight"]]).astype(np.float64)
+        total = self.sum_over_ranks(rows * local)
+        if rows == 0:
+            return dx
+        a, b = (self.params["weight"] * total.reshape(2, -1) / (all_rows * rows)).astype(dx.dtype)
+        channel = (-1,) + (1,) * (dx.ndim - 2)
+        a, b, mean, inv_std = (value.reshape(channel) for value in (a, b, mean, inv_std))
+        return dx - inv_std * (a + (x - mean) * (inv_std * b))
 
     def config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
@@ -520,6 +563,20 @@ class BatchNorm1d(_BatchNorm):
         PyTorch's meaning: running = (1 - momentum)*running + momentum*batch_statistic.
     dtype : float32 or float64
 
+    Attributes
+    ----------
+    sum_over_ranks : callable or None
+        None: training statistics of this process's batch. For data-parallel training,
+        ``sum_over_ranks(a)``: the sum over the ranks of the 1-D float64 array a, the same
+        on every rank (cnnkit.distributed.synchronize_batchnorm sets it). Training mode then
+        normalises with the statistics of every rank's batch (counts, sums and sums of
+        squares summed), and backward sums what dx needs over the ranks: with each rank's
+        dout the gradient of the mean loss over its own rows, dx is the gradient of the mean
+        loss over all rows divided by this rank's share of them, as one process gives on the
+        whole batch when the shares are weighted as cnnkit.Trainer weights them. Every rank
+        must then take part in each training forward and backward (one without rows may
+        run an empty batch, or a stand-in whose sums it replaces by zeros).
+
     The learnable weight (gamma) starts at 1 and the bias (beta) at 0. Training mode
     normalises with batch statistics and updates the running ones (the `running_mean`
     and `running_var` buffers, starting at 0 and 1); evaluation mode uses the running ones.
@@ -531,7 +588,7 @@ class BatchNorm1d(_BatchNorm):
 class BatchNorm2d(_BatchNorm):
     """Batch normalisation of (N, num_features, H, W) input, per channel over N, H and W.
 
-    Arguments and modes as for BatchNorm1d.
+    Arguments, attributes and modes as for BatchNorm1d.
     """
 
     op, layout = "spatial_batchnorm", "NCHW"
