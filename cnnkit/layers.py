@@ -512,15 +512,16 @@ class _BatchNorm(Layer):
         all_rows, sums, squares = total[0], *total[1:].reshape(2, -1)
         if all_rows == 0:
             raise ValueError(f"batchnorm in train mode needs a non-empty batch on some rank, got x of shape {x.shape}")
-        dtype = x.dtype.type
-        mean = sums / all_rows
-        mean, var = mean.astype(dtype), np.maximum(squares / all_rows - mean**2, 0).astype(dtype)
-        statistics = {"mode": "test", "eps": self.eps, "running_mean": mean, "running_var": var}
-        out, cache = self._op("forward")(x, self.params["weight"], self.params["bias"], statistics)
+        dtype, mean = x.dtype.type, sums / all_rows
+        var = np.maximum(squares / all_rows - mean**2, 0)  # float64 sums: cancellation only for |mean| >> std
+        statistics = {"running_mean": mean.astype(dtype), "running_var": var.astype(dtype)}
+        out, cache = self._op("forward")(x, self.params["weight"], self.params["bias"],
+                                         {"mode": "test", "eps": self.eps, **statistics})
         momentum = dtype(1.0 - self.momentum)
-        self.buffers = {name: momentum * self.buffers[name] + (1 - momentum) * statistics[name]
-                        for name in ("running_mean", "running_var")}
-        return out, (cache, (x, mean, 1 / np.sqrt(var + dtype(self.eps)), rows, all_rows))
+        self.buffers = {name: momentum * self.buffers[name] + (1 - momentum) * value
+                        for name, value in statistics.items()}
+        inv_std = 1 / np.sqrt(statistics["running_var"] + dtype(self.eps))
+        return out, (cache, (x, statistics["running_mean"], inv_std, rows, all_rows))
 
     def _backward(self, dout, cache):
         cache, synchronized = cache
@@ -528,12 +529,10 @@ class _BatchNorm(Layer):
         return dx if synchronized is None else self._synchronized_dx(dx, *synchronized)
 
     def _synchronized_dx(self, dx, x, mean, inv_std, rows, all_rows):
-        """dx of the normalisation by every rank's statistics, from dx = dout * gamma * inv_std (theirs fixed).
-
-        Subtracts inv_std * (a + x_hat * b), with a and b the sums over the ranks of dout * gamma and
-        dout * gamma * x_hat, each rank's weighted by its rows (its dout is that of the mean over its
-        rows), divided by all_rows * rows.
-        """
+        """The input's gradient through every rank's statistics, from dx = dout * gamma * inv_std (the op's with
+        them held fixed): dx - inv_std * (a + x_hat * b), a and b the sums over the ranks of dout * gamma and
+        dout * gamma * x_hat, each rank's times its rows (its dout is that of its rows' mean loss), over
+        all_rows * rows."""
         local = np.concatenate([self.grads["bias"], self.grads["weight"]]).astype(np.float64)
         total = self.sum_over_ranks(rows * local)
         if rows == 0:
@@ -566,16 +565,16 @@ class BatchNorm1d(_BatchNorm):
     Attributes
     ----------
     sum_over_ranks : callable or None
-        None: training statistics of this process's batch. For data-parallel training,
-        ``sum_over_ranks(a)``: the sum over the ranks of the 1-D float64 array a, the same
-        on every rank (cnnkit.distributed.synchronize_batchnorm sets it). Training mode then
-        normalises with the statistics of every rank's batch (counts, sums and sums of
-        squares summed), and backward sums what dx needs over the ranks: with each rank's
-        dout the gradient of the mean loss over its own rows, dx is the gradient of the mean
-        loss over all rows divided by this rank's share of them, as one process gives on the
-        whole batch when the shares are weighted as cnnkit.Trainer weights them. Every rank
-        must then take part in each training forward and backward (one without rows may
-        run an empty batch, or a stand-in whose sums it replaces by zeros).
+        None: training mode uses the statistics of this process's batch. In data-parallel
+        training, a function returning the sum over the ranks of a 1-D float64 array, the
+        same on every rank (cnnkit.distributed.synchronize_batchnorm sets it): training mode
+        then uses the statistics of all ranks' rows (their counts, sums and sums of squares
+        summed), and backward sums over the ranks what dx needs. With each rank's dout the
+        gradient of its own mean loss, dx is that of the mean loss over all rows divided by
+        this rank's share of them, so gradients weighted by the shares (as cnnkit.Trainer
+        weights them) add up to one process's on the whole batch. Every rank takes part in
+        each training forward and backward; one without rows may run an empty batch, or a
+        stand-in whose sums it replaces by zeros.
 
     The learnable weight (gamma) starts at 1 and the bias (beta) at 0. Training mode
     normalises with batch statistics and updates the running ones (the `running_mean`

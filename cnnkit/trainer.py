@@ -105,12 +105,12 @@ class Trainer:
         every rerun with the same number of ranks), "mpi" by the library's Allreduce.
     sync_batchnorm : bool
         With comm: every BatchNorm1d and BatchNorm2d layer of the model, in containers too,
-        normalises with the statistics of the whole global batch and sums its backward's
-        sums over the ranks too (cnnkit.distributed.synchronize_batchnorm, with `reduction`):
-        the updates are one process's on the whole batch, to rounding, and the running
-        statistics agree on every rank. Costs two small sums over the ranks per layer and
-        step; the layers keep it after training. Without comm nothing changes. ValueError
-        for a model without such layers.
+        trains with the statistics of the whole global batch, its forward and backward
+        summing what they need over the ranks with `reduction`
+        (cnnkit.distributed.synchronize_batchnorm): the updates are one process's on the
+        whole batch, to rounding, and the running statistics agree on every rank. Costs two
+        small sums over the ranks per layer and step; the layers keep the setting after
+        training. Without comm nothing changes. ValueError for a model without such layers.
 
     Attributes
     ----------
