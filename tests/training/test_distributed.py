@@ -186,7 +186,10 @@ def test_synchronized_batchnorm_on_parts_is_batchnorm_of_the_whole_batch(backend
         expected_dx = whole.backward(weights / len(x))
         numerical_dx = numerical_gradient_array(lambda x: batchnorm(layer_class, gamma, beta).forward(x), x,
                                                 weights / len(x))
+        numerical_dgamma = numerical_gradient_array(lambda g: batchnorm(layer_class, g, beta).forward(x), gamma,
+                                                    weights / len(x))
     np.testing.assert_allclose(expected_dx, numerical_dx, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(whole.grads["weight"], numerical_dgamma, rtol=1e-6, atol=1e-9)
     bounds, ranks = np.cumsum([0, *sizes]), ThreadRanks(len(sizes))
 
     def step(rank):  # this rank's output, and its gradients weighted by its share (as the Trainer does)
