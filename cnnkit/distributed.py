@@ -13,6 +13,9 @@ Reductions:
   copies in rank order and hands its sum to all (``Allgather``): reruns with the same N
   give the same bits whatever the library does inside, and each rank sends and receives
   (N-1)/N of the buffer twice, as a ring allreduce does.
+
+Batchnorm layers normalise with the statistics of each rank's slice unless
+`synchronize_batchnorm` hands them a sum over the ranks (the Trainer's sync_batchnorm).
 """
 import contextlib
 import os
@@ -20,6 +23,8 @@ import sys
 import traceback
 
 import numpy as np
+
+from cnnkit.layers import BatchNorm1d, BatchNorm2d
 
 REDUCTIONS = ("ordered", "mpi")
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")  # set by mpiexec
@@ -50,6 +55,46 @@ def world_communicator(environ=None):
         raise ImportError(f"started by mpiexec as one of {size} ranks, but mpi4py is not installed; "
                           "install the extra: pip install 'cnnkit[mpi]'") from error
     return MPI.COMM_WORLD
+
+
+def synchronize_batchnorm(model, sum_over_ranks):
+    """Make every BatchNorm1d and BatchNorm2d of `model`, in containers too, train on every rank's batch.
+
+    Like PyTorch's SyncBatchNorm.convert_sync_batchnorm: sets each layer's sum_over_ranks (see
+    cnnkit.layers.BatchNorm1d), so its training statistics and its backward sums are those
+    of the whole global batch.
+
+    Parameters
+    ----------
+    model : cnnkit.layers.Layer or a network with `layers` (e.g. cnnkit.models.Sequential)
+    sum_over_ranks : callable or None
+        ``sum_over_ranks(a)``: the 1-D float64 array a summed over the ranks, the same on
+        each (e.g. DataParallel.sum); None: each rank's own batch again.
+
+    Returns
+    -------
+    list of the layers set
+
+    Raises
+    ------
+    ValueError
+        The model holds no batchnorm layer.
+    """
+    layers = [layer for layer in _layers(model) if isinstance(layer, (BatchNorm1d, BatchNorm2d))]
+    if not layers:
+        raise ValueError(f"synchronized batchnorm needs BatchNorm1d or BatchNorm2d layers; "
+                         f"{type(model).__name__} has none")
+    for layer in layers:
+        layer.sum_over_ranks = sum_over_ranks
+    return layers
+
+
+def _layers(node):
+    """node and every layer inside it: a container's children, a network's layers, in order."""
+    yield node
+    children = getattr(node, "children", None)
+    for child in children.values() if isinstance(children, dict) else getattr(node, "layers", ()):
+        yield from _layers(child)
 
 
 class DataParallel:

@@ -483,22 +483,64 @@ class _BatchNorm(Layer):
         self.params = {"weight": np.ones(num_features, self.dtype), "bias": np.zeros(num_features, self.dtype)}
         self.buffers = {"running_mean": np.zeros(num_features, self.dtype),
                         "running_var": np.ones(num_features, self.dtype)}
+        self.sum_over_ranks = None
 
     def output_shape(self, input_shape):
         ok = len(input_shape) == len(self.layout) and input_shape[1] == self.num_features
         self._expect(input_shape, ok, "(" + ", ".join(self.layout).replace("C", str(self.num_features)) + ")")
         return tuple(input_shape)
 
+    def _op(self, direction):
+        return getattr(F, f"{self.op}_{direction}")
+
     def _forward(self, x):
+        if self.training and self.sum_over_ranks is not None:
+            return self._synchronized_forward(np.asarray(x))
         bn_param = {"mode": "train" if self.training else "test", "eps": self.eps,
                     "momentum": 1.0 - self.momentum, **self.buffers}
-        out, cache = getattr(F, f"{self.op}_forward")(x, self.params["weight"], self.params["bias"], bn_param)
+        out, cache = self._op("forward")(x, self.params["weight"], self.params["bias"], bn_param)
         self.buffers = {name: bn_param[name] for name in self.buffers}
-        return out, cache
+        return out, (cache, None)
+
+    def _synchronized_forward(self, x):
+        """Normalise with the mean and variance of every rank's batch, from their row counts, sums and sums
+        of squares (float64) summed by sum_over_ranks; update the running statistics with them."""
+        rows = x.size // self.num_features
+        x64 = np.asarray(x, dtype=np.float64)
+        axes = (0, *range(2, x.ndim))
+        total = self.sum_over_ranks(np.concatenate([[rows], x64.sum(axis=axes), np.square(x64).sum(axis=axes)]))
+        all_rows, sums, squares = total[0], *total[1:].reshape(2, -1)
+        if all_rows == 0:
+            raise ValueError(f"batchnorm in train mode needs a non-empty batch on some rank, got x of shape {x.shape}")
+        dtype, mean = x.dtype.type, sums / all_rows
+        var = np.maximum(squares / all_rows - mean**2, 0)  # float64 sums: cancellation only for |mean| >> std
+        statistics = {"running_mean": mean.astype(dtype), "running_var": var.astype(dtype)}
+        out, cache = self._op("forward")(x, self.params["weight"], self.params["bias"],
+                                         {"mode": "test", "eps": self.eps, **statistics})
+        momentum = dtype(1.0 - self.momentum)
+        self.buffers = {name: momentum * self.buffers[name] + (1 - momentum) * value
+                        for name, value in statistics.items()}
+        inv_std = 1 / np.sqrt(statistics["running_var"] + dtype(self.eps))
+        return out, (cache, (x, statistics["running_mean"], inv_std, rows, all_rows))
 
     def _backward(self, dout, cache):
-        dx, self.grads["weight"], self.grads["bias"] = getattr(F, f"{self.op}_backward")(dout, cache)
-        return dx
+        cache, synchronized = cache
+        dx, self.grads["weight"], self.grads["bias"] = self._op("backward")(dout, cache)
+        return dx if synchronized is None else self._synchronized_dx(dx, *synchronized)
+
+    def _synchronized_dx(self, dx, x, mean, inv_std, rows, all_rows):
+        """The input's gradient through every rank's statistics, from dx = dout * gamma * inv_std (the op's with
+        them held fixed): dx - inv_std * (a + x_hat * b), a and b the sums over the ranks of dout * gamma and
+        dout * gamma * x_hat, each rank's times its rows (its dout is that of its rows' mean loss), over
+        all_rows * rows."""
+        local = np.concatenate([self.grads["bias"], self.grads["weight"]]).astype(np.float64)
+        total = self.sum_over_ranks(rows * local)
+        if rows == 0:
+            return dx
+        a, b = (self.params["weight"] * total.reshape(2, -1) / (all_rows * rows)).astype(dx.dtype)
+        channel = (-1,) + (1,) * (dx.ndim - 2)
+        a, b, mean, inv_std = (value.reshape(channel) for value in (a, b, mean, inv_std))
+        return dx - inv_std * (a + (x - mean) * (inv_std * b))
 
     def config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
@@ -520,6 +562,20 @@ class BatchNorm1d(_BatchNorm):
         PyTorch's meaning: running = (1 - momentum)*running + momentum*batch_statistic.
     dtype : float32 or float64
 
+    Attributes
+    ----------
+    sum_over_ranks : callable or None
+        None: training mode uses the statistics of this process's batch. In data-parallel
+        training, a function returning the sum over the ranks of a 1-D float64 array, the
+        same on every rank (cnnkit.distributed.synchronize_batchnorm sets it): training mode
+        then uses the statistics of all ranks' rows (their counts, sums and sums of squares
+        summed), and backward sums over the ranks what dx needs. With each rank's dout the
+        gradient of its own mean loss, dx is that of the mean loss over all rows divided by
+        this rank's share of them, so gradients weighted by the shares (as cnnkit.Trainer
+        weights them) add up to one process's on the whole batch. Every rank takes part in
+        each training forward and backward; one without rows may run an empty batch, or a
+        stand-in whose sums it replaces by zeros.
+
     The learnable weight (gamma) starts at 1 and the bias (beta) at 0. Training mode
     normalises with batch statistics and updates the running ones (the `running_mean`
     and `running_var` buffers, starting at 0 and 1); evaluation mode uses the running ones.
@@ -531,7 +587,7 @@ class BatchNorm1d(_BatchNorm):
 class BatchNorm2d(_BatchNorm):
     """Batch normalisation of (N, num_features, H, W) input, per channel over N, H and W.
 
-    Arguments and modes as for BatchNorm1d.
+    Arguments, attributes and modes as for BatchNorm1d.
     """
 
     op, layout = "spatial_batchnorm", "NCHW"

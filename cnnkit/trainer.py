@@ -13,7 +13,7 @@ from cnnkit._backend import kernel_runtime
 from cnnkit._npz import assign_arrays, prefixed, read_npz, unprefixed, write_npz
 from cnnkit._random import KeyedRows
 from cnnkit._validation import check_real
-from cnnkit.distributed import DataParallel
+from cnnkit.distributed import DataParallel, synchronize_batchnorm
 from cnnkit.errors import CheckpointError
 from cnnkit.layers import Dropout
 from cnnkit.optim import get_update_rule
@@ -37,8 +37,9 @@ class Trainer:
     and options: rank r takes its slice of each batch (batch_size stays the global
     batch, and every rank runs every step, even with an empty slice), the weights start
     as rank 0's, the gradients are summed in one flat buffer per step and every rank
-    applies the same update. Batchnorm running statistics are averaged over the ranks
-    before each accuracy check; accuracies are counts summed over the ranks' slices. Only
+    applies the same update. Batchnorm normalises with the statistics of each rank's
+    slice and its running statistics are averaged over the ranks before each accuracy
+    check, unless sync_batchnorm; accuracies are counts summed over the ranks' slices. Only
     rank 0 writes checkpoints. An exception on any rank ends every rank (MPI Abort).
 
     Parameters
@@ -102,6 +103,14 @@ class Trainer:
     reduction : "ordered" or "mpi"
         How gradients are summed over the ranks: "ordered" in rank order (the same bits on
         every rerun with the same number of ranks), "mpi" by the library's Allreduce.
+    sync_batchnorm : bool
+        With comm: every BatchNorm1d and BatchNorm2d layer of the model, in containers too,
+        trains with the statistics of the whole global batch, its forward and backward
+        summing what they need over the ranks with `reduction`
+        (cnnkit.distributed.synchronize_batchnorm): the updates are one process's on the
+        whole batch, to rounding, and the running statistics agree on every rank. Costs two
+        small sums over the ranks per layer and step; the layers keep the setting after
+        training. Without comm nothing changes. ValueError for a model without such layers.
 
     Attributes
     ----------
@@ -117,7 +126,8 @@ class Trainer:
     def __init__(self, model, data, *, update_rule="sgd", optim_config=None, lr_decay=1.0, schedule=None,
                  step_size=10, gamma=0.1, batch_size=100, num_epochs=10, seed=None, num_train_samples=1000,
                  num_val_samples=None, patience=None, augment=None, callbacks=(), checkpoint=None, resume=None,
-                 verbose=True, max_norm=None, warmup_steps=0, comm=None, reduction="ordered"):
+                 verbose=True, max_norm=None, warmup_steps=0, comm=None, reduction="ordered",
+                 sync_batchnorm=False):
         self.model = model
         self._parallel = None if comm is None else DataParallel(comm, reduction)
         self.X_train, self.y_train, self.X_val, self.y_val = _split_data(data)
@@ -146,6 +156,9 @@ class Trainer:
             self._load_checkpoint(resume)
         if self._parallel is not None:
             self._start_identical()
+        self.sync_batchnorm, self._idle = bool(sync_batchnorm), False
+        if self.sync_batchnorm:
+            synchronize_batchnorm(model, None if self._parallel is None else self._batchnorm_sum)
 
     @property
     def rank(self):
@@ -259,12 +272,22 @@ class Trainer:
             for key, start, stop in zip(params, bounds, bounds[1:]):
                 np.multiply(np.reshape(grads[key], -1), share, out=buffer[start:stop])
             buffer[-1] = loss * share
+        elif self.sync_batchnorm:  # join the batchnorm layers' sums: a stand-in example, which adds zeros
+            self._idle = True
+            try:
+                self._gradients(np.arange(1), position, offset)
+            finally:
+                self._idle = False
         self._parallel.sum(buffer)
         return float(buffer[-1]), {key: buffer[start:stop].reshape(params[key].shape)
                                    for key, start, stop in zip(params, bounds, bounds[1:])}
 
+    def _batchnorm_sum(self, array):
+        """array summed over the ranks, for the synchronized batchnorm layers; an idle rank adds zeros."""
+        return self._parallel.sum(np.zeros_like(array) if self._idle else array)
+
     def _end_epoch(self):
-        if self._parallel is not None:  # running statistics of each rank's slices -> their mean
+        if self._parallel is not None and not self.sync_batchnorm:  # each rank's running statistics -> their mean
             self._parallel.average(_buffers(self.model))
         self.train_acc_history.append(self.check_accuracy(self.X_train, self.y_train, self.num_train_samples))
         if self.X_val is not None:

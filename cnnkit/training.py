@@ -38,8 +38,9 @@ class TrainingRun:
     resume : bool
         Continue from out/checkpoint.npz (FileNotFoundError when there is none).
     comm : mpi4py.MPI.Comm, optional
-        Train data-parallel over its ranks (cnnkit.Trainer's comm; options.allreduce, when
-        set, is its reduction); rank 0 reads the checkpoint and writes the outputs.
+        Train data-parallel over its ranks (cnnkit.Trainer's comm; options.allreduce and
+        options.sync_batchnorm, when set, are its reduction and sync_batchnorm); rank 0
+        reads the checkpoint and writes the outputs.
     callbacks, verbose
         Given to the Trainer.
     """
@@ -52,7 +53,8 @@ class TrainingRun:
             self.out.mkdir(parents=True, exist_ok=True)
             if resume and not checkpoint.is_file():
                 raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}; train into {self.out} first")
-        parallel = {} if comm is None else {"comm": comm, "reduction": getattr(options, "allreduce", "ordered")}
+        parallel = {} if comm is None else {"comm": comm, "reduction": getattr(options, "allreduce", "ordered"),
+                                            "sync_batchnorm": getattr(options, "sync_batchnorm", False)}
         with tempfile.TemporaryDirectory(prefix="cnnkit-resume-") as folder:
             start = checkpoint if resume else None
             if resume and comm is not None:  # rank 0's file, wherever the other ranks run

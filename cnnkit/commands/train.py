@@ -27,7 +27,8 @@ on N processes or machines (extra: pip install 'cnnkit[mpi]'):
   mpiexec -n N cnnkit train [options]                   N ranks on this machine
   mpiexec -f hostfile -n N cnnkit train [options]       N ranks on the hosts of hostfile
   One model trained data-parallel: --batch-size stays the whole batch, split over the ranks;
-  gradients are summed every step. The data must sit at the same path on every machine;
+  gradients are summed every step; batchnorm uses each rank's share of the batch, or with
+  --sync-batchnorm the whole batch. The data must sit at the same path on every machine;
   rank 0 writes --out. Give each rank --threads cores / ranks per machine. --resume works
   with any N. A rank that fails ends the job."""
 
@@ -87,6 +88,9 @@ def add_parser(commands):
                        help="under mpiexec, how gradients are summed over the ranks: ordered (in rank order: the "
                             "same bits on every rerun with the same N) or mpi (the MPI library's Allreduce) "
                             "(default: ordered)")
+    train.add_argument("--sync-batchnorm", action="store_true",
+                       help="under mpiexec, batchnorm layers normalise with the statistics of the whole batch, "
+                            "summed over the ranks (as one process trains), not of each rank's share (default: off)")
     add_runtime_options(train)
     train.set_defaults(run=run)
 

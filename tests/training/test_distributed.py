@@ -1,6 +1,10 @@
-"""The pieces of data-parallel training that one process can check: per-example draws, slices, launch checks."""
+"""The pieces of data-parallel training that one process can check: per-example draws, slices, launch checks,
+synchronized batchnorm on ranks played by threads."""
+import functools
 import itertools
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -8,12 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnnkit import fast, reference
+from cnnkit._backend import use_backend
 from cnnkit._random import KeyedRows
 from cnnkit.cli import main
 from cnnkit.datasets import augmentation
-from cnnkit.distributed import DataParallel, launched_size, world_communicator
-from cnnkit.layers import Dropout
-from cnnkit.models import FullyConnectedNet
+from cnnkit.distributed import DataParallel, launched_size, synchronize_batchnorm, world_communicator
+from cnnkit.gradcheck import numerical_gradient_array
+from cnnkit.layers import BatchNorm1d, BatchNorm2d, Dropout
+from cnnkit.models import FullyConnectedNet, TwoLayerNet, resnet
 from cnnkit.trainer import Trainer
 
 
@@ -135,3 +141,112 @@ def test_train_under_mpiexec_without_mpi4py_says_so(monkeypatch, tmp_path, capsy
     err = capsys.readouterr().err
     assert "one of 2 ranks, but mpi4py is not installed" in err and "cnnkit[mpi]" in err
     assert not (tmp_path / "out").exists()
+
+
+class ThreadRanks:
+    """Ranks played by threads of this process, for layers that sum over the ranks."""
+
+    def __init__(self, size):
+        self.size, self._arrays = size, [None] * size
+        self._barrier = threading.Barrier(size, timeout=60)  # a rank left waiting fails the test
+
+    def sum_over_ranks(self, rank):
+        """Rank `rank`'s sum: every rank's array added in rank order, as DataParallel's ordered sum."""
+        def sum_over_ranks(array):
+            self._arrays[rank] = np.array(array, copy=True)
+            self._barrier.wait()
+            total = functools.reduce(np.add, self._arrays)
+            self._barrier.wait()
+            return total
+        return sum_over_ranks
+
+    def run(self, work):
+        """[work(rank) for each rank], every rank on its own thread."""
+        with ThreadPoolExecutor(self.size) as pool:
+            return list(pool.map(work, range(self.size)))
+
+
+def batchnorm(layer_class, gamma, beta):
+    layer = layer_class(len(gamma), momentum=0.3, dtype=np.float64)
+    layer.params["weight"][:], layer.params["bias"][:] = gamma, beta
+    return layer
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("layer_class, shape", [(BatchNorm1d, (7, 4)), (BatchNorm2d, (7, 3, 2, 3))])
+@pytest.mark.parametrize("sizes", [(4, 3), (3, 3, 1), (4, 0, 3)])
+def test_synchronized_batchnorm_on_parts_is_batchnorm_of_the_whole_batch(backend, layer_class, shape, sizes):
+    rng = np.random.default_rng(len(sizes))
+    x = 3 + 2 * rng.standard_normal(shape)
+    weights = rng.standard_normal(shape)  # the loss is mean over the rows of sum(weights * out)
+    gamma, beta = 1 + rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    whole = batchnorm(layer_class, gamma, beta)
+    with use_backend(backend):
+        expected = whole.forward(x)
+        expected_dx = whole.backward(weights / len(x))
+        numerical_dx = numerical_gradient_array(lambda x: batchnorm(layer_class, gamma, beta).forward(x), x,
+                                                weights / len(x))
+        numerical_dgamma = numerical_gradient_array(lambda g: batchnorm(layer_class, g, beta).forward(x), gamma,
+                                                    weights / len(x))
+    np.testing.assert_allclose(expected_dx, numerical_dx, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(whole.grads["weight"], numerical_dgamma, rtol=1e-6, atol=1e-9)
+    bounds, ranks = np.cumsum([0, *sizes]), ThreadRanks(len(sizes))
+
+    def step(rank):  # this rank's output, and its gradients weighted by its share (as the Trainer does)
+        layer, part = batchnorm(layer_class, gamma, beta), slice(bounds[rank], bounds[rank + 1])
+        layer.sum_over_ranks, share = ranks.sum_over_ranks(rank), sizes[rank] / len(x)
+        with use_backend(backend):
+            out = layer.forward(x[part])
+            dx = layer.backward(weights[part] / max(1, sizes[rank]))  # of the mean loss over its own rows
+        return out, share * dx, {key: share * value for key, value in layer.grads.items()}, layer.buffers
+
+    outs, dxs, grads, buffers = zip(*ranks.run(step))
+    np.testing.assert_allclose(np.concatenate(outs), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate(dxs), expected_dx, rtol=1e-10, atol=1e-12)
+    for key, value in whole.grads.items():
+        np.testing.assert_allclose(sum(rank[key] for rank in grads), value, rtol=1e-10, atol=1e-12, err_msg=key)
+    for rank in buffers:
+        for key, value in whole.buffers.items():
+            np.testing.assert_array_equal(rank[key], buffers[0][key], err_msg=key)  # the same bits on every rank
+            np.testing.assert_allclose(rank[key], value, rtol=1e-12, err_msg=key)
+
+
+def test_synchronized_batchnorm_needs_rows_on_some_rank():
+    ranks = ThreadRanks(2)
+
+    def step(rank):
+        layer = BatchNorm1d(3)
+        layer.sum_over_ranks = ranks.sum_over_ranks(rank)
+        with pytest.raises(ValueError, match="non-empty batch on some rank"):
+            layer.forward(np.zeros((0, 3), np.float32))
+
+    ranks.run(step)
+
+
+def test_synchronize_batchnorm_finds_the_layers_inside_containers():
+    model = resnet((3, 8, 8), 10, depth=8, width=4)
+    expected = [layer for _, layer, name in model._chain.named_arrays("buffers") if name == "running_mean"]
+    assert len(expected) == 1 + 3 * 2 + 2  # the stem, two per block, the two projection shortcuts
+    summed = synchronize_batchnorm(model, np.negative)
+    assert summed == expected and all(layer.sum_over_ranks is np.negative for layer in expected)
+    synchronize_batchnorm(model, None)
+    assert all(layer.sum_over_ranks is None for layer in expected)
+    with pytest.raises(ValueError, match="needs BatchNorm1d or BatchNorm2d layers; TwoLayerNet has none"):
+        synchronize_batchnorm(TwoLayerNet(6, hidden_dim=8, num_classes=3), np.negative)
+
+
+def test_sync_batchnorm_without_a_communicator_trains_the_same_bits():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 50)
+    data = {"X_train": (3 * np.eye(3, 6)[y] + rng.standard_normal((50, 6))).astype(np.float32), "y_train": y}
+
+    def trained(**options):
+        model = FullyConnectedNet([12], input_dim=6, num_classes=3, normalization="batchnorm", rng=1)
+        return Trainer(model, data, batch_size=16, num_epochs=2, seed=3, verbose=False, **options).train().model
+
+    alone, synchronized = trained(), trained(sync_batchnorm=True)
+    for arrays in ("params", "buffers"):
+        for key, value in getattr(alone, arrays).items():
+            np.testing.assert_array_equal(getattr(synchronized, arrays)[key], value, err_msg=key)
+    with pytest.raises(ValueError, match="TwoLayerNet has none"):
+        Trainer(TwoLayerNet(6, hidden_dim=8, num_classes=3), data, sync_batchnorm=True)

@@ -29,8 +29,10 @@ pytestmark = [pytest.mark.mpi, pytest.mark.skipif(MPIEXEC is None, reason="no mp
 LOOPBACK = {"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp", "FI_TCP_IFACE": "lo"}  # only 127.0.0.1
 TIMEOUT = 240  # seconds for one job; a hang fails the test instead of stalling it
 # 251 images, 50 for validation: 201 to train in batches of 50, so the last batch (1 image) leaves rank 1 none
-TINY = ["--num-train", "251", "--num-val", "50", "--batch-size", "50", "--width", "4", "--hidden", "16",
-        "--dropout", "0.3", "--schedule", "constant", "--threads", "1"]
+SMALL = ["--num-train", "251", "--num-val", "50", "--batch-size", "50", "--width", "4", "--dropout", "0.3",
+         "--schedule", "constant", "--threads", "1"]
+TINY = [*SMALL, "--hidden", "16"]
+VGG = [*SMALL, "--model", "vgg", "--epochs", "1"]  # batchnorm after each conv; 5 updates
 
 
 def mpiexec(*command, cwd, ranks=2):
@@ -41,8 +43,8 @@ def mpiexec(*command, cwd, ranks=2):
                           text=True, timeout=TIMEOUT, cwd=cwd, env=env)
 
 
-def train_on_two_ranks(tmp_path, out, *options):
-    job = mpiexec("python", "-m", "cnnkit.cli", "train", *TINY, "--out", str(out), *options, cwd=tmp_path)
+def train_on_two_ranks(tmp_path, out, *options, base=TINY):
+    job = mpiexec("python", "-m", "cnnkit.cli", "train", *base, "--out", str(out), *options, cwd=tmp_path)
     assert job.returncode == 0, job.stderr
     return job
 
@@ -101,6 +103,52 @@ def test_resume_with_another_number_of_ranks(tmp_path, one_process, first_ranks)
         assert main(["train", *TINY, "--epochs", "2", "--out", str(out), "--resume"]) == 0
     assert len(json.loads((out / "history.json").read_text())["loss"]) == 10
     assert_same_model(out, one_process, rtol=1e-3, atol=2e-5)
+
+
+def test_sync_batchnorm_on_two_ranks_trains_as_one_process_and_reruns_bit_for_bit(tmp_path):
+    alone, synced, again, apart = (tmp_path / name for name in ("alone", "synced", "again", "apart"))
+    assert main(["train", *VGG, "--out", str(alone)]) == 0
+    for out in (synced, again):
+        train_on_two_ranks(tmp_path, out, "--sync-batchnorm", base=VGG)
+    assert_same_model(synced, again)
+    assert_same_model(synced, alone, rtol=1e-4, atol=1e-6)  # float32 rounding over 5 updates
+    history, one = (json.loads((out / "history.json").read_text()) for out in (synced, alone))
+    np.testing.assert_allclose(history["loss"], one["loss"], rtol=1e-5)
+    train_on_two_ranks(tmp_path, apart, base=VGG)  # each rank's own statistics: other updates
+    with pytest.raises(AssertionError):
+        assert_same_model(apart, alone, rtol=1e-3, atol=1e-4)
+
+
+SYNCED_RESNET = """
+import sys
+import numpy as np
+from mpi4py import MPI
+from cnnkit.models import resnet
+from cnnkit.trainer import Trainer
+
+def trained(**options):  # batches of 7 over 3 ranks: 3, 2, 2; the last batch (2 images) leaves rank 2 none
+    rng = np.random.default_rng(0)
+    data = {"X_train": rng.standard_normal((23, 3, 8, 8)).astype(np.float32), "y_train": rng.integers(0, 4, 23)}
+    model = resnet((3, 8, 8), 4, depth=8, width=4, seed=1)  # batchnorm in Sequential and Residual containers
+    trainer = Trainer(model, data, update_rule="adam", optim_config={"learning_rate": 1e-2}, batch_size=7,
+                      num_epochs=2, seed=2, verbose=False, **options).train()
+    return {**model.params, **model.buffers}
+
+synced = trained(comm=MPI.COMM_WORLD, sync_batchnorm=True)
+if MPI.COMM_WORLD.Get_rank() == 0:
+    np.savez(sys.argv[1], **synced)
+    np.savez(sys.argv[2], **trained())
+"""
+
+
+def test_sync_batchnorm_in_residual_blocks_on_three_uneven_ranks_trains_as_one_process(tmp_path):
+    synced, alone = tmp_path / "synced.npz", tmp_path / "alone.npz"
+    job = mpiexec("python", "-c", SYNCED_RESNET, str(synced), str(alone), cwd=tmp_path, ranks=3)
+    assert job.returncode == 0, job.stderr
+    with np.load(synced) as ranks, np.load(alone) as one:
+        assert ranks.files == one.files and any("running_var" in key for key in one.files)
+        for key in one.files:
+            np.testing.assert_allclose(ranks[key], one[key], rtol=1e-4, atol=1e-6, err_msg=key)
 
 
 SUMS = """
