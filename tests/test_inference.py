@@ -3,14 +3,17 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cnnkit
 from cnnkit import layers as nn
+from cnnkit import reference
 from cnnkit.models import FullyConnectedNet, Sequential, ThreeLayerConvNet, TwoLayerNet, inference
 from cnnkit.recipes import build_model
 from cnnkit.trainer import Trainer
 
-pytestmark = pytest.mark.skipif("fast" not in cnnkit.available_backends(), reason="needs the compiled kernels")
+kernels = pytest.importorskip("cnnkit._ext.inference", reason="needs the compiled kernels")
 RELATIVE = {np.float32: 1e-5, np.float64: 1e-12}
 
 
@@ -191,3 +194,21 @@ def test_reference_backend_runs_the_layers(rng):
     X = rng.standard_normal((3, 3, 9, 11))
     with cnnkit.use_backend("reference"):
         np.testing.assert_array_equal(model.loss(X), layer_by_layer(model, X))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 4), h=st.integers(2, 9), w=st.integers(2, 600),
+       dtype=st.sampled_from([np.float32, np.float64]), nans=st.integers(0, 3), threads=st.integers(1, 3),
+       seed=st.integers(0, 2**32 - 1))
+def test_halving_max_pool_kernel_equals_the_reference(n, c, h, w, dtype, nans, threads, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, (n, c, h, w)).astype(dtype)  # small integers: ties in most windows
+    x.reshape(-1)[rng.integers(0, x.size, nans)] = np.nan
+    out = np.full((n, c, h // 2, w // 2), 7, dtype)
+    kernels.max_pool_2x2(x, out, threads)
+    np.testing.assert_array_equal(out, reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))[0])
+
+
+def test_halving_max_pool_kernel_checks_its_output():
+    with pytest.raises(ValueError, match=r"out must have shape \(1, 2, 2, 3\)"):
+        kernels.max_pool_2x2(np.zeros((1, 2, 5, 7)), np.zeros((1, 2, 3, 3)), 1)

@@ -59,6 +59,7 @@ class Plan:
         self.steps = _steps(self.layers)
         dtypes = {a.dtype for step in self.steps for layer in step.layers for a in layer.params.values()}
         self.dtype = dtypes.pop() if len(dtypes) == 1 else None  # None: no plan for mixed (or no) weights
+        self._kernels = importlib.import_module("cnnkit.fast.inference")  # plans are made on the fast backend only
         self._programs = threading.local()
 
     def takes(self, X):
@@ -67,35 +68,34 @@ class Plan:
 
     def __call__(self, X):
         """Scores of a C-contiguous X (N, ...) that the plan takes, in a new array."""
-        kernels = importlib.import_module("cnnkit.fast.inference")
         arrays = [step.arrays() for step in self.steps]
         out = None
-        with kernels.single_threaded_blas():
+        with self._kernels.single_threaded_blas():
             for start in range(0, len(X), CHUNK):
                 y = X[start:start + CHUNK]
-                for run, step_arrays in zip(self._program(kernels, y.shape), arrays):
+                for run, step_arrays in zip(self._program(y.shape), arrays):
                     y = run(y, *step_arrays)
                 if out is None:
                     out = np.empty((len(X), *y.shape[1:]), y.dtype)
                 out[start:start + len(y)] = y
         return out
 
-    def _program(self, kernels, x_shape):
+    def _program(self, x_shape):
         """The runs of the steps for input of x_shape at the current thread count, made once per Python thread."""
         key, kept = (x_shape, get_num_threads()), self._programs.__dict__.setdefault("programs", {})
         if key not in kept:
             if len(kept) >= KEPT_PROGRAMS:
                 kept.clear()
-            kept[key] = self._make(kernels, x_shape)
+            kept[key] = self._make(x_shape)
         return kept[key]
 
-    def _make(self, kernels, x_shape):
+    def _make(self, x_shape):
         runs, shape = [], x_shape
         for step in self.steps:
             out_shape = shape
             for layer in step.layers:  # each raises ValueError naming the shape it expects
                 out_shape = layer.output_shape(out_shape)
-            runs.append(step.make(kernels, shape, self.dtype))
+            runs.append(step.make(self._kernels, shape, self.dtype))
             shape = out_shape
         return runs
 
