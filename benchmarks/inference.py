@@ -6,11 +6,12 @@
 
 Contenders, each timed in a fresh process of its own (only its library's threads exist there):
   cnnkit       model.loss(X) in eval mode: the inference plan (cnnkit.models.inference)
-  layers       the same model's layer-by-layer eval forward (Network.forward), what loss ran before
+  layers       the layer-by-layer eval forward (Network.forward) 256 images at a time, as predict ran before
   onnxruntime  an InferenceSession on the exported model, intra_op_num_threads=threads, inter 1
   torch        the same network in torch.nn, eval mode, under torch.inference_mode()
-Each process warms up, then times one call on the whole batch `repeat` times; a row gives the
-median over all timed calls of all rounds (processes), and the lowest and highest round median.
+Each process warms up, then times one call on the whole batch repeatedly; a cell gives the
+median wall time over all timed calls of all rounds (processes), the lowest and highest round
+median, and the median CPU time of the process per call (all its threads, spinning included).
 Without --model the recipe's model is built with its initial weights (the time does not depend on them).
 """
 import argparse
@@ -54,7 +55,9 @@ def contender_call(contender, model_path, onnx_path, images, threads):
 
     cnnkit.set_num_threads(threads)
     model = load(model_path).eval()
-    return (lambda: model.loss(images)) if contender == "cnnkit" else (lambda: model.forward(images))
+    if contender == "cnnkit":
+        return lambda: model.loss(images)
+    return lambda: np.concatenate([model.forward(images[i:i + 256]) for i in range(0, len(images), 256)])
 
 
 def _torch_call(model_path, images, threads):
@@ -96,12 +99,13 @@ def worker(job):
     repeat = max(5, min(400, 10000 // job["batch"]))  # 400 at batch 1, 39 at 256, 5 at 10,000
     for _ in range(max(2, repeat // 8)):  # warm-up: buffers, caches, thread pools
         call()
-    seconds = []
+    seconds, cpu = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         call()
         seconds.append(time.perf_counter() - start)
-    return {"seconds": seconds}
+        cpu.append(time.process_time() - start_cpu)
+    return {"seconds": seconds, "cpu": cpu}
 
 
 def run_worker(job):
@@ -109,7 +113,7 @@ def run_worker(job):
                           timeout=TIMEOUT)
     if done.returncode:
         raise ChildProcessError(f"{job['contender']} worker failed: {done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def prepare(folder, model_path):
@@ -142,21 +146,27 @@ def main():
     contenders = args.contenders.split(",")
     with tempfile.TemporaryDirectory() as folder:
         model, onnx_path, images = prepare(folder, args.model)
-        header = f"{'threads':>7} {'batch':>6}" + "".join(f" {c + ' ms':>22}" for c in contenders)
-        print(header + (" cnnkit/onnxruntime" if {"cnnkit", "onnxruntime"} <= set(contenders) else ""))
+        print(f"{'threads':>7} {'batch':>6}" + "".join(f" {c:>32}" for c in contenders)
+              + (" cnnkit/onnxruntime" if {"cnnkit", "onnxruntime"} <= set(contenders) else ""))
         for threads in map(int, args.threads.split(",")):
             for batch in map(int, args.batches.split(",")):
                 medians, cells = {}, []
                 for contender in contenders:
                     job = dict(contender=contender, batch=batch, threads=threads, model=model, onnx=onnx_path,
                                images=images)
-                    rounds = [run_worker(job) for _ in range(args.rounds)]
-                    medians[contender] = statistics.median(s for r in rounds for s in r) * 1e3
-                    per_round = [statistics.median(r) * 1e3 for r in rounds]
-                    cells.append(f"{medians[contender]:9.3f} [{min(per_round):.3f}-{max(per_round):.3f}]")
+                    medians[contender], cell = _timed(run_worker(job) for _ in range(args.rounds))
+                    cells.append(cell)
                 ratio = (f" {medians['cnnkit'] / medians['onnxruntime']:18.2f}x"
                          if {"cnnkit", "onnxruntime"} <= set(medians) else "")
-                print(f"{threads:>7} {batch:>6}" + "".join(f" {c:>22}" for c in cells) + ratio, flush=True)
+                print(f"{threads:>7} {batch:>6}" + "".join(f" {c:>32}" for c in cells) + ratio, flush=True)
+
+
+def _timed(rounds):
+    """(median ms, table cell "median [lowest-highest round median] cpu median") of the workers' results."""
+    rounds = list(rounds)
+    wall, cpu = (statistics.median(t for r in rounds for t in r[key]) * 1e3 for key in ("seconds", "cpu"))
+    per_round = [statistics.median(r["seconds"]) * 1e3 for r in rounds]
+    return wall, f"{wall:.3f} [{min(per_round):.3f}-{max(per_round):.3f}] cpu {cpu:.3f}"
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Inference plans: a network in eval mode run forward only on the fast kernels, without the training path's costs.
 
 A plan turns the layers into steps once: a Conv2d or Linear takes a BatchNorm right after
-it folded into its weights and the ReLU after those into its output pass, Dropout (the
-identity in eval mode) is left out, Flatten is a view, and a layer the planner does not
-know runs its own eval forward. For each input shape and kernel thread count the plan
+it folded into its weights and the ReLU after those in the same step (a convolution's in
+its output pass), Dropout (the identity in eval mode) is left out, Flatten is a view, and
+a layer the planner does not know (a subclass included) runs its own eval forward. For each input shape and kernel thread count the plan
 keeps, per Python thread, a program: the steps of cnnkit.fast.inference made for that
 shape after the layers checked it (their output_shape), each writing into a buffer of its
 own. Inputs of more than CHUNK samples run CHUNK at a time. The weights are read (and
