@@ -2,9 +2,10 @@
 
 A step is made for one input shape and dtype, checked once then by the plan: it owns its
 output buffer (the same array on every call), keeps no cache for a backward, and calls its
-kernel with the thread count the op of cnnkit.fast would take for that shape, so that its
-output is that op's bit for bit. The caller holds BLAS at one thread around a run
-(cnnkit.fast._threads.single_threaded_blas) and passes C-contiguous arrays.
+kernel with the algorithm (cnnkit.fast.conv's choice) and thread count the op of cnnkit.fast
+would take for that shape, so that its output is that op's bit for bit (2x2 max pooling's
+but for which of two equal zeros or NaNs it keeps). The caller holds BLAS at one thread
+around a run (cnnkit.fast._threads.single_threaded_blas) and passes C-contiguous arrays.
 """
 import math
 

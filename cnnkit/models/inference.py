@@ -3,11 +3,12 @@
 A plan turns the layers into steps once: a Conv2d or Linear takes a BatchNorm right after
 it folded into its weights and the ReLU after those in the same step (a convolution's in
 its output pass), Dropout (the identity in eval mode) is left out, Flatten is a view, and
-a layer the planner does not know (a subclass included) runs its own eval forward. For each input shape and kernel thread count the plan
-keeps, per Python thread, a program: the steps of cnnkit.fast.inference made for that
-shape after the layers checked it (their output_shape), each writing into a buffer of its
-own. Inputs of more than CHUNK samples run CHUNK at a time. The weights are read (and
-folded) again on every call, so changes to them, in place or by assignment, act at once.
+a layer the planner does not know (a subclass included) runs its own eval forward. For
+each input shape and kernel thread count the plan keeps, per Python thread, a program:
+the steps of cnnkit.fast.inference made for that shape after the layers checked it (their
+output_shape), each writing into a buffer of its own. Inputs of more than CHUNK samples
+run CHUNK at a time. The weights are read (and folded) again on every call, so changes to
+them, in place or by assignment, act at once.
 
 `scores(model, X)` is what Network.loss(X) in eval mode and Network.predict run: the plan
 on the fast backend, the layers' own forward on the reference backend, with a layer left
@@ -24,7 +25,7 @@ from cnnkit import layers as nn
 from cnnkit._backend import get_backend, get_num_threads
 
 CHUNK = 256  # samples per run of a program; larger inputs run in chunks, so the buffers stay this size
-KEPT_PROGRAMS = 8  # programs a plan keeps per Python thread (input shapes and thread counts)
+KEPT_PROGRAMS = 4  # programs (their buffers: one chunk's activations) a plan keeps per Python thread
 _PLANS = weakref.WeakKeyDictionary()  # model -> its plan
 
 
