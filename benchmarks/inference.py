@@ -12,6 +12,7 @@ Contenders, each timed in a fresh process of its own (only its library's threads
 Each process warms up, then times one call on the whole batch repeatedly; a cell gives the
 median wall time over all timed calls of all rounds (processes), the lowest and highest round
 median, and the median CPU time of the process per call (all its threads, spinning included).
+Idle OpenMP threads spin about a millisecond, then sleep (prefer_short_spin), as under the `cnnkit` command.
 Without --model the recipe's model is built with its initial weights (the time does not depend on them).
 """
 import argparse
@@ -25,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from cnnkit._backend import prefer_short_spin
 
 IMAGE = (1, 28, 28)
 IMAGES = 10000  # the images drawn; batches take the first ones
@@ -141,6 +144,7 @@ def main():
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    prefer_short_spin()  # as the `cnnkit` command and benchmarks/compare.py do; the workers inherit it
     if "OPENBLAS_CORETYPE" in os.environ or "OPENBLAS_L2_SIZE" in os.environ:
         print("note: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set; run under `env -u ...` to time what users see")
     contenders = args.contenders.split(",")
