@@ -7,26 +7,32 @@ a layer the planner does not know (a subclass included) runs its own eval forwar
 each input shape and kernel thread count the plan keeps, per Python thread, a program:
 the steps of cnnkit.fast.inference made for that shape after the layers checked it (their
 output_shape), each writing into a buffer of its own. Inputs of more than CHUNK samples
-run CHUNK at a time. The weights are read (and folded) again on every call, so changes to
-them, in place or by assignment, act at once.
+run CHUNK at a time; with SAMPLES_PER_THREAD samples per kernel thread or more, each thread
+runs a share of the samples alone, on kernels of one thread. The weights are read (and
+folded) again on every call, so changes to them, in place or by assignment, act at once.
 
 `scores(model, X)` is what Network.loss(X) in eval mode and Network.predict run: the plan
 on the fast backend, the layers' own forward on the reference backend, with a layer left
 in training mode, or for input the plan does not take (another dtype, no samples), which
 the layers then reject or run as usual.
 """
+import concurrent.futures
+import contextvars
 import importlib
+import itertools
 import threading
 import weakref
 
 import numpy as np
 
 from cnnkit import layers as nn
-from cnnkit._backend import get_backend, get_num_threads
+from cnnkit._backend import get_backend, get_num_threads, set_num_threads
 
 CHUNK = 256  # samples per run of a program; larger inputs run in chunks, so the buffers stay this size
 KEPT_PROGRAMS = 4  # programs (their buffers: one chunk's activations) a plan keeps per Python thread
+SAMPLES_PER_THREAD = 32  # from this many samples per kernel thread, each thread runs a share of them alone
 _PLANS = weakref.WeakKeyDictionary()  # model -> its plan
+_POOLS, _POOLS_LOCK = {}, threading.Lock()  # thread count -> the worker threads that run the shares
 
 
 def scores(model, X):
@@ -45,6 +51,14 @@ def scores(model, X):
         return model.forward(X)
     model.sync()
     return plan(np.ascontiguousarray(X))
+
+
+def _workers(threads):
+    """A pool of `threads` worker threads, made once per count and kept."""
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="cnnkit-inference")
+        return _POOLS[threads]
 
 
 class Plan:
@@ -68,18 +82,38 @@ class Plan:
         return X.dtype == self.dtype and X.ndim >= 2 and len(X) > 0
 
     def __call__(self, X):
-        """Scores of a C-contiguous X (N, ...) that the plan takes, in a new array."""
+        """Scores of a C-contiguous X (N, ...) that the plan takes, in a new array.
+
+        With SAMPLES_PER_THREAD samples or more per kernel thread, each thread takes a share of the
+        samples and runs the steps alone on it: no thread then waits for another between steps (on
+        a busy machine, a descheduled thread held up every kernel's end).
+        """
         arrays = [step.arrays() for step in self.steps]
-        out = None
+        threads = min(get_num_threads(), len(X) // SAMPLES_PER_THREAD)
         with self._kernels.single_threaded_blas():
-            for start in range(0, len(X), CHUNK):
-                y = X[start:start + CHUNK]
-                for run, step_arrays in zip(self._program(y.shape), arrays):
-                    y = run(y, *step_arrays)
-                if out is None:
-                    out = np.empty((len(X), *y.shape[1:]), y.dtype)
-                out[start:start + len(y)] = y
+            if threads < 2:
+                return self._run(X, arrays)
+            bounds = [len(X) * share // threads for share in range(threads + 1)]
+            shares = [_workers(threads).submit(contextvars.copy_context().run, self._run_alone, X[start:stop], arrays)
+                      for start, stop in itertools.pairwise(bounds)]
+            return np.concatenate([share.result() for share in shares])
+
+    def _run(self, X, arrays):
+        """Scores of X, CHUNK samples at a time, with the steps' arrays of this call."""
+        out = None
+        for start in range(0, len(X), CHUNK):
+            y = X[start:start + CHUNK]
+            for run, step_arrays in zip(self._program(y.shape), arrays):
+                y = run(y, *step_arrays)
+            if out is None:
+                out = np.empty((len(X), *y.shape[1:]), y.dtype)
+            out[start:start + len(y)] = y
         return out
+
+    def _run_alone(self, X, arrays):
+        """_run on one kernel thread; called in a worker thread, whose own setting that is."""
+        set_num_threads(1)
+        return self._run(X, arrays)
 
     def _program(self, x_shape):
         """The runs of the steps for input of x_shape at the current thread count, made once per Python thread."""
