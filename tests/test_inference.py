@@ -158,6 +158,15 @@ def test_reruns_are_bit_identical_at_a_thread_count(threads, rng, tiny_grains):
     np.testing.assert_array_equal(model.loss(X[:5]), model.loss(X[:5]))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_each_run_a_share_of_a_large_batch(threads, rng):
+    cnnkit.set_num_threads(threads)
+    model = trained_statistics(every_layer(np.float64), (3, 9, 11), rng)
+    X = rng.standard_normal((threads * inference.SAMPLES_PER_THREAD + 1, 3, 9, 11))
+    assert_close(model.loss(X), layer_by_layer(model, X))
+    assert cnnkit.get_num_threads() == threads  # the workers' one-thread setting stays theirs
+
+
 def test_predict_from_several_threads_at_once(rng):
     model = MODELS["mnist-convnet"][0](np.float32)
     inputs = [rng.standard_normal((n, 1, 28, 28)).astype(np.float32) for n in (3, 7, 3, 7)]
