@@ -38,8 +38,9 @@ _POOLS, _POOLS_LOCK = {}, threading.Lock()  # thread count -> the worker threads
 def scores(model, X):
     """Scores (N, num_classes) of model, all of whose layers are in eval mode, for X (N, ...).
 
-    The model's own forward(X) to float rounding: bit for bit without a batchnorm to fold,
-    within the rounding of the folded weights otherwise.
+    The model's own forward(X) to float rounding: the same bits without a batchnorm to fold
+    (folded weights round apart) when the kernel threads share the batch (fewer than
+    SAMPLES_PER_THREAD samples per thread), tested.
     """
     if get_backend() != "fast" or any(layer.training for layer in model.layers):
         return model.forward(X)
