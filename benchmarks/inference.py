@@ -6,11 +6,13 @@
 
 Contenders, each timed in a fresh process of its own (only its library's threads exist there):
   cnnkit       model.loss(X) in eval mode: the inference plan (cnnkit.models.inference)
-  layers       the same model's layer-by-layer eval forward (Network.forward), what loss ran before
+  layers       the layer-by-layer eval forward (Network.forward) 256 images at a time, as predict ran before
   onnxruntime  an InferenceSession on the exported model, intra_op_num_threads=threads, inter 1
   torch        the same network in torch.nn, eval mode, under torch.inference_mode()
-Each process warms up, then times one call on the whole batch `repeat` times; a row gives the
-median over all timed calls of all rounds (processes), and the lowest and highest round median.
+Each process warms up, then times one call on the whole batch repeatedly; a cell gives the
+median wall time over all timed calls of all rounds (processes), the lowest and highest round
+median, and the median CPU time of the process per call (all its threads, spinning included).
+Idle OpenMP threads spin about a millisecond, then sleep (prefer_short_spin), as under the `cnnkit` command.
 Without --model the recipe's model is built with its initial weights (the time does not depend on them).
 """
 import argparse
@@ -25,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit._backend import prefer_short_spin
+
 IMAGE = (1, 28, 28)
-WARMUP = {1: 50, 256: 5, 10000: 2}
-REPEAT = {1: 400, 256: 40, 10000: 5}
+IMAGES = 10000  # the images drawn; batches take the first ones
 TIMEOUT = 900  # seconds for one worker
 
 
@@ -55,7 +58,9 @@ def contender_call(contender, model_path, onnx_path, images, threads):
 
     cnnkit.set_num_threads(threads)
     model = load(model_path).eval()
-    return (lambda: model.loss(images)) if contender == "cnnkit" else (lambda: model.forward(images))
+    if contender == "cnnkit":
+        return lambda: model.loss(images)
+    return lambda: np.concatenate([model.forward(images[i:i + 256]) for i in range(0, len(images), 256)])
 
 
 def _torch_call(model_path, images, threads):
@@ -94,14 +99,16 @@ def worker(job):
     """Time one contender on one batch in this process: {"seconds": [...]}."""
     images = np.load(job["images"], mmap_mode="r")[:job["batch"]].copy()
     call = contender_call(job["contender"], job["model"], job["onnx"], images, job["threads"])
-    for _ in range(WARMUP[job["batch"]]):
+    repeat = max(5, min(400, 10000 // job["batch"]))  # 400 at batch 1, 39 at 256, 5 at 10,000
+    for _ in range(max(2, repeat // 8)):  # warm-up: buffers, caches, thread pools
         call()
-    seconds = []
-    for _ in range(REPEAT[job["batch"]]):
-        start = time.perf_counter()
+    seconds, cpu = [], []
+    for _ in range(repeat):
+        start, start_cpu = time.perf_counter(), time.process_time()
         call()
         seconds.append(time.perf_counter() - start)
-    return {"seconds": seconds}
+        cpu.append(time.process_time() - start_cpu)
+    return {"seconds": seconds, "cpu": cpu}
 
 
 def run_worker(job):
@@ -109,7 +116,7 @@ def run_worker(job):
                           timeout=TIMEOUT)
     if done.returncode:
         raise ChildProcessError(f"{job['contender']} worker failed: {done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def prepare(folder, model_path):
@@ -121,7 +128,7 @@ def prepare(folder, model_path):
     paths = [str(Path(folder) / name) for name in ("model.npz", "model.onnx", "images.npy")]
     model.save(paths[0])
     cnnkit.onnx.export(model, paths[1], IMAGE)
-    np.save(paths[2], np.random.default_rng(0).standard_normal((max(REPEAT), *IMAGE), dtype=np.float32))
+    np.save(paths[2], np.random.default_rng(0).standard_normal((IMAGES, *IMAGE), dtype=np.float32))
     return paths
 
 
@@ -137,26 +144,33 @@ def main():
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    prefer_short_spin()  # as the `cnnkit` command and benchmarks/compare.py do; the workers inherit it
     if "OPENBLAS_CORETYPE" in os.environ or "OPENBLAS_L2_SIZE" in os.environ:
         print("note: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set; run under `env -u ...` to time what users see")
     contenders = args.contenders.split(",")
     with tempfile.TemporaryDirectory() as folder:
         model, onnx_path, images = prepare(folder, args.model)
-        header = f"{'threads':>7} {'batch':>6}" + "".join(f" {c + ' ms':>22}" for c in contenders)
-        print(header + (" cnnkit/onnxruntime" if {"cnnkit", "onnxruntime"} <= set(contenders) else ""))
+        print(f"{'threads':>7} {'batch':>6}" + "".join(f" {c:>32}" for c in contenders)
+              + (" cnnkit/onnxruntime" if {"cnnkit", "onnxruntime"} <= set(contenders) else ""))
         for threads in map(int, args.threads.split(",")):
             for batch in map(int, args.batches.split(",")):
                 medians, cells = {}, []
                 for contender in contenders:
                     job = dict(contender=contender, batch=batch, threads=threads, model=model, onnx=onnx_path,
                                images=images)
-                    rounds = [run_worker(job) for _ in range(args.rounds)]
-                    medians[contender] = statistics.median(s for r in rounds for s in r) * 1e3
-                    per_round = [statistics.median(r) * 1e3 for r in rounds]
-                    cells.append(f"{medians[contender]:9.3f} [{min(per_round):.3f}-{max(per_round):.3f}]")
+                    medians[contender], cell = _timed(run_worker(job) for _ in range(args.rounds))
+                    cells.append(cell)
                 ratio = (f" {medians['cnnkit'] / medians['onnxruntime']:18.2f}x"
                          if {"cnnkit", "onnxruntime"} <= set(medians) else "")
-                print(f"{threads:>7} {batch:>6}" + "".join(f" {c:>22}" for c in cells) + ratio, flush=True)
+                print(f"{threads:>7} {batch:>6}" + "".join(f" {c:>32}" for c in cells) + ratio, flush=True)
+
+
+def _timed(rounds):
+    """(median ms, table cell "median [lowest-highest round median] cpu median") of the workers' results."""
+    rounds = list(rounds)
+    wall, cpu = (statistics.median(t for r in rounds for t in r[key]) * 1e3 for key in ("seconds", "cpu"))
+    per_round = [statistics.median(r["seconds"]) * 1e3 for r in rounds]
+    return wall, f"{wall:.3f} [{min(per_round):.3f}-{max(per_round):.3f}] cpu {cpu:.3f}"
 
 
 if __name__ == "__main__":

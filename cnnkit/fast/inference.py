@@ -2,9 +2,10 @@
 
 A step is made for one input shape and dtype, checked once then by the plan: it owns its
 output buffer (the same array on every call), keeps no cache for a backward, and calls its
-kernel with the thread count the op of cnnkit.fast would take for that shape, so that its
-output is that op's bit for bit. The caller holds BLAS at one thread around a run
-(cnnkit.fast._threads.single_threaded_blas) and passes C-contiguous arrays.
+kernel with the algorithm (cnnkit.fast.conv's choice) and thread count the op of cnnkit.fast
+would take for that shape, so that its output is that op's bit for bit (2x2 max pooling's
+but for which of two equal zeros or NaNs it keeps). The caller holds BLAS at one thread
+around a run (cnnkit.fast._threads.single_threaded_blas) and passes C-contiguous arrays.
 """
 import math
 
@@ -13,6 +14,7 @@ import numpy as np
 from cnnkit._ext import activations as _activations
 from cnnkit._ext import affine as _affine
 from cnnkit._ext import conv as _conv
+from cnnkit._ext import inference as _inference
 from cnnkit._ext import pool as _pool
 from cnnkit._ext.activations import Activation
 from cnnkit._runtime import single_threaded_blas
@@ -79,8 +81,16 @@ def maxout(x_shape, w_shape, dtype):
 
 
 def max_pool2d(x_shape, dtype, kernel_size, stride, padding):
-    """Step(x) -> out (N, C, OH, OW): max_pool2d_forward of x (N, C, H, W)."""
+    """Step(x) -> out (N, C, OH, OW): max_pool2d_forward of x (N, C, H, W).
+
+    2x2 windows at stride 2 without padding run on a kernel that records no argmax (cnnkit/_ext/inference.pyx).
+    """
     out, args, threads = _pooled(x_shape, dtype, kernel_size, stride, padding)
+    if args == [2, 2, 2, 2, 0, 0]:
+        def halving(x):
+            _inference.max_pool_2x2(x, out, threads)
+            return out
+        return halving
     argmax = np.empty(out.shape, np.intc)  # the kernel records it; nothing reads it here
 
     def step(x):

@@ -1,12 +1,14 @@
 """Inference plans: a network in eval mode run forward only on the fast kernels, without the training path's costs.
 
 A plan turns the layers into steps once: a Conv2d or Linear takes a BatchNorm right after
-it folded into its weights and the ReLU after those into its output pass, Dropout (the
-identity in eval mode) is left out, Flatten is a view, and a layer the planner does not
-know runs its own eval forward. For each input shape and kernel thread count the plan
-keeps, per Python thread, a program: the steps of cnnkit.fast.inference made for that
-shape after the layers checked it (their output_shape), each writing into a buffer of its
-own. Inputs of more than CHUNK samples run CHUNK at a time. The weights are read (and
+it folded into its weights and the ReLU after those in the same step (a convolution's in
+its output pass), Dropout (the identity in eval mode) is left out, Flatten is a view, and
+a layer the planner does not know (a subclass included) runs its own eval forward. For
+each input shape and kernel thread count the plan keeps, per Python thread, a program:
+the steps of cnnkit.fast.inference made for that shape after the layers checked it (their
+output_shape), each writing into a buffer of its own. Inputs of more than CHUNK samples
+run CHUNK at a time; with SAMPLES_PER_THREAD samples per kernel thread or more, each thread
+runs a share of the samples alone, on kernels of one thread. The weights are read (and
 folded) again on every call, so changes to them, in place or by assignment, act at once.
 
 `scores(model, X)` is what Network.loss(X) in eval mode and Network.predict run: the plan
@@ -14,7 +16,10 @@ on the fast backend, the layers' own forward on the reference backend, with a la
 in training mode, or for input the plan does not take (another dtype, no samples), which
 the layers then reject or run as usual.
 """
+import concurrent.futures
+import contextvars
 import importlib
+import itertools
 import threading
 import weakref
 
@@ -22,18 +27,21 @@ import numpy as np
 
 from cnnkit import layers as nn
 from cnnkit._backend import get_backend
-from cnnkit._runtime import get_num_threads
+from cnnkit._runtime import get_num_threads, set_num_threads
 
 CHUNK = 256  # samples per run of a program; larger inputs run in chunks, so the buffers stay this size
-KEPT_PROGRAMS = 8  # programs a plan keeps per Python thread (input shapes and thread counts)
+KEPT_PROGRAMS = 4  # programs (their buffers: one chunk's activations) a plan keeps per Python thread
+SAMPLES_PER_THREAD = 32  # from this many samples per kernel thread, each thread runs a share of them alone
 _PLANS = weakref.WeakKeyDictionary()  # model -> its plan
+_POOLS, _POOLS_LOCK = {}, threading.Lock()  # thread count -> the worker threads that run the shares
 
 
 def scores(model, X):
     """Scores (N, num_classes) of model, all of whose layers are in eval mode, for X (N, ...).
 
-    The model's own forward(X) to float rounding: bit for bit without a batchnorm to fold,
-    within the rounding of the folded weights otherwise.
+    The model's own forward(X) to float rounding: the same bits without a batchnorm to fold
+    (folded weights round apart) when the kernel threads share the batch (fewer than
+    SAMPLES_PER_THREAD samples per thread), tested.
     """
     if get_backend() != "fast" or any(layer.training for layer in model.layers):
         return model.forward(X)
@@ -45,6 +53,14 @@ def scores(model, X):
         return model.forward(X)
     model.sync()
     return plan(np.ascontiguousarray(X))
+
+
+def _workers(threads):
+    """A pool of `threads` worker threads, made once per count and kept."""
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="cnnkit-inference")
+        return _POOLS[threads]
 
 
 class Plan:
@@ -60,6 +76,7 @@ class Plan:
         self.steps = _steps(self.layers)
         dtypes = {a.dtype for step in self.steps for layer in step.layers for a in layer.params.values()}
         self.dtype = dtypes.pop() if len(dtypes) == 1 else None  # None: no plan for mixed (or no) weights
+        self._kernels = importlib.import_module("cnnkit.fast.inference")  # plans are made on the fast backend only
         self._programs = threading.local()
 
     def takes(self, X):
@@ -67,36 +84,55 @@ class Plan:
         return X.dtype == self.dtype and X.ndim >= 2 and len(X) > 0
 
     def __call__(self, X):
-        """Scores of a C-contiguous X (N, ...) that the plan takes, in a new array."""
-        kernels = importlib.import_module("cnnkit.fast.inference")
+        """Scores of a C-contiguous X (N, ...) that the plan takes, in a new array.
+
+        With SAMPLES_PER_THREAD samples or more per kernel thread, each thread takes a share of the
+        samples and runs the steps alone on it: no thread then waits for another between steps (on
+        a busy machine, a descheduled thread held up every kernel's end).
+        """
         arrays = [step.arrays() for step in self.steps]
+        threads = min(get_num_threads(), len(X) // SAMPLES_PER_THREAD)
+        with self._kernels.single_threaded_blas():
+            if threads < 2:
+                return self._run(X, arrays)
+            bounds = [len(X) * share // threads for share in range(threads + 1)]
+            shares = [_workers(threads).submit(contextvars.copy_context().run, self._run_alone, X[start:stop], arrays)
+                      for start, stop in itertools.pairwise(bounds)]
+            return np.concatenate([share.result() for share in shares])
+
+    def _run(self, X, arrays):
+        """Scores of X, CHUNK samples at a time, with the steps' arrays of this call."""
         out = None
-        with kernels.single_threaded_blas():
-            for start in range(0, len(X), CHUNK):
-                y = X[start:start + CHUNK]
-                for run, step_arrays in zip(self._program(kernels, y.shape), arrays):
-                    y = run(y, *step_arrays)
-                if out is None:
-                    out = np.empty((len(X), *y.shape[1:]), y.dtype)
-                out[start:start + len(y)] = y
+        for start in range(0, len(X), CHUNK):
+            y = X[start:start + CHUNK]
+            for run, step_arrays in zip(self._program(y.shape), arrays):
+                y = run(y, *step_arrays)
+            if out is None:
+                out = np.empty((len(X), *y.shape[1:]), y.dtype)
+            out[start:start + len(y)] = y
         return out
 
-    def _program(self, kernels, x_shape):
+    def _run_alone(self, X, arrays):
+        """_run on one kernel thread; called in a worker thread, whose own setting that is."""
+        set_num_threads(1)
+        return self._run(X, arrays)
+
+    def _program(self, x_shape):
         """The runs of the steps for input of x_shape at the current thread count, made once per Python thread."""
         key, kept = (x_shape, get_num_threads()), self._programs.__dict__.setdefault("programs", {})
         if key not in kept:
             if len(kept) >= KEPT_PROGRAMS:
                 kept.clear()
-            kept[key] = self._make(kernels, x_shape)
+            kept[key] = self._make(x_shape)
         return kept[key]
 
-    def _make(self, kernels, x_shape):
+    def _make(self, x_shape):
         runs, shape = [], x_shape
         for step in self.steps:
             out_shape = shape
             for layer in step.layers:  # each raises ValueError naming the shape it expects
                 out_shape = layer.output_shape(out_shape)
-            runs.append(step.make(kernels, shape, self.dtype))
+            runs.append(step.make(self._kernels, shape, self.dtype))
             shape = out_shape
         return runs
 

@@ -3,14 +3,17 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cnnkit
 from cnnkit import layers as nn
+from cnnkit import reference
 from cnnkit.models import FullyConnectedNet, Sequential, ThreeLayerConvNet, TwoLayerNet, inference
 from cnnkit.recipes import build_model
 from cnnkit.trainer import Trainer
 
-pytestmark = pytest.mark.skipif("fast" not in cnnkit.available_backends(), reason="needs the compiled kernels")
+kernels = pytest.importorskip("cnnkit._ext.inference", reason="needs the compiled kernels")
 RELATIVE = {np.float32: 1e-5, np.float64: 1e-12}
 
 
@@ -155,6 +158,15 @@ def test_reruns_are_bit_identical_at_a_thread_count(threads, rng, tiny_grains):
     np.testing.assert_array_equal(model.loss(X[:5]), model.loss(X[:5]))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_each_run_a_share_of_a_large_batch(threads, rng):
+    cnnkit.set_num_threads(threads)
+    model = trained_statistics(every_layer(np.float64), (3, 9, 11), rng)
+    X = rng.standard_normal((threads * inference.SAMPLES_PER_THREAD + 1, 3, 9, 11))
+    assert_close(model.loss(X), layer_by_layer(model, X))
+    assert cnnkit.get_num_threads() == threads  # the workers' one-thread setting stays theirs
+
+
 def test_predict_from_several_threads_at_once(rng):
     model = MODELS["mnist-convnet"][0](np.float32)
     inputs = [rng.standard_normal((n, 1, 28, 28)).astype(np.float32) for n in (3, 7, 3, 7)]
@@ -191,3 +203,21 @@ def test_reference_backend_runs_the_layers(rng):
     X = rng.standard_normal((3, 3, 9, 11))
     with cnnkit.use_backend("reference"):
         np.testing.assert_array_equal(model.loss(X), layer_by_layer(model, X))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 4), h=st.integers(2, 9), w=st.integers(2, 600),
+       dtype=st.sampled_from([np.float32, np.float64]), nans=st.integers(0, 3), threads=st.integers(1, 3),
+       seed=st.integers(0, 2**32 - 1))
+def test_halving_max_pool_kernel_equals_the_reference(n, c, h, w, dtype, nans, threads, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, (n, c, h, w)).astype(dtype)  # small integers: ties in most windows
+    x.reshape(-1)[rng.integers(0, x.size, nans)] = np.nan
+    out = np.full((n, c, h // 2, w // 2), 7, dtype)
+    kernels.max_pool_2x2(x, out, threads)
+    np.testing.assert_array_equal(out, reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))[0])
+
+
+def test_halving_max_pool_kernel_checks_its_output():
+    with pytest.raises(ValueError, match=r"out must have shape \(1, 2, 2, 3\)"):
+        kernels.max_pool_2x2(np.zeros((1, 2, 5, 7)), np.zeros((1, 2, 3, 3)), 1)
