@@ -5,6 +5,7 @@ the recipe on the built-in shapes, after a line describing the machine.
     python benchmarks/results.py                      # all tables; data from $CNNKIT_DATA_DIR
     python benchmarks/results.py --tables convnet --data-dir ../shared/data
     python benchmarks/results.py --num-train 5000     # a quick, smaller run
+    python benchmarks/results.py --seeds 0,1,2        # the recipes once per seed, and their mean
 
 The data folder holds mnist/ (the four official IDX files) and a CIFAR-10 folder
 (cifar-10-batches-py/ or cifar-10-subset/, official python batches). Every model uses
@@ -12,7 +13,9 @@ the preprocessing of `cnnkit train` (normalisation fitted on the training split,
 recipe's validation images held out: 5,000 for MNIST, 1,000 otherwise; the test split
 is predicted once, after training); times
 are wall-clock seconds of training and of predicting the test set, on the fast backend,
-measured in this run.
+measured in this run. With --seeds, each recipe runs as `cnnkit train --seed S` does (the
+split, weights, order and augmentation from S) once per seed, a row each and one of their
+mean; the other models use seed 0.
 """
 import argparse
 import os
@@ -77,16 +80,16 @@ COURSE = [
 ]
 
 
-def recipe(dataset):
-    """(name, settings, fit) of what `cnnkit train --dataset dataset` trains: its recipe."""
+def recipe(dataset, seed):
+    """(name, settings, fit) of what `cnnkit train --dataset dataset --seed seed` trains: its recipe."""
     options = RECIPES[dataset]
 
     def fit(data, dataset):
-        model = build_model(options["model"], data["X_train"].shape[1:], 10, reg=options["reg"],
+        model = build_model(options["model"], data["X_train"].shape[1:], 10, reg=options["reg"], seed=seed,
                             **architecture(options))
         splits = {key: data[key] for key in ("X_train", "y_train", "X_val", "y_val")}
         make_trainer(model, splits, dataset, options["update_rule"], options["lr"], options["schedule"],
-                     options["batch_size"], options["epochs"], seed=0, warmup_steps=options["warmup"],
+                     options["batch_size"], options["epochs"], seed=seed, warmup_steps=options["warmup"],
                      verbose=True).train()
         return model.predict
     return options["model"], "cnnkit train's recipe: " + describe_recipe(dataset).split(": ", 1)[1], fit
@@ -107,22 +110,33 @@ def machine():
             f"{cnnkit.get_backend()}, {cnnkit.get_num_threads()} kernel threads; numpy {np.__version__}")
 
 
-def measure(data, dataset, name, settings, fit):
-    """Markdown row: name, settings, test accuracy, training and testing seconds."""
+def measure(data, dataset, name, settings, fit, seed=0):
+    """Markdown row: name, settings, seed, test accuracy, training and testing seconds; returns the numbers."""
     start = time.perf_counter()
     predict = fit(data, dataset)
     trained = time.perf_counter()
     accuracy = np.mean(predict(data["X_test"]) == data["y_test"])
-    print(f"| {name} | {settings} | {accuracy:.2%} | {trained - start:.1f} | {time.perf_counter() - trained:.1f} |",
-          flush=True)
-    return accuracy, trained - start
+    seconds = (accuracy, trained - start, time.perf_counter() - trained)
+    print(f"| {name} | {settings} | {seed} | {accuracy:.2%} | {seconds[1]:.1f} | {seconds[2]:.1f} |", flush=True)
+    return seconds
 
 
-def table(title, data, dataset, experiments):
+def table(title, load, dataset, experiments, seeds):
+    """Print a table: the experiments (name, settings, fit) on load(0), then the recipe on load(seed) per seed.
+
+    load(seed) gives the splits as `cnnkit train --seed seed` makes them.
+    """
+    data = load(0)
     print(f"\n{title} ({len(data['X_train'])} training, {len(data['X_val'])} validation, "
           f"{len(data['X_test'])} test images)\n")
-    print("| model | settings | test accuracy | training (s) | testing (s) |\n|---|---|---:|---:|---:|")
-    return [measure(data, dataset, *experiment) for experiment in experiments]
+    print("| model | settings | seed | test accuracy | training (s) | testing (s) |\n|---|---|---:|---:|---:|---:|")
+    for experiment in experiments:
+        measure(data, dataset, *experiment)
+    runs = [measure(data if seed == 0 else load(seed), dataset, *recipe(dataset, seed), seed=seed) for seed in seeds]
+    if len(runs) > 1:
+        accuracy, training, testing = np.mean(runs, axis=0)
+        print(f"| {recipe(dataset, 0)[0]} | mean of seeds {', '.join(map(str, seeds))} | | {accuracy:.2%} | "
+              f"{training:.1f} | {testing:.1f} |", flush=True)
 
 
 def cifar_folder(data_dir):
@@ -132,28 +146,39 @@ def cifar_folder(data_dir):
     raise FileNotFoundError(f"no CIFAR-10 folder ({', '.join(CIFAR_FOLDERS)}) in {data_dir}")
 
 
+def seed_list(text):
+    """[0, 1, 2] from "0,1,2"."""
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds such as 0,1,2, got {text!r}") from None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("CNNKIT_DATA_DIR") or DEFAULT_DATA))
     parser.add_argument("--tables", default="course,convnet,builtin",
                         help="comma-separated: course, convnet, builtin (default: all)")
     parser.add_argument("--num-train", type=int, help="use only the first N training images (quick runs)")
+    parser.add_argument("--seeds", type=seed_list, default=[0],
+                        help="comma-separated seeds of the recipes' runs, e.g. 0,1,2 (default: 0)")
     args = parser.parse_args()
     cnnkit.set_backend("fast")
     print(machine())
     tables = args.tables.split(",")
+
+    def loader(dataset, root=None):
+        return lambda seed: training_data(dataset, root, num_train=args.num_train,
+                                          num_val=RECIPES[dataset]["num_val"], seed=seed)[0]
+
     if "course" in tables or "convnet" in tables:
-        mnist, _ = training_data("mnist", args.data_dir / "mnist", num_train=args.num_train,
-                                 num_val=RECIPES["mnist"]["num_val"])
-        experiments = (COURSE if "course" in tables else []) + [recipe("mnist")]
-        table("The course's pipeline on MNIST", mnist, "mnist", experiments)
+        table("The course's pipeline on MNIST", loader("mnist", args.data_dir / "mnist"), "mnist",
+              COURSE if "course" in tables else [], args.seeds)
     if "convnet" in tables:
-        cifar, _ = training_data("cifar10", cifar_folder(args.data_dir), num_train=args.num_train)
-        table("The recipe on CIFAR-10", cifar, "cifar10", [recipe("cifar10")])
+        table("The recipe on CIFAR-10", loader("cifar10", cifar_folder(args.data_dir)), "cifar10", [], args.seeds)
     if "builtin" in tables:
-        shapes, _ = training_data("builtin", num_train=args.num_train)
-        table("Built-in shapes: a linear classifier against the recipe", shapes, "builtin",
-              [COURSE[2], recipe("builtin")])
+        table("Built-in shapes: a linear classifier against the recipe", loader("builtin"), "builtin", [COURSE[2]],
+              args.seeds)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 
 Design:
 1. Statistics and gradient sums are per channel over N and S. Each thread owns a
-   contiguous block of channels and sweeps them image by image, adding in the order
-   (n, s), in double: every sum is the same bit for bit whatever the thread count, and
-   the rows stay contiguous for S = 1 too.
+   contiguous block of channels and sweeps them image by image, in double: each plane's
+   sum is taken in LANES interleaved partial sums (independent additions that pipeline
+   and vectorise, where one running sum waits on each addition's latency) added up in a
+   fixed order, then added to the channel's total in the order n. Every sum is the same
+   bit for bit whatever the thread count, and the rows stay contiguous for S = 1 too.
 2. The elementwise passes (normalise, input gradient) take (image, channel) planes in
    parallel, each plane with its channel's constants, in the reference's operation order:
    x_hat = (x - mean) * inv_std, out = gamma * x_hat + beta, and in training
@@ -20,27 +22,74 @@ from cython.parallel cimport prange
 from cnnkit._ext._flat cimport chunk_start
 
 
+cdef enum:
+    LANES = 8  # partial sums per plane (the loops below spell it out as 8: Cython needs a literal there)
+
+
+cdef inline double _total(double* acc) noexcept nogil:
+    """acc[0] + ... + acc[LANES - 1], added pairwise in a fixed order."""
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef inline double _sum(const floating* x, Py_ssize_t S) noexcept nogil:
+    """x[0] + ... + x[S - 1] in double, in LANES partial sums."""
+    cdef double acc[LANES]
+    cdef Py_ssize_t s, k, body = S - S % LANES
+    for k in range(8):
+        acc[k] = 0
+    for s in range(0, body, 8):
+        for k in range(8):
+            acc[k] += x[s + k]
+    for s in range(body, S):
+        acc[s - body] += x[s]
+    return _total(acc)
+
+
+cdef inline double _squared_deviations(const floating* x, Py_ssize_t S, double mean) noexcept nogil:
+    """Sum of (x[s] - mean)**2 over s < S in double, in LANES partial sums."""
+    cdef double acc[LANES]
+    cdef double d
+    cdef Py_ssize_t s, k, body = S - S % LANES
+    for k in range(8):
+        acc[k] = 0
+    for s in range(0, body, 8):
+        for k in range(8):
+            d = x[s + k] - mean
+            acc[k] += d * d
+    for s in range(body, S):
+        d = x[s] - mean
+        acc[s - body] += d * d
+    return _total(acc)
+
+
+cdef inline double _dot(const floating* x, const floating* y, Py_ssize_t S) noexcept nogil:
+    """Sum of x[s] * y[s] over s < S in double, in LANES partial sums."""
+    cdef double acc[LANES]
+    cdef Py_ssize_t s, k, body = S - S % LANES
+    for k in range(8):
+        acc[k] = 0
+    for s in range(0, body, 8):
+        for k in range(8):
+            acc[k] += <double>x[s + k] * y[s + k]
+    for s in range(body, S):
+        acc[s - body] += <double>x[s] * y[s]
+    return _total(acc)
+
+
 cdef void _moments(const floating* x, double* mean, double* var, Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
                    Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """mean and (biased) var of channels [c0, c1), the variance about the mean in a second sweep."""
-    cdef Py_ssize_t n, c, s
-    cdef const floating* plane
-    cdef double d
+    cdef Py_ssize_t n, c
     for c in range(c0, c1):
         mean[c] = var[c] = 0
     for n in range(N):
         for c in range(c0, c1):
-            plane = x + (n * C + c) * S
-            for s in range(S):
-                mean[c] += plane[s]
+            mean[c] += _sum(x + (n * C + c) * S, S)
     for c in range(c0, c1):
         mean[c] /= N * S
     for n in range(N):
         for c in range(c0, c1):
-            plane = x + (n * C + c) * S
-            for s in range(S):
-                d = plane[s] - mean[c]
-                var[c] += d * d
+            var[c] += _squared_deviations(x + (n * C + c) * S, S, mean[c])
     for c in range(c0, c1):
         var[c] /= N * S
 
@@ -48,15 +97,14 @@ cdef void _moments(const floating* x, double* mean, double* var, Py_ssize_t N, P
 cdef void _gradient_sums(const floating* dout, const floating* x_hat, double* dbeta, double* dgamma,
                          Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """dbeta[c] = sum of dout and dgamma[c] = sum of dout * x_hat over channel c, for c in [c0, c1)."""
-    cdef Py_ssize_t n, c, s, start
+    cdef Py_ssize_t n, c, start
     for c in range(c0, c1):
         dbeta[c] = dgamma[c] = 0
     for n in range(N):
         for c in range(c0, c1):
             start = (n * C + c) * S
-            for s in range(start, start + S):
-                dbeta[c] += dout[s]
-                dgamma[c] += dout[s] * x_hat[s]
+            dbeta[c] += _sum(dout + start, S)
+            dgamma[c] += _dot(dout + start, x_hat + start, S)
 
 
 def channel_moments(const floating[:, :, ::1] x, double[::1] mean, double[::1] var, int n_threads):
