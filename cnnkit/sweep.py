@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit._files import replace_file
-from cnnkit.training import setup, write_outputs
+from cnnkit.training import add_training_options, setup, write_outputs
 
 INSTALL_HINT = 'cnnkit sweep needs Dask distributed and Optuna: pip install "cnnkit[sweep]"'
 LOOPBACK = "127.0.0.1"  # where the local cluster listens
@@ -133,11 +133,9 @@ class Pruned(Exception):
 @functools.cache
 def train_actions():
     """{dest: argparse action} of the options of `cnnkit train` a sweep can set."""
-    from cnnkit.commands import train
-
-    commands = argparse.ArgumentParser().add_subparsers()
-    train.add_parser(commands)
-    return {action.dest: action for action in commands.choices["train"]._actions if action.dest not in NOT_SWEPT}
+    parser = argparse.ArgumentParser()
+    add_training_options(parser)
+    return {action.dest: action for action in parser._actions if action.dest not in NOT_SWEPT}
 
 
 def dimension(action, value):

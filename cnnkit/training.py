@@ -19,9 +19,27 @@ import tempfile
 import time
 from pathlib import Path
 
+from cnnkit._arguments import (
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    add_data_options,
+    add_runtime_options,
+)
 from cnnkit._files import replace_file
-from cnnkit.distributed import DataParallel
-from cnnkit.recipes import architecture, build_model, make_trainer, recipe, training_data
+from cnnkit.distributed import REDUCTIONS, DataParallel
+from cnnkit.recipes import (
+    DATASET_CHOICES,
+    MODEL_CHOICES,
+    UPDATE_RULES,
+    WIDTHS,
+    architecture,
+    build_model,
+    make_trainer,
+    recipe,
+    training_data,
+)
 
 OUTPUTS = ("model.npz", "model.json", "history.json", "curves.png", "filters.png")
 
@@ -123,3 +141,57 @@ def write_outputs(out, model, trainer, info):
     replace_file(out / "history.json", json.dumps(history) + "\n")
     plot_history(history, out / "curves.png")
     plot_learned(model, out / "filters.png", info["image_shape"], info["classes"])
+
+
+def add_training_options(parser):
+    """Add the options of a training run (`cnnkit train`'s, which `cnnkit sweep` samples) to parser."""
+    parser.add_argument("--dataset", choices=DATASET_CHOICES, default="builtin",
+                        help="builtin (generated, no files), mnist, fashion-mnist or cifar10 (default: builtin)")
+    add_data_options(parser)
+    parser.add_argument("--model", choices=MODEL_CHOICES,
+                        help="convnet (2 conv layers), vgg (conv-batchnorm-relu-pool stages), resnet (CIFAR "
+                             "ResNet-6n+2: --depth 6n+2 layers, default 20; stages of --width, 2x, 4x filters, default "
+                             "16), threelayer (the "
+                             "course's ThreeLayerConvNet), twolayer, fc (FullyConnectedNet with batchnorm), maxout "
+                             "(2 maxout layers with dropout) (default: the recipe's)")
+    widths = ", ".join(f"{model} {width}" for model, width in WIDTHS.items())
+    parser.add_argument("--width", type=POSITIVE_INT,
+                        help="base width of the model: filters of the first conv layer (convnet, vgg, threelayer), "
+                             f"else hidden units (default: the recipe's, for another model its own: {widths})")
+    parser.add_argument("--depth", type=POSITIVE_INT,
+                        help="conv layers per stage of vgg (default: the recipe's, else 1)")
+    parser.add_argument("--hidden", type=POSITIVE_INT, metavar="UNITS",
+                        help="units of convnet's linear layer after the convs (default: the recipe's, else 128)")
+    parser.add_argument("--dropout", type=NON_NEGATIVE_FLOAT,
+                        help="dropout probability of convnet, vgg, fc, maxout (default: the recipe's)")
+    parser.add_argument("--epochs", type=POSITIVE_INT, help="default: the recipe's")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, help="default: the recipe's")
+    parser.add_argument("--lr", type=POSITIVE_FLOAT, help="initial learning rate (default: the recipe's)")
+    parser.add_argument("--update-rule", choices=UPDATE_RULES, help="default: the recipe's")
+    parser.add_argument("--schedule", choices=("cosine", "step", "constant"),
+                        help="learning rate over the epochs: cosine decay to 0, step (x0.1 every 10 epochs) "
+                             "or constant (default: the recipe's)")
+    parser.add_argument("--warmup", type=NON_NEGATIVE_INT, metavar="UPDATES",
+                        help="raise the learning rate linearly over the first UPDATES updates (default: the recipe's)")
+    parser.add_argument("--reg", type=NON_NEGATIVE_FLOAT, help="L2 regularisation (default: the recipe's)")
+    parser.add_argument("--l1", type=NON_NEGATIVE_FLOAT, default=0.0,
+                        help="L1 regularisation; with --reg, elastic net (default: 0)")
+    parser.add_argument("--max-norm", type=POSITIVE_FLOAT, metavar="C",
+                        help="after every update, rescale each unit's incoming weights to norm <= C (default: off)")
+    parser.add_argument("--num-train", type=POSITIVE_INT, help="use only the first N training images")
+    parser.add_argument("--num-val", type=POSITIVE_INT,
+                        help="training images held out for validation (default: the recipe's; at most a fifth "
+                             "of --num-train)")
+    parser.add_argument("--no-augment", action="store_true", help="no augmentation (random crops, flips, rotations)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, split, order, augmentation (default: 0)")
+    parser.add_argument("--out", type=Path, default=Path("cnnkit-out"), help="output folder (default: ./cnnkit-out)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/checkpoint.npz (give the same options; --epochs may grow)")
+    parser.add_argument("--allreduce", choices=REDUCTIONS, default="ordered",
+                        help="under mpiexec, how gradients are summed over the ranks: ordered (in rank order: the "
+                             "same bits on every rerun with the same N) or mpi (the MPI library's Allreduce) "
+                             "(default: ordered)")
+    parser.add_argument("--sync-batchnorm", action="store_true",
+                        help="under mpiexec, batchnorm layers normalise with the statistics of the whole batch, "
+                             "summed over the ranks (as one process trains), not of each rank's share (default: off)")
+    add_runtime_options(parser)

@@ -1,7 +1,7 @@
 """`cnnkit certs DIR --hosts HOST ...`: a CA and one certificate per machine, for a TLS Dask cluster."""
 from pathlib import Path
 
-from cnnkit.commands._options import POSITIVE_INT
+from cnnkit._arguments import POSITIVE_INT
 
 
 def add_parser(commands):

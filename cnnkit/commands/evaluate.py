@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.commands._options import add_data_options, add_runtime_options, load_trained
+from cnnkit._arguments import add_data_options, add_runtime_options
+from cnnkit.commands._options import load_trained
 
 
 def add_parser(commands):

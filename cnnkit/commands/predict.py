@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit._arguments import POSITIVE_INT, add_runtime_options
 from cnnkit._npz import read_npy
-from cnnkit.commands._options import POSITIVE_INT, add_runtime_options, load_trained
+from cnnkit.commands._options import load_trained
 
 SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 PIXELS_PER_BYTE = 8 * 1032  # the most a file can hold: 1-bit pixels, deflate's largest ratio

@@ -8,7 +8,7 @@ beyond loopback needs --insecure. The search itself is cnnkit.sweep.Sweep.
 import argparse
 from pathlib import Path
 
-from cnnkit.commands._options import POSITIVE_INT
+from cnnkit._arguments import POSITIVE_INT
 from cnnkit.sweep import PRUNERS, SAMPLERS, Sweep, dimension, train_actions
 
 TRAIN_OPTION = "train_option:"  # prefix of the parsed train options' dests, apart from the sweep's own

@@ -6,21 +6,12 @@ The run itself (and what it writes into its output folder) is cnnkit.training. S
 import argparse
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 
-from cnnkit.commands._options import (
-    NON_NEGATIVE_FLOAT,
-    NON_NEGATIVE_INT,
-    POSITIVE_FLOAT,
-    POSITIVE_INT,
-    add_data_options,
-    add_runtime_options,
-)
-from cnnkit.distributed import REDUCTIONS, DataParallel, world_communicator
-from cnnkit.recipes import DATASET_CHOICES, MODEL_CHOICES, RECIPES, UPDATE_RULES, WIDTHS, describe_recipe
-from cnnkit.training import OUTPUTS, TrainingRun
+from cnnkit.distributed import DataParallel, world_communicator
+from cnnkit.recipes import RECIPES, describe_recipe
+from cnnkit.training import OUTPUTS, TrainingRun, add_training_options
 
 PARALLEL_HELP = """\
 on N processes or machines (extra: pip install 'cnnkit[mpi]'):
@@ -42,56 +33,7 @@ def add_parser(commands):
                                 epilog=f"recipes: what --dataset trains unless the options say otherwise\n{recipes}"
                                        f"\n\n{PARALLEL_HELP}",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--dataset", choices=DATASET_CHOICES, default="builtin",
-                       help="builtin (generated, no files), mnist, fashion-mnist or cifar10 (default: builtin)")
-    add_data_options(train)
-    train.add_argument("--model", choices=MODEL_CHOICES,
-                       help="convnet (2 conv layers), vgg (conv-batchnorm-relu-pool stages), resnet (CIFAR "
-                            "ResNet-6n+2: --depth 6n+2 layers, default 20; stages of --width, 2x, 4x filters, default "
-                            "16), threelayer (the "
-                            "course's ThreeLayerConvNet), twolayer, fc (FullyConnectedNet with batchnorm), maxout "
-                            "(2 maxout layers with dropout) (default: the recipe's)")
-    widths = ", ".join(f"{model} {width}" for model, width in WIDTHS.items())
-    train.add_argument("--width", type=POSITIVE_INT,
-                       help="base width of the model: filters of the first conv layer (convnet, vgg, threelayer), "
-                            f"else hidden units (default: the recipe's, for another model its own: {widths})")
-    train.add_argument("--depth", type=POSITIVE_INT,
-                       help="conv layers per stage of vgg (default: the recipe's, else 1)")
-    train.add_argument("--hidden", type=POSITIVE_INT, metavar="UNITS",
-                       help="units of convnet's linear layer after the convs (default: the recipe's, else 128)")
-    train.add_argument("--dropout", type=NON_NEGATIVE_FLOAT,
-                       help="dropout probability of convnet, vgg, fc, maxout (default: the recipe's)")
-    train.add_argument("--epochs", type=POSITIVE_INT, help="default: the recipe's")
-    train.add_argument("--batch-size", type=POSITIVE_INT, help="default: the recipe's")
-    train.add_argument("--lr", type=POSITIVE_FLOAT, help="initial learning rate (default: the recipe's)")
-    train.add_argument("--update-rule", choices=UPDATE_RULES, help="default: the recipe's")
-    train.add_argument("--schedule", choices=("cosine", "step", "constant"),
-                       help="learning rate over the epochs: cosine decay to 0, step (x0.1 every 10 epochs) "
-                            "or constant (default: the recipe's)")
-    train.add_argument("--warmup", type=NON_NEGATIVE_INT, metavar="UPDATES",
-                       help="raise the learning rate linearly over the first UPDATES updates (default: the recipe's)")
-    train.add_argument("--reg", type=NON_NEGATIVE_FLOAT, help="L2 regularisation (default: the recipe's)")
-    train.add_argument("--l1", type=NON_NEGATIVE_FLOAT, default=0.0,
-                       help="L1 regularisation; with --reg, elastic net (default: 0)")
-    train.add_argument("--max-norm", type=POSITIVE_FLOAT, metavar="C",
-                       help="after every update, rescale each unit's incoming weights to norm <= C (default: off)")
-    train.add_argument("--num-train", type=POSITIVE_INT, help="use only the first N training images")
-    train.add_argument("--num-val", type=POSITIVE_INT,
-                       help="training images held out for validation (default: the recipe's; at most a fifth "
-                            "of --num-train)")
-    train.add_argument("--no-augment", action="store_true", help="no augmentation (random crops, flips, rotations)")
-    train.add_argument("--seed", type=int, default=0, help="seed of weights, split, order, augmentation (default: 0)")
-    train.add_argument("--out", type=Path, default=Path("cnnkit-out"), help="output folder (default: ./cnnkit-out)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue from OUT/checkpoint.npz (give the same options; --epochs may grow)")
-    train.add_argument("--allreduce", choices=REDUCTIONS, default="ordered",
-                       help="under mpiexec, how gradients are summed over the ranks: ordered (in rank order: the "
-                            "same bits on every rerun with the same N) or mpi (the MPI library's Allreduce) "
-                            "(default: ordered)")
-    train.add_argument("--sync-batchnorm", action="store_true",
-                       help="under mpiexec, batchnorm layers normalise with the statistics of the whole batch, "
-                            "summed over the ranks (as one process trains), not of each rank's share (default: off)")
-    add_runtime_options(train)
+    add_training_options(train)
     train.set_defaults(run=run)
 
 
