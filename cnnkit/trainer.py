@@ -1,10 +1,9 @@
 """Trainer: minibatch training of any model with `params` and `loss`, with checkpoints."""
 import math
 import os
-import sys
 
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from cnnkit._backend import kernel_runtime
 from cnnkit._validation import check_real
@@ -78,7 +77,7 @@ class Trainer:
         A damaged checkpoint, or one from another run, raises cnnkit.CheckpointError (a
         ValueError) naming the file and what was wrong.
     verbose : bool
-        Show a tqdm progress bar (only when stderr is a terminal).
+        Show a tqdm progress bar (on a terminal, or as a widget in Jupyter).
 
     Attributes
     ----------
@@ -136,7 +135,7 @@ class Trainer:
             last values and the last checkpoint stays as it was.
         """
         batches = math.ceil(len(self.X_train) / self.batch_size)
-        quiet = not (self.verbose and sys.stderr.isatty())
+        quiet = None if self.verbose else True  # None: tqdm shows the bar on a terminal or in Jupyter
         with kernel_runtime(), tqdm(total=self.num_epochs * batches, initial=self.iteration, disable=quiet,
                                     unit="batch") as bar:
             while self.epoch < self.num_epochs and not self._out_of_patience():
