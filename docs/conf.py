@@ -42,7 +42,6 @@ html_static_path = []
 autosummary_generate = True
 autosummary_ignore_module_all = False
 autosummary_imported_members = False
-autodoc_default_options = {"members": False, "inherited-members": False}
 # Optional dependencies that are not installed are mocked, so their modules are still documented;
 # installed ones are imported for real (the gallery runs them).
 autodoc_mock_imports = [name for name in ("mpi4py", "dask", "distributed", "optuna", "onnx", "onnxruntime")
