@@ -64,4 +64,5 @@ sphinx_gallery_conf = {
     "download_all_examples": False,
     "remove_config_comments": True,
     "show_memory": False,
+    "capture_repr": (),  # print what an example prints, not the value of a block's last line
 }

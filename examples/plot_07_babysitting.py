@@ -4,7 +4,7 @@ Babysitting a training run
 
 What to watch while a network trains, as the course recommends:
 
-* the loss at the start (about ``log(10) = 2.3`` for ten classes and small weights);
+* the loss at the start (near ``log(10) = 2.3`` for ten classes: no class favoured yet);
 * that the network can overfit a tiny subset (if it cannot, something is broken);
 * the loss curve and the gap between training and validation accuracy;
 * the ratio of each update to its weights (about 1e-3 is healthy);

@@ -5,31 +5,36 @@ A learning-rate sweep
 The learning rate is the first hyperparameter to tune: too low and the loss creeps down,
 too high and it jumps around or blows up. A coarse sweep over a log scale, a few epochs
 each, tells where to look closer (``cnnkit sweep`` automates this on many cores and
-machines).
+machines). The images are MNIST's when ``CNNKIT_DATA_DIR`` holds it, else the built-in shapes.
 """
+
+import os
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import cnnkit
 from cnnkit import layers as L
-from cnnkit.datasets import load_builtin, train_val_split
+from cnnkit.datasets import load_builtin, load_mnist, train_val_split
 from cnnkit.models import Sequential
 
-data = load_builtin(num_train=2000, num_test=100, seed=0)
-X_train, y_train, X_val, y_val = train_val_split(data["X_train"], data["y_train"], num_val=500)
+mnist = Path(os.environ.get("CNNKIT_DATA_DIR", "-")) / "mnist"
+data = load_mnist(mnist) if mnist.is_dir() else load_builtin(num_train=2000, num_test=100, seed=0)
+X_train, y_train, X_val, y_val = train_val_split(data["X_train"][:2000], data["y_train"][:2000], num_val=500)
+channels, size = X_train.shape[1], X_train.shape[2]
 
 learning_rates = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
 runs = {}
 for lr in learning_rates:
     model = Sequential([
-        L.Conv2d(3, 16, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
+        L.Conv2d(channels, 16, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
         L.Conv2d(16, 32, 3, padding=1), L.ReLU(), L.MaxPool2d(2),
-        L.Flatten(), L.Linear(32 * 4 * 4, 10),
+        L.Flatten(), L.Linear(32 * (size // 4) ** 2, 10),
     ])
     trainer = cnnkit.Trainer(model, dict(X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val),
                              update_rule="adam", optim_config={"learning_rate": lr}, batch_size=50,
-                             num_epochs=4, seed=0, verbose=False)
+                             num_epochs=3, seed=0, verbose=False)
     try:
         trainer.train()
     except FloatingPointError as error:  # a learning rate far too high can make the loss overflow
