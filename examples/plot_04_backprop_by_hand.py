@@ -64,7 +64,7 @@ print("rel_error dx:", rel_error(dx, numerical_gradient(lambda v: neuron(w, v), 
 # %%
 # The graph, with each value (green, above an edge) and its gradient (red, below).
 
-nodes = {"w0": ("w0", 0, 4), "x0": ("x0", 0, 3), "w1": ("w1", 0, 2), "x1": ("x1", 0, 1), "w2": ("w2", 0, 0),
+nodes = {"w0": ("w0", 0, 4.6), "x0": ("x0", 0, 3.2), "w1": ("w1", 0, 2.3), "x1": ("x1", 0, 0.9), "w2": ("w2", 0, 0),
          "a": ("*", 1, 3.5), "b": ("*", 1, 1.5), "c": ("+", 2, 2.5), "d": ("+", 3, 1.25), "e": ("-x", 4, 1.25),
          "g": ("exp", 5, 1.25), "h": ("+1", 6, 1.25), "f": ("1/x", 7, 1.25), "out": ("f", 8, 1.25)}
 edges = [("w0", "a", w[0], dw0), ("x0", "a", x[0], dx0), ("w1", "b", w[1], dw1), ("x1", "b", x[1], dx1),
@@ -74,10 +74,11 @@ fig, ax = plt.subplots(figsize=(11, 4))
 for start, end, value, grad in edges:
     (_, x0, y0), (_, x1, y1) = nodes[start], nodes[end]
     ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color="0.5", shrinkA=12, shrinkB=12))
-    ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, f"{value:.2f}", color="green", ha="center", fontsize=9)
-    ax.text((x0 + x1) / 2, (y0 + y1) / 2 - 0.3, f"{grad:.2f}", color="red", ha="center", fontsize=9)
+    tx, ty = x0 + 0.4 * (x1 - x0), y0 + 0.4 * (y1 - y0)  # nearer the source, where edges are apart
+    ax.text(tx, ty + 0.12, f"{value:.2f}", color="green", ha="center", fontsize=9)
+    ax.text(tx, ty - 0.3, f"{grad:.2f}", color="red", ha="center", fontsize=9)
 for label, px, py in nodes.values():
     ax.text(px, py, label, ha="center", va="center", bbox=dict(boxstyle="round", facecolor="white", edgecolor="0.3"))
 ax.set_xlim(-0.5, 8.5)
-ax.set_ylim(-0.6, 4.6)
+ax.set_ylim(-0.6, 5.0)
 ax.axis("off")
