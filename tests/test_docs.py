@@ -3,6 +3,7 @@ for docutils, and a gallery example runs as a notebook in a real Jupyter kernel 
 the Trainer's progress bar as a widget)."""
 import importlib
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,3 +77,26 @@ def test_gallery_example_runs_as_a_notebook(tmp_path, monkeypatch):
     assert sum("image/png" in item for item in data) >= 2  # the filters and the feature maps, inline
     assert any("application/vnd.jupyter.widget-view+json" in item for item in data)  # tqdm.auto's bar
     assert any("validation accuracy" in output.get("text", "") for output in outputs)
+
+
+def test_performance_page_shows_the_suite_csv_once_it_exists(tmp_path, cnnkit_docs):
+    """The suite-table directive says how to make the CSV, then shows it as a table (Sphinx, warnings as errors)."""
+    source = tmp_path / "src"
+    (source / "performance").mkdir(parents=True)
+    (source / "conf.py").write_text(f"import sys\nsys.path.insert(0, {str(DOCS_EXT)!r})\n"
+                                    "extensions = ['sphinx.ext.autosummary', 'cnnkit_docs']\n"
+                                    "exclude_patterns = ['api']\n")
+    (source / "index.rst").write_text("Speed\n=====\n\n.. suite-table:: performance/suite.csv\n")
+
+    def build():
+        subprocess.run([sys.executable, "-m", "sphinx", "-q", "-W", "-b", "html", str(source), str(tmp_path / "out")],
+                       check=True, timeout=300, capture_output=True)
+        return (tmp_path / "out" / "index.html").read_text()
+
+    page = build()
+    assert "not yet generated" in page and cnnkit_docs.SUITE_COMMAND.split()[-1] in page
+    (source / "performance" / "suite.csv").write_text(
+        'layer,shape,dtype,threads,fast ms,torch ms,fast/torch\nconv,"x(8, 3, 32, 32)",float32,2,1.5,3.0,0.5\n')
+    page = build()
+    assert "not yet generated" not in page
+    assert page.count('<th class="head"') == 7 and "x(8, 3, 32, 32)" in page and "0.5" in page

@@ -125,7 +125,8 @@ class SuiteTable(CSVTable):
         source = Path(self.state.document.current_source).parent / self.arguments[0]
         self.state.document.settings.record_dependencies.add(str(source))
         if not source.is_file():
-            return [nodes.paragraph(text=f"The suite's table is not yet generated; run `{SUITE_COMMAND}`.")]
+            command = nodes.literal(text=SUITE_COMMAND)
+            return [nodes.paragraph("", "The suite's table is not yet generated; run ", command, nodes.Text("."))]
         self.options.update({"file": self.arguments[0], "header-rows": 1})
         self.arguments = [source.stem.replace("_", " ").capitalize()]
         return super().run()
