@@ -581,7 +581,7 @@ def _drop_stale_checkpoints(out, study):
 
 @contextlib.contextmanager
 def _progress(sweep, study):
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     with tqdm(total=sweep.trials, initial=len(_counted(study)), unit="trial",
               disable=None if sweep.verbose else True) as bar:  # None: shown on a terminal

@@ -4,10 +4,9 @@ import contextlib
 import json
 import math
 import os
-import sys
 
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from cnnkit._backend import kernel_runtime
 from cnnkit._npz import assign_arrays, prefixed, read_npz, unprefixed, write_npz
@@ -97,7 +96,7 @@ class Trainer:
         A damaged checkpoint, or one from another run, raises cnnkit.CheckpointError (a
         ValueError) naming the file and what was wrong.
     verbose : bool
-        Show a tqdm progress bar (only when stderr is a terminal).
+        Show a tqdm progress bar (on a terminal, or as a widget in Jupyter).
     comm : mpi4py.MPI.Comm or None
         Train data-parallel over its ranks (see above); None: this process alone.
     reduction : "ordered" or "mpi"
@@ -196,7 +195,7 @@ class Trainer:
             last values and the last checkpoint stays as it was.
         """
         batches = math.ceil(len(self.X_train) / self.batch_size)
-        quiet = not (self.verbose and sys.stderr.isatty())
+        quiet = None if self.verbose else True  # None: tqdm shows the bar on a terminal or in Jupyter
         ending = contextlib.nullcontext() if self._parallel is None else self._parallel.abort_on_error()
         with ending, kernel_runtime(), tqdm(total=self.num_epochs * batches, initial=self.iteration,
                                             disable=quiet, unit="batch") as bar:

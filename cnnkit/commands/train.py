@@ -64,7 +64,7 @@ def _train(args, comm):
 
 def report_epoch(trainer):
     """One line per epoch, printed above the progress bar."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     per_epoch = trainer.iteration // trainer.epoch
     loss = np.mean(trainer.loss_history[-per_epoch:])
