@@ -301,6 +301,7 @@ def test_suite_draws_from_the_architectures_people_train():
     assert any(p.kind == "avg" and cases._pair(p.kernel) == p.x[2:] for p in pools)  # global average pooling
     assert any(cases._pair(p.kernel) == (3, 3) and cases._pair(p.stride) == (2, 2) for p in pools)
     assert all(min(cases._out_hw(layer.x, layer.kernel, layer.stride, layer.padding)) >= 1 for layer in layers_)
+    assert all(conv.flops() / 6 <= 1.05 * suite.MAX_MACS for conv in convs)
     assert suite.random_layers() == suite.random_layers() != suite.random_layers(seed=1)
     assert suite.select(["lenet-*", "cifar-gap"]) == ["lenet-conv1", "lenet-pool1", "lenet-conv2", "lenet-pool2",
                                                       "cifar-gap"]

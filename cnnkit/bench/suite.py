@@ -1,9 +1,9 @@
 """The layers of `cnnkit bench --suite`: conv and pooling layers of the architectures people
 train, and seeded random ones, each timed forward+backward against PyTorch.
 
-Batch sizes keep every layer's forward+backward near or under a few hundred million
-multiply-adds (a few tens of ms), so that the whole suite runs in minutes; the layers
-whose batch is the point (batch 1 and batch 256) keep theirs.
+Batch sizes keep every conv's forward at about MAX_MACS multiply-adds or fewer, so that
+the whole suite runs in minutes; the layers whose batch is the point (batch 1 and batch
+256) keep theirs.
 """
 import fnmatch
 
@@ -12,7 +12,7 @@ import numpy as np
 from cnnkit.bench.cases import Conv, Pool
 
 SEED, RANDOM_LAYERS = 22, 10
-MAX_MACS = 3e8  # forward multiply-adds a random conv layer may have; its batch shrinks to fit
+MAX_MACS = 3e8  # forward multiply-adds of a conv layer; a random one's batch shrinks to fit
 
 LAYERS = {
     # LeNet-5: 5x5 convs, 2x2 pools, first layer on one channel
