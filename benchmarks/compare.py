@@ -1,8 +1,10 @@
 """Print the reference / fast / PyTorch comparison table (same as `cnnkit bench`), each contender alone.
 
-    python benchmarks/compare.py [--rows A,B,C,P,Q,mnist,cifar,cifar-wide] [--dtype float32|float64|both]
-                                 [--repeat 5] [--threads 2] [--quick] [--markdown] [--train-epoch DIR]
-    python benchmarks/compare.py --profile mnist     # time per layer of a training step
+    python benchmarks/compare.py [--rows A,B,C,P,Q,mnist,cifar,cifar-wide,lenet5,small,all-conv]
+                                 [--dtype float32|float64|both] [--repeat 5] [--threads 2] [--quick]
+                                 [--markdown] [--train-epoch DIR]
+    python benchmarks/compare.py --profile mnist     # time per layer of a training step (or MODEL.npz)
+    python benchmarks/compare.py --suite --csv docs/performance/suite.csv   # the broad layer suite
 """
 import argparse
 import sys

@@ -21,7 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import cnnkit
-from cnnkit._backend import prefer_short_spin
+from cnnkit._runtime import prefer_short_spin
 from cnnkit.cli import build_parser
 from cnnkit.distributed import REDUCTIONS, world_communicator
 from cnnkit.training import TrainingRun

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit._backend import prefer_short_spin
+from cnnkit._runtime import prefer_short_spin
 
 IMAGE = (1, 28, 28)
 IMAGES = 10000  # the images drawn; batches take the first ones

@@ -4,65 +4,162 @@
 Design:
 1. Work items are (image, channel) planes, handed out by OpenMP in shrinking chunks
    (guided), so a thread that loses its core to another process holds nobody up. A plane
-   is read and written by one thread only: overlapping windows need no atomics.
+   is read and written by one thread only, in a fixed order: overlapping windows need no
+   atomics, and the same input gives the same bits on any number of threads.
 2. Windows start at (oh*SH - PH, ow*SW - PW) and padding is never read: it counts as
    -inf for max pooling and as zeros for average pooling (which always divides by KH*KW).
-3. A plane is done one output row at a time, kernel offsets (i, j) in row-major order,
-   and for each offset one loop over the outputs [x0, x1) whose input is inside the image
-   (the ranges im2col uses). That loop has no branch, so the compiler vectorises it, and
-   each output still sees its window in row-major order, as the reference does.
+3. Two ways through a plane, chosen by the output width (`_by_windows`):
+   - by rows, for wide outputs: one output row at a time, kernel offsets (i, j) in
+     row-major order, and for each offset one loop over the outputs [x0, x1) whose input
+     is inside the image (column ranges computed once per call). That loop has no branch,
+     so the compiler vectorises it across outputs.
+   - by windows, for narrow outputs (small maps, global pooling): one output at a time,
+     each window row a contiguous run, reduced in order when short (as the reference sums)
+     and in LANES interleaved lanes when long (vectorised, a fixed order); a window of whole
+     rows, as in global pooling, is one run over the plane.
 4. Max pooling records, per output, the flat index h*W + w of its window's first maximum
-   (np.argmax's rule: larger wins, and a NaN beats any number, so the first NaN wins).
-   The running index starts at the window's top-left corner, or -1 when that corner is
-   padding: the first maximum when nothing in the window beats -inf. Backward scatters
-   dout through the indices.
+   in row-major order (np.argmax's rule: larger wins, and a NaN beats any number, so the
+   first NaN wins). The running index starts at the window's top-left corner, or -1 when
+   that corner is padding: the first maximum when nothing in the window beats -inf.
+   Lanes keep their own first maximum; merging them takes the smallest index among the
+   lanes holding the maximum. Backward scatters dout through the indices.
 5. 2x2 windows at stride 2 without padding, the pooling of most CNNs, have a loop of their
    own: one pass per output row over the four values of each window, in the same order and
    by the same rule, BLOCK outputs at a time into arrays on the stack, then copied out. GCC
    vectorises it only so (storing straight to out and argmax, inlined in the OpenMP region,
-   it did not) and only written with if, or and and. x (64, 16, 28, 28) float32 on one
-   thread: 1.36-1.45 ms -> 0.85-0.88; (64, 16, 14, 14), 7 outputs a row, mostly the scalar
-   remainder: 0.65-0.72 -> 0.47.
+   it did not) and only written with if, or and and.
+6. Average pooling's backward adds dout over each window, then divides the plane by
+   KH*KW once.
 """
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
 from libc.string cimport memset
 
+import numpy as np
+
 from cnnkit._ext._im2col cimport end_inside, first_inside, output_hw
 
 
 cdef enum:
     BLOCK = 64  # outputs of a row of 2x2 windows computed into arrays on the stack first (see 5.)
+    LANES = 8  # interleaved partial results of a run (see 3.): two SSE vectors of float32
+    ROW_MIN = 8  # outputs a row needs to be done by rows (see 3.): fewer leave its loops too short
 
 
-cdef void _max_plane(const floating* plane, floating* out, int* argmax, Py_ssize_t H, Py_ssize_t W,
-                     Py_ssize_t oh, Py_ssize_t ow, int kh, int kw, int sh, int sw, int ph, int pw) noexcept nogil:
-    cdef Py_ssize_t y, x, i, j, h, x0, x1, top
+cdef struct Geometry:
+    Py_ssize_t H, W, oh, ow
+    int kh, kw, sh, sw, ph, pw
+
+
+cdef inline bint _beats(floating value, floating best) noexcept nogil:
+    """Whether value replaces best as the first maximum seen so far: larger, or the first NaN."""
+    return value > best or (value != value and best == best)
+
+
+cdef inline bint _by_windows(Geometry g) noexcept nogil:
+    """Whether a plane is done by windows rather than by rows (see 3.)."""
+    return g.ow < ROW_MIN
+
+
+cdef inline void _max_run(const floating* run, Py_ssize_t n, int start, floating* best, int* index) noexcept nogil:
+    """Fold run[0..n), at flat indices start.., into the first maximum (best, index) of what came before."""
+    cdef floating lane_best[LANES]
+    cdef int lane_index[LANES]
+    cdef Py_ssize_t t, k, tail = 0
+    cdef floating value, top
+    cdef int where
+    if n >= LANES:
+        for k in range(LANES):
+            lane_best[k], lane_index[k] = run[k], start + <int>k
+        for t in range(1, n // LANES):
+            for k in range(LANES):
+                value = run[t * LANES + k]
+                lane_index[k] = start + <int>(t * LANES + k) if _beats(value, lane_best[k]) else lane_index[k]
+                lane_best[k] = value if _beats(value, lane_best[k]) else lane_best[k]
+        top, where = lane_best[0], lane_index[0]
+        for k in range(1, LANES):
+            value = lane_best[k]
+            if _beats(value, top) or (not _beats(top, value) and lane_index[k] < where):
+                top, where = value, lane_index[k]
+        if _beats(top, best[0]):
+            best[0], index[0] = top, where
+        tail = n - n % LANES
+    for t in range(tail, n):
+        if _beats(run[t], best[0]):
+            best[0], index[0] = run[t], start + <int>t
+
+
+cdef inline floating _add_run(const floating* run, Py_ssize_t n, floating total) noexcept nogil:
+    """total + the sum of run[0..n): in order when n < LANES (the reference's sum, bit for bit), else
+    in LANES interleaved partial sums added pairwise, then the tail in order."""
+    cdef floating lanes[LANES]
+    cdef Py_ssize_t t, k, tail = 0
+    if n >= LANES:
+        for k in range(LANES):
+            lanes[k] = run[k]
+        for t in range(1, n // LANES):
+            for k in range(LANES):
+                lanes[k] += run[t * LANES + k]
+        total += ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+        tail = n - n % LANES
+    for t in range(tail, n):
+        total += run[t]
+    return total
+
+
+cdef inline void _window(Geometry g, Py_ssize_t y, Py_ssize_t x, Py_ssize_t* rows, Py_ssize_t* cols) noexcept nogil:
+    """The rows [rows[0], rows[1]) and columns [cols[0], cols[1]) of output (y, x)'s window inside the image."""
+    rows[0], rows[1] = max(y * g.sh - g.ph, 0), min(y * g.sh - g.ph + g.kh, g.H)
+    cols[0], cols[1] = max(x * g.sw - g.pw, 0), min(x * g.sw - g.pw + g.kw, g.W)
+
+
+cdef void _max_windows(const floating* plane, floating* out, int* argmax, Geometry g) noexcept nogil:
+    """Max pooling of one plane by windows (see 3.)."""
+    cdef Py_ssize_t y, x, h, top, left
+    cdef Py_ssize_t rows[2]
+    cdef Py_ssize_t cols[2]
+    cdef floating best
+    cdef int index
+    for y in range(g.oh):
+        for x in range(g.ow):
+            _window(g, y, x, rows, cols)
+            top, left = y * g.sh - g.ph, x * g.sw - g.pw
+            best, index = -INFINITY, <int>(top * g.W + left) if 0 <= top < g.H and 0 <= left < g.W else -1
+            if cols[0] == 0 and cols[1] == g.W:
+                _max_run(plane + rows[0] * g.W, (rows[1] - rows[0]) * g.W, <int>(rows[0] * g.W), &best, &index)
+            else:
+                for h in range(rows[0], rows[1]):
+                    _max_run(plane + h * g.W + cols[0], cols[1] - cols[0], <int>(h * g.W + cols[0]), &best, &index)
+            out[y * g.ow + x], argmax[y * g.ow + x] = best, index
+
+
+cdef void _max_rows(const floating* plane, floating* out, int* argmax, Geometry g,
+                    const Py_ssize_t* spans) noexcept nogil:
+    """Max pooling of one plane by rows (see 3.); outputs [spans[j], spans[KW + j]) see offset j inside."""
+    cdef Py_ssize_t y, x, i, j, start, top
     cdef floating value, best
     cdef bint better
     cdef floating* best_row
     cdef int* index_row
-    for y in range(oh):
-        best_row, index_row, top = out + y * ow, argmax + y * ow, y * sh - ph
-        for x in range(ow):
+    for y in range(g.oh):
+        best_row, index_row, top = out + y * g.ow, argmax + y * g.ow, y * g.sh - g.ph
+        for x in range(g.ow):
             best_row[x] = -INFINITY
-            index_row[x] = <int>(top * W + x * sw - pw) if 0 <= top < H and 0 <= x * sw - pw < W else -1
-        for i in range(max(0, -top), min(kh, H - top)):
-            h = top + i
-            for j in range(kw):
-                x0 = first_inside(j - pw, sw, ow)
-                x1 = end_inside(j - pw, sw, W, x0, ow)
-                for x in range(x0, x1):
-                    value, best = plane[h * W + x * sw + j - pw], best_row[x]
+            index_row[x] = <int>(top * g.W + x * g.sw - g.pw) if 0 <= top < g.H and 0 <= x * g.sw - g.pw < g.W else -1
+        for i in range(max(0, -top), min(g.kh, g.H - top)):
+            for j in range(g.kw):
+                start = (top + i) * g.W + j - g.pw
+                for x in range(spans[j], spans[g.kw + j]):
+                    value, best = plane[start + x * g.sw], best_row[x]
                     better = (value > best) | ((value != value) & (best == best))
                     best_row[x] = value if better else best
-                    index_row[x] = <int>(h * W + x * sw + j - pw) if better else index_row[x]
+                    index_row[x] = <int>(start + x * g.sw) if better else index_row[x]
 
 
 cdef void _max_plane_2x2(const floating* plane, floating* out, int* argmax, int W, Py_ssize_t oh,
                          int ow) noexcept nogil:
-    """_max_plane for 2x2 windows at stride 2 without padding (see 5.): the same maxima and indices."""
+    """_max_rows for 2x2 windows at stride 2 without padding (see 5.): the same maxima and indices."""
     cdef Py_ssize_t y
     cdef int block, x, x0, n, corner, index, right = 1, below = W, below_right = W + 1  # ints: no long in the loop
     cdef const floating* top
@@ -99,66 +196,106 @@ cdef void _max_pool_2x2(const floating* x, floating* out, int* argmax, Py_ssize_
         _max_plane_2x2(x + q * H * W, out + q * oh * ow, argmax + q * oh * ow, W, oh, ow)
 
 
-cdef void _avg_plane(const floating* plane, floating* out, Py_ssize_t H, Py_ssize_t W,
-                     Py_ssize_t oh, Py_ssize_t ow, int kh, int kw, int sh, int sw, int ph, int pw) noexcept nogil:
-    cdef Py_ssize_t y, x, i, j, h, x0, x1, top
+cdef void _avg_windows(const floating* plane, floating* out, Geometry g) noexcept nogil:
+    """Average pooling of one plane by windows (see 3.)."""
+    cdef Py_ssize_t y, x, h
+    cdef Py_ssize_t rows[2]
+    cdef Py_ssize_t cols[2]
+    cdef floating total
+    for y in range(g.oh):
+        for x in range(g.ow):
+            _window(g, y, x, rows, cols)
+            if cols[0] == 0 and cols[1] == g.W:
+                total = _add_run(plane + rows[0] * g.W, (rows[1] - rows[0]) * g.W, 0)
+            else:
+                total = 0
+                for h in range(rows[0], rows[1]):
+                    total = _add_run(plane + h * g.W + cols[0], cols[1] - cols[0], total)
+            out[y * g.ow + x] = total / <floating>(g.kh * g.kw)
+
+
+cdef void _avg_rows(const floating* plane, floating* out, Geometry g, const Py_ssize_t* spans) noexcept nogil:
+    """Average pooling of one plane by rows (see 3.); spans as for _max_rows."""
+    cdef Py_ssize_t y, x, i, j, start, top
     cdef floating* row
-    for y in range(oh):
-        row, top = out + y * ow, y * sh - ph
-        for x in range(ow):
+    for y in range(g.oh):
+        row, top = out + y * g.ow, y * g.sh - g.ph
+        for x in range(g.ow):
             row[x] = 0
-        for i in range(max(0, -top), min(kh, H - top)):
-            h = top + i
-            for j in range(kw):
-                x0 = first_inside(j - pw, sw, ow)
-                x1 = end_inside(j - pw, sw, W, x0, ow)
-                for x in range(x0, x1):
-                    row[x] += plane[h * W + x * sw + j - pw]
-        for x in range(ow):
-            row[x] = row[x] / <floating>(kh * kw)
+        for i in range(max(0, -top), min(g.kh, g.H - top)):
+            for j in range(g.kw):
+                start = (top + i) * g.W + j - g.pw
+                for x in range(spans[j], spans[g.kw + j]):
+                    row[x] += plane[start + x * g.sw]
+        for x in range(g.ow):
+            row[x] = row[x] / <floating>(g.kh * g.kw)
 
 
-cdef void _avg_plane_backward(const floating* dout, floating* plane, Py_ssize_t H, Py_ssize_t W,
-                              Py_ssize_t oh, Py_ssize_t ow, int kh, int kw, int sh, int sw,
-                              int ph, int pw) noexcept nogil:
-    cdef Py_ssize_t y, x, i, j, h, x0, x1, top
+cdef void _avg_backward_plane(const floating* dout, floating* plane, Geometry g, const Py_ssize_t* spans) noexcept nogil:
+    """One plane of average pooling's backward (see 6.), by windows or by rows as the forward goes."""
+    cdef Py_ssize_t y, x, i, j, h, t, start, top
+    cdef Py_ssize_t rows[2]
+    cdef Py_ssize_t cols[2]
     cdef const floating* row
-    memset(plane, 0, H * W * sizeof(floating))
-    for y in range(oh):
-        row, top = dout + y * ow, y * sh - ph
-        for i in range(max(0, -top), min(kh, H - top)):
-            h = top + i
-            for j in range(kw):
-                x0 = first_inside(j - pw, sw, ow)
-                x1 = end_inside(j - pw, sw, W, x0, ow)
-                for x in range(x0, x1):
-                    plane[h * W + x * sw + j - pw] += row[x] / <floating>(kh * kw)
+    cdef floating value
+    memset(plane, 0, g.H * g.W * sizeof(floating))
+    for y in range(g.oh):
+        row, top = dout + y * g.ow, y * g.sh - g.ph
+        if _by_windows(g):
+            for x in range(g.ow):
+                _window(g, y, x, rows, cols)
+                value = row[x]
+                for h in range(rows[0], rows[1]):
+                    for t in range(h * g.W + cols[0], h * g.W + cols[1]):
+                        plane[t] += value
+        else:
+            for i in range(max(0, -top), min(g.kh, g.H - top)):
+                for j in range(g.kw):
+                    start = (top + i) * g.W + j - g.pw
+                    for x in range(spans[j], spans[g.kw + j]):
+                        plane[start + x * g.sw] += row[x]
+    for t in range(g.H * g.W):
+        plane[t] = plane[t] / <floating>(g.kh * g.kw)
 
 
-cdef _check(tuple x_shape, tuple out_shape, int kh, int kw, int sh, int sw, int ph, int pw):
-    """Raise ValueError unless out_shape is (N, C, OH, OW) for windows over x_shape (N, C, H, W)."""
+cdef Geometry _geometry(tuple x_shape, tuple out_shape, int kh, int kw, int sh, int sw, int ph, int pw) except *:
+    """The windows over x_shape (N, C, H, W); ValueError unless out_shape is their (N, C, OH, OW)."""
     oh, ow = output_hw(x_shape, kh, kw, sh, sw, ph, pw)
     if x_shape[2] * x_shape[3] > 2**31 - 1:
         raise ValueError(f"planes of {x_shape[2]} x {x_shape[3]} are too large for int32 argmax indices")
     expected = x_shape[:2] + (oh, ow)
     if out_shape != expected:
         raise ValueError(f"pooled array must have shape {expected} for input {x_shape}, got {out_shape}")
+    return Geometry(x_shape[2], x_shape[3], oh, ow, kh, kw, sh, sw, ph, pw)
+
+
+cdef Py_ssize_t[::1] _spans(Geometry g):
+    """[x0 for each column offset j] + [x1 for each j]: the outputs whose offset-j input is inside (see 3.)."""
+    spans = np.empty(2 * g.kw, dtype=np.intp)
+    for j in range(g.kw):
+        spans[j] = first_inside(j - g.pw, g.sw, g.ow)
+        spans[g.kw + j] = end_inside(j - g.pw, g.sw, g.W, spans[j], g.ow)
+    return spans
 
 
 def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, int[:, :, :, ::1] argmax,
                      int kh, int kw, int sh, int sw, int ph, int pw, int n_threads):
     """Fill out and argmax (both N, C, OH, OW) with each window's maximum and its flat index."""
-    _check(tuple(x.shape)[:4], tuple(out.shape)[:4], kh, kw, sh, sw, ph, pw)
+    cdef Geometry g = _geometry(tuple(x.shape)[:4], tuple(out.shape)[:4], kh, kw, sh, sw, ph, pw)
     if tuple(argmax.shape)[:4] != tuple(out.shape)[:4]:
         raise ValueError(f"argmax must have shape {tuple(out.shape)[:4]}, got {tuple(argmax.shape)[:4]}")
-    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3], oh = out.shape[2], ow = out.shape[3], q
+    cdef Py_ssize_t C = x.shape[1], q
+    cdef Py_ssize_t[::1] spans = _spans(g)
     if kh == kw == sh == sw == 2 and ph == pw == 0 and x.shape[0] * C:
-        _max_pool_2x2(&x[0, 0, 0, 0], &out[0, 0, 0, 0], &argmax[0, 0, 0, 0], x.shape[0] * C, H, <int>W, oh,
-                      <int>ow, n_threads)
+        _max_pool_2x2(&x[0, 0, 0, 0], &out[0, 0, 0, 0], &argmax[0, 0, 0, 0], x.shape[0] * C, g.H, <int>g.W, g.oh,
+                      <int>g.ow, n_threads)
         return
     for q in prange(x.shape[0] * C, nogil=True, schedule="guided", num_threads=n_threads):
-        _max_plane(&x[q // C, q % C, 0, 0], &out[q // C, q % C, 0, 0], &argmax[q // C, q % C, 0, 0],
-                   H, W, oh, ow, kh, kw, sh, sw, ph, pw)
+        if _by_windows(g):
+            _max_windows(&x[q // C, q % C, 0, 0], &out[q // C, q % C, 0, 0], &argmax[q // C, q % C, 0, 0], g)
+        else:
+            _max_rows(&x[q // C, q % C, 0, 0], &out[q // C, q % C, 0, 0], &argmax[q // C, q % C, 0, 0], g,
+                      &spans[0])
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1] argmax,
@@ -184,17 +321,21 @@ def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1]
 def avg_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                      int kh, int kw, int sh, int sw, int ph, int pw, int n_threads):
     """Fill out (N, C, OH, OW) with the sum of each zero-padded window divided by KH*KW."""
-    _check(tuple(x.shape)[:4], tuple(out.shape)[:4], kh, kw, sh, sw, ph, pw)
-    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3], oh = out.shape[2], ow = out.shape[3], q
+    cdef Geometry g = _geometry(tuple(x.shape)[:4], tuple(out.shape)[:4], kh, kw, sh, sw, ph, pw)
+    cdef Py_ssize_t C = x.shape[1], q
+    cdef Py_ssize_t[::1] spans = _spans(g)
     for q in prange(x.shape[0] * C, nogil=True, schedule="guided", num_threads=n_threads):
-        _avg_plane(&x[q // C, q % C, 0, 0], &out[q // C, q % C, 0, 0], H, W, oh, ow, kh, kw, sh, sw, ph, pw)
+        if _by_windows(g):
+            _avg_windows(&x[q // C, q % C, 0, 0], &out[q // C, q % C, 0, 0], g)
+        else:
+            _avg_rows(&x[q // C, q % C, 0, 0], &out[q // C, q % C, 0, 0], g, &spans[0])
 
 
 def avg_pool_backward(const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] dx,
                       int kh, int kw, int sh, int sw, int ph, int pw, int n_threads):
     """Overwrite dx (N, C, H, W) with each dout (N, C, OH, OW) entry / (KH*KW) spread over its window."""
-    _check(tuple(dx.shape)[:4], tuple(dout.shape)[:4], kh, kw, sh, sw, ph, pw)
-    cdef Py_ssize_t C = dx.shape[1], H = dx.shape[2], W = dx.shape[3], oh = dout.shape[2], ow = dout.shape[3], q
+    cdef Geometry g = _geometry(tuple(dx.shape)[:4], tuple(dout.shape)[:4], kh, kw, sh, sw, ph, pw)
+    cdef Py_ssize_t C = dx.shape[1], q
+    cdef Py_ssize_t[::1] spans = _spans(g)
     for q in prange(dx.shape[0] * C, nogil=True, schedule="guided", num_threads=n_threads):
-        _avg_plane_backward(&dout[q // C, q % C, 0, 0], &dx[q // C, q % C, 0, 0], H, W, oh, ow,
-                            kh, kw, sh, sw, ph, pw)
+        _avg_backward_plane(&dout[q // C, q % C, 0, 0], &dx[q // C, q % C, 0, 0], g, &spans[0])

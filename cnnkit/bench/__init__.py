@@ -1,13 +1,17 @@
 """`cnnkit bench`: reference vs fast vs PyTorch, each contender timed alone in its own process.
 
 Rows: conv2d (A, B, C), max pooling (P) and average pooling (Q) forward+backward in
-float32 and float64, and a training step of `cnnkit train`'s convnet on three nets
-(mnist, cifar, cifar-wide; float32). Every contender of every row (and numpy's matmul,
-the GEMM rate the conv is measured against) runs in a fresh `python -m cnnkit.bench`
-process (cnnkit.bench.worker) with the same thread count for the kernels, BLAS and
-torch: a warm-up, then the timed repeats; the table gives their median and spread.
-The fast result is checked against the reference after fast's timings. ``add_arguments``
-and ``run`` serve both ``cnnkit bench`` and ``benchmarks/compare.py``.
+float32 and float64, and training steps (float32) of `cnnkit train`'s convnet (mnist,
+cifar, cifar-wide) and of three other nets (lenet5, small, all-conv). Every contender of
+every row (and numpy's matmul, the GEMM rate the conv is measured against) runs in a
+fresh `python -m cnnkit.bench` process (cnnkit.bench.worker) with the same thread count
+for the kernels, BLAS and torch: a warm-up, then the timed repeats; the table gives their
+median and spread. The fast result is checked against the reference after fast's timings.
+
+`--suite` times the layers of cnnkit.bench.suite instead, fast against torch, at each
+thread count: each contender in its own process for SUITE_CHUNK layers at a time, fast
+then torch, so both see the machine in about the same state; `--csv` writes the table.
+``add_arguments`` and ``run`` serve both ``cnnkit bench`` and ``benchmarks/compare.py``.
 """
 import argparse
 import importlib.metadata
@@ -21,16 +25,20 @@ from pathlib import Path
 import numpy as np
 
 import cnnkit
+from cnnkit._files import replace_file
 from cnnkit._runtime import user_environment
-from cnnkit.bench import report
+from cnnkit.bench import report, suite
 from cnnkit.bench.cases import ROWS, Conv, Net, agrees
-from cnnkit.bench.worker import WARMUP, case, run_job, run_python
+from cnnkit.bench.worker import WARMUP, case, profiled, run_job, run_python
 from cnnkit.profiler import format_profile
 
 __all__ = ["ROWS", "add_arguments", "agrees", "run"]
 
 NETS = [name for name, row in ROWS.items() if isinstance(row, Net)]
 QUICK_BATCH, QUICK_MATMUL, MATMUL = 8, 512, 1024
+SUITE_CHUNK = 8  # suite layers per worker process (see above)
+CHECK_BATCH = 2  # batch of a suite layer's check against the reference, which is slow on large ones
+RULE_NAMES = {"adam": "Adam", "sgd_momentum": "SGD momentum"}
 OPENBLAS_HINTS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 SHOWN_ENVIRONMENT = ("OMP_", "OPENBLAS_", "MKL_", "GOMP_", "KMP_", "CNNKIT_")
 
@@ -53,10 +61,33 @@ def add_arguments(parser):
     parser.add_argument("--markdown", action="store_true", help="print the table in markdown")
     parser.add_argument("--train-epoch", metavar="DIR",
                         help="also time `cnnkit train --dataset mnist --data-dir DIR --epochs 1` (fast backend)")
-    parser.add_argument("--profile", nargs="?", const="mnist", choices=NETS, metavar="NET",
+    parser.add_argument("--profile", nargs="?", const="mnist", type=_profile_target, metavar="NET|MODEL",
                         help=f"instead of the table, time each layer of a training step of NET "
-                             f"({', '.join(NETS)}; default mnist) on the fast backend")
+                             f"({', '.join(NETS)}; default mnist) or of a saved model file (e.g. the "
+                             f"model.npz of `cnnkit train`, batch 64 unless --batch) on the fast backend")
+    parser.add_argument("--suite", action="store_true",
+                        help="instead of the table, time the broad suite of conv and pooling layers "
+                             "(cnnkit.bench.suite) against torch, at --threads or at the cores and 1 thread")
+    parser.add_argument("--layers", type=_patterns, default=[], metavar="PATTERNS",
+                        help="with --suite: comma-separated shell patterns of the layers to time "
+                             "(e.g. 'lenet-*,*gap*'; default all)")
+    parser.add_argument("--csv", metavar="PATH", help="with --suite: also write the table to PATH as CSV")
     return parser
+
+
+def _profile_target(text):
+    if text in NETS or os.path.isfile(text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected a net ({', '.join(NETS)}) or a saved model file, got {text!r}")
+
+
+def _patterns(text):
+    patterns = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        suite.select(patterns)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return patterns
 
 
 def _positive_int(text):
@@ -87,6 +118,10 @@ def run(args, env=None):
     if args.profile:
         return _print_profile(args.profile, settings, env)
     start = _cpu_snapshot()
+    if args.suite:
+        rows = _suite(args, settings, env, torch=torch_version is not None)
+        print(f"load average after: {_load()}; {_others_share(start, _cpu_snapshot())}")
+        return int(any(row["agrees"] is False for row in rows))
     rows = list(_table(args, settings, env, torch=torch_version is not None))
     if args.train_epoch:
         print(_epoch(args.train_epoch, settings["threads"], env))
@@ -122,6 +157,39 @@ def _measure(name, dtype, settings, env, torch):
                 torch=timed("torch")["seconds"] if torch else None, agrees=fast["agrees"])
 
 
+def _suite(args, settings, env, torch):
+    """Time the suite's selected layers at each thread count, printing rows and summaries; the rows."""
+    names, rows = suite.select(args.layers), []
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    _print_method(settings["repeat"], ops="suite layers: forward+backward")
+    print(report.suite_header(), flush=True)
+    for threads in [args.threads] if args.threads else list(dict.fromkeys([cnnkit.get_num_threads(), 1])):
+        counted = []
+        for dtype in dtypes:
+            for start in range(0, len(names), SUITE_CHUNK):
+                chunk = _suite_chunk(names[start:start + SUITE_CHUNK], dtype, {**settings, "threads": threads},
+                                     env, torch)
+                for row in chunk:
+                    print(report.suite_line(report.suite_cells(row)), flush=True)
+                counted += chunk
+        print(report.suite_summary(counted) + "\n", flush=True)
+        rows += counted
+    if args.csv:
+        replace_file(args.csv, report.suite_csv(rows))
+        print(f"wrote {args.csv}")
+    return rows
+
+
+def _suite_chunk(names, dtype, settings, env, torch):
+    """Suite rows (see report.suite_cells) of `names`: fast's process, then torch's."""
+    job = dict(cases=names, dtype=dtype, check_batch=min(CHECK_BATCH, settings["batch"] or CHECK_BATCH), **settings)
+    fast = run_job({**job, "contender": "fast"}, env)["results"]
+    timed = run_job({**job, "contender": "torch"}, user_environment(env))["results"] if torch else [None] * len(names)
+    return [dict(layer=name, shape=case(name, settings["batch"]).describe(), dtype=dtype,
+                 threads=settings["threads"], fast=mine["seconds"], torch=theirs and theirs["seconds"],
+                 agrees=mine["agrees"]) for name, mine, theirs in zip(names, fast, timed)]
+
+
 def _gemm_rate(dtype, quick, settings, env):
     """numpy matmul FLOP/s (median of the repeats) in a worker of its own."""
     size = QUICK_MATMUL if quick else MATMUL
@@ -130,11 +198,11 @@ def _gemm_rate(dtype, quick, settings, env):
     return 2 * size ** 3 / np.median(seconds)
 
 
-def _print_profile(name, settings, env):
-    net = case(name, settings["batch"])
+def _print_profile(target, settings, env):
+    net = profiled(target, settings["batch"])
     print(f"profile: {net.describe()}, fast backend, in a process of its own: mean of {settings['repeat']} "
           f"steps after {WARMUP} warm-up steps\n", flush=True)
-    print(format_profile(run_job(dict(profile=name, **settings), env), rest="update (Adam)"))
+    print(format_profile(run_job(dict(profile=target, **settings), env), rest=f"update ({RULE_NAMES[net.rule]})"))
     return 0
 
 
@@ -174,12 +242,12 @@ def _print_conditions(settings, env, torch_version):
               f"`env {' '.join(f'-u {key}' for key in hints)} cnnkit bench` measures what a user gets")
 
 
-def _print_method(repeat):
+def _print_method(repeat, ops="ops: forward+backward; speedup: reference/fast; GEMM %: fast conv FLOP/s "
+                                  "(3 x 2*N*F*C*KH*KW*OH*OW) over numpy matmul FLOP/s"):
     print(f"each contender timed alone, in a process of its own (python -m cnnkit.bench): {WARMUP} warm-up calls, "
           f"then {repeat} timed; median ms ±half the min-max range; fast checked against the reference after "
           "its timings")
-    print("ops: forward+backward; speedup: reference/fast; GEMM %: fast conv FLOP/s (3 x 2*N*F*C*KH*KW*OH*OW) "
-          "over numpy matmul FLOP/s\n", flush=True)
+    print(ops + "\n", flush=True)
 
 
 def _cpu_snapshot():

@@ -1,4 +1,8 @@
-"""The benchmark's table: medians and spreads of the repeats, ratios and targets, as text or markdown."""
+"""The benchmark's tables: medians and spreads of the repeats, ratios and targets, as text or markdown;
+the suite's rows, summary and CSV."""
+import csv
+import io
+
 import numpy as np
 
 # issue 10's targets: fast's median time at most this many times torch's
@@ -63,3 +67,66 @@ def header(markdown):
         return text_line(titles)
     aligns = ["---" if title in LEFT else "---:" for title in titles]
     return markdown_line(titles, "what") + "\n" + markdown_line(aligns, "---")
+
+
+# ---------------------------------------------------------------- the suite (cnnkit bench --suite)
+
+SUITE_COLUMNS = [("layer", 20), ("dtype", 7), ("threads", 7), ("fast ms", 12), ("torch ms", 12),
+                 ("fast/torch", 10), ("shape", 0)]
+SUITE_LEFT = ("layer", "dtype", "shape")
+CSV_COLUMNS = ["layer", "shape", "dtype", "threads", "fast ms", "torch ms", "fast/torch"]
+
+
+def suite_ratio(row):
+    """fast's median over torch's for a suite row (a dict with layer, shape, dtype, threads, seconds
+    lists fast and torch (None when not timed), agrees); None without torch."""
+    return None if row["torch"] is None else summary(row["fast"])[0] / summary(row["torch"])[0]
+
+
+def suite_cells(row):
+    """The suite table's cells for a row, flagged when fast disagreed with the reference."""
+    ratio = suite_ratio(row)
+    shape = row["shape"] + (" FAST DISAGREES WITH REFERENCE" if row["agrees"] is False else "")
+    return [row["layer"], row["dtype"], str(row["threads"]), timing_cell(row["fast"]), timing_cell(row["torch"]),
+            "-" if ratio is None else number(ratio), shape]
+
+
+def suite_line(texts):
+    """One line of the suite's text table: texts aligned under SUITE_COLUMNS."""
+    return "  ".join(f"{text:<{width}}" if title in SUITE_LEFT else f"{text:>{width}}"
+                     for text, (title, width) in zip(texts, SUITE_COLUMNS)).rstrip()
+
+
+def suite_header():
+    return suite_line([title for title, _ in SUITE_COLUMNS])
+
+
+def geometric_mean(values):
+    return float(np.exp(np.mean(np.log(values))))
+
+
+def suite_summary(rows):
+    """One line for rows at one thread count: the geometric mean of fast/torch (overall and per dtype)
+    and the worst ratio with its layer; says so when torch was not timed."""
+    ratios = [(suite_ratio(row), row) for row in rows if suite_ratio(row) is not None]
+    if not ratios:
+        return "fast/torch: torch not timed"
+    per_dtype = ", ".join(f"{dtype} {geometric_mean([r for r, row in ratios if row['dtype'] == dtype]):.3g}"
+                          for dtype in dict.fromkeys(row["dtype"] for _, row in ratios))
+    worst, row = max(ratios, key=lambda pair: pair[0])
+    return (f"{row['threads']} threads: geometric mean fast/torch {geometric_mean([r for r, _ in ratios]):.3g} "
+            f"over {len(ratios)} rows ({per_dtype}); worst {worst:.3g} ({row['layer']} {row['dtype']})")
+
+
+def suite_csv(rows):
+    """The suite's rows as CSV text (CSV_COLUMNS; medians in ms, empty where torch was not timed)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        ratio = suite_ratio(row)
+        writer.writerow([row["layer"], row["shape"], row["dtype"], row["threads"],
+                         f"{1e3 * summary(row['fast'])[0]:.4g}",
+                         "" if row["torch"] is None else f"{1e3 * summary(row['torch'])[0]:.4g}",
+                         "" if ratio is None else f"{ratio:.3g}"])
+    return buffer.getvalue()

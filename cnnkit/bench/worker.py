@@ -6,10 +6,13 @@ thread pool is spinning while it is timed.
 
 Jobs (JSON objects):
 
-- time: case (a cases.ROWS name or "matmul<size>"), batch (N or null), dtype, contender
-  ("reference", "fast", "torch" or "numpy"), repeat, threads ->
+- time: case (a cases.ROWS or suite.SUITE name, or "matmul<size>"), batch (N or null), dtype,
+  contender ("reference", "fast", "torch" or "numpy"), repeat, threads, and optionally
+  check_batch (N of fast's check against the reference; default: batch) ->
   {"seconds": [one per timed call], "agrees": fast vs reference after the timings, else null}
-- profile: profile (a net's name), batch, repeat, threads ->
+- suite: as time, with cases (a list of names) instead of case -> {"results": [time's result
+  for each case, in order]}
+- profile: profile (a net's name or a saved model file), batch, repeat, threads ->
   profiler.profile_step's dict, on the fast backend
 """
 import contextlib
@@ -25,17 +28,19 @@ from threadpoolctl import threadpool_limits
 
 import cnnkit
 from cnnkit._backend import kernel_runtime
-from cnnkit.bench.cases import ROWS, Matmul, Net
+from cnnkit.bench.cases import ROWS, Matmul, Net, SavedModel
+from cnnkit.bench.suite import SUITE
 from cnnkit.profiler import profile_step
 
 WARMUP = 2  # untimed calls first: Adam's state, the kernels' buffers, torch's allocator
+SAVED_BATCH = 64  # batch of a saved model's profiled step (`cnnkit train`'s default)
 
 
 def case(name, batch=None):
-    """The case named `name` (a ROWS key or "matmul<size>"), with batch size N when batch is given."""
+    """The case named `name` (a ROWS or SUITE key, or "matmul<size>"), with batch size N when batch is given."""
     if name.startswith("matmul"):
         return Matmul(int(name[len("matmul"):]))
-    chosen = ROWS[name]
+    chosen = ROWS[name] if name in ROWS else SUITE[name]
     return dataclasses.replace(chosen, x=(batch, *chosen.x[1:])) if batch else chosen
 
 
@@ -51,20 +56,35 @@ def time_alone(job):
             start = time.perf_counter()
             call()
             seconds.append(time.perf_counter() - start)
-        agrees = chosen.check(job["dtype"]) if contender == "fast" else None
+        checked = case(job["case"], job.get("check_batch") or job["batch"])
+        agrees = checked.check(job["dtype"]) if contender == "fast" else None
     return {"seconds": seconds, "agrees": agrees}
 
 
+def time_suite(job):
+    """Run a suite job in this process: time_alone for each of its cases, in order."""
+    return {"results": [time_alone({**job, "case": name}) for name in job["cases"]]}
+
+
 def profile(job):
-    """Run a profile job in this process: profiler.profile_step of a net's training step (fast backend)."""
-    net = case(job["profile"], job["batch"])
-    if not isinstance(net, Net):
-        raise ValueError(f"--profile takes a training step's row, got {job['profile']!r}")
+    """Run a profile job in this process: profiler.profile_step of `profiled`'s training step (fast backend)."""
+    net = profiled(job["profile"], job["batch"])
     with _threads(job["threads"], "fast"):
         model, step = net.training()
         for _ in range(WARMUP):
             step()
         return profile_step(model, step, job["repeat"])
+
+
+def profiled(target, batch=None):
+    """The training step a profile job names: a Net row of ROWS, or else a SavedModel of the file target
+    (batch SAVED_BATCH unless given); ValueError for a row that is not a training step."""
+    if target not in ROWS:
+        return SavedModel(target, batch or SAVED_BATCH)
+    net = case(target, batch)
+    if not isinstance(net, Net):
+        raise ValueError(f"--profile takes a training step's row or a model file, got {target!r}")
+    return net
 
 
 @contextlib.contextmanager
@@ -107,10 +127,13 @@ def run_python(args, env, what):
     return done.stdout
 
 
+def result(job):
+    """Run any job (profile, suite or time) in this process; its result dict."""
+    return profile(job) if "profile" in job else time_suite(job) if "cases" in job else time_alone(job)
+
+
 def main(argv):
     """Entry point of `python -m cnnkit.bench JOB`: print the job's result as one JSON line."""
     if len(argv) != 1:
         sys.exit("usage: python -m cnnkit.bench JOB (a JSON object; `cnnkit bench` starts these workers)")
-    job = json.loads(argv[0])
-    result = profile(job) if "profile" in job else time_alone(job)
-    sys.stdout.write(json.dumps(result) + os.linesep)
+    sys.stdout.write(json.dumps(result(json.loads(argv[0]))) + os.linesep)

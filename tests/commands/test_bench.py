@@ -1,14 +1,16 @@
 """The benchmark (cnnkit.bench) and the step profiler (cnnkit.profiler) on tiny batches; timings are not checked."""
 import argparse
+import csv
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from cnnkit import bench, fast, reference
-from cnnkit.bench import cases, report, worker
+from cnnkit import bench, fast, layers, reference
+from cnnkit.bench import cases, report, suite, worker
 from cnnkit.cli import main
+from cnnkit.models import Sequential
 from cnnkit.profiler import format_profile, profile_step, timed_calls
 from cnnkit.recipes import convnet
 
@@ -38,7 +40,7 @@ def in_process(monkeypatch):
 
     def run_job(job, env=None):
         seen.append((job, env))
-        return worker.profile(job) if "profile" in job else worker.time_alone(job)
+        return worker.result(job)
 
     monkeypatch.setattr(bench, "run_job", run_job)
     return seen
@@ -253,10 +255,117 @@ def test_train_epoch_failure_is_reported(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--rows", "A,Z"], "unknown rows ['Z']"),
     (["--repeat", "0"], "expected an integer >= 1, got '0'"),
-    (["--profile", "A"], "invalid choice: 'A'"),
+    (["--profile", "A"], "expected a net (mnist, cifar, cifar-wide, lenet5, small, all-conv) or a saved model "
+                         "file, got 'A'"),
+    (["--suite", "--layers", "lenet-*,nothing*"], "no suite layer matches ['nothing*']"),
 ])
 def test_bad_options_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit):
         run(argv)
     assert message in capsys.readouterr().err
 
+
+
+# ---------------------------------------------------------------- training steps of other nets
+
+
+@pytest.mark.parametrize("name", ["lenet5", "small", "all-conv"])
+def test_other_nets_check_and_match_their_torch_twin_over_two_steps(name):
+    """The nets beside `cnnkit train`'s convnet: fast agrees with the reference, and torch's twin has
+    the same loss before and after one update (Adam, or SGD with momentum for "small")."""
+    net = worker.case(name, batch=3)
+    assert net.check()
+    torch = pytest.importorskip("torch")
+    model, X, y = net.build()
+    twin_step = cases.torch_step(torch, *net.build(), net.rule)
+    step = cases.training_step(model, X, y, net.rule)
+    assert [step(), step()] == pytest.approx([twin_step(), twin_step()], rel=1e-4)
+
+
+def test_profile_of_a_saved_model_file(in_process, tmp_path, capsys):
+    path = tmp_path / "model.npz"
+    cases.ARCHITECTURES["small"]((3, 32, 32), 10, 4, np.random.default_rng(0)).save(path)
+    assert run(["--profile", str(path), "--batch", "3", "--repeat", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"profile: train step of {path}, batch 3" in out
+    assert "(0) Conv2d" in out and "(2) AvgPool2d" in out and "update (Adam)" in out
+    Sequential([layers.Flatten(), layers.Linear(4, 2)]).save(path)  # no input shape recorded
+    with pytest.raises(ValueError, match="records no input shape"):
+        worker.profile(dict(profile=str(path), batch=2, repeat=1, threads=1))
+
+
+# ---------------------------------------------------------------- the suite
+
+
+def test_suite_draws_from_the_architectures_people_train():
+    layers_ = suite.SUITE.values()
+    convs = [layer for layer in layers_ if isinstance(layer, cases.Conv)]
+    pools = [layer for layer in layers_ if isinstance(layer, cases.Pool)]
+    assert len(suite.LAYERS) >= 40 and len(suite.SUITE) == len(suite.LAYERS) + suite.RANDOM_LAYERS
+    kernels = {(cases._pair(c.kernel), cases._pair(c.stride)) for c in convs}
+    assert {((5, 5), (1, 1)), ((11, 11), (4, 4)), ((7, 7), (2, 2)), ((3, 3), (2, 2)), ((1, 1), (2, 2)),
+            ((1, 7), (1, 1)), ((7, 1), (1, 1)), ((1, 3), (1, 1)), ((3, 1), (1, 1))} <= kernels
+    assert {1, 3} <= {c.x[1] for c in convs} and {1, 256} <= {layer.x[0] for layer in layers_}
+    assert {2, 4, 7, 8, 27} <= {layer.x[2] for layer in layers_}
+    assert any(p.kind == "avg" and cases._pair(p.kernel) == p.x[2:] for p in pools)  # global average pooling
+    assert any(cases._pair(p.kernel) == (3, 3) and cases._pair(p.stride) == (2, 2) for p in pools)
+    assert all(min(cases._out_hw(layer.x, layer.kernel, layer.stride, layer.padding)) >= 1 for layer in layers_)
+    assert all(conv.flops() / 6 <= 1.05 * suite.MAX_MACS for conv in convs)
+    assert suite.random_layers() == suite.random_layers() != suite.random_layers(seed=1)
+    assert suite.select(["lenet-*", "cifar-gap"]) == ["lenet-conv1", "lenet-pool1", "lenet-conv2", "lenet-pool2",
+                                                      "cifar-gap"]
+
+
+def read_csv(path):
+    """(header, rows) of a CSV file, each a list of cells."""
+    with open(path, newline="") as file:
+        header, *rows = csv.reader(file)
+    return header, rows
+
+
+def test_suite_run_writes_the_csv(in_process, tmp_path, capsys):
+    path = tmp_path / "suite.csv"
+    argv = ["--suite", "--layers", "lenet-*,cifar-gap", "--batch", "2", "--repeat", "1", "--threads", "1",
+            "--no-torch", "--csv", str(path)]
+    assert run(argv) == 0
+    header, rows = read_csv(path)
+    assert header == report.CSV_COLUMNS
+    names = suite.select(["lenet-*", "cifar-gap"])
+    assert [row[0] + row[2] + row[3] for row in rows] == [
+        name + dtype + "1" for dtype in ("float32", "float64") for name in names]
+    assert all(float(row[4]) > 0 and row[5] == row[6] == "" for row in rows)
+    assert rows[0][:2] == ["lenet-conv1", "conv x(2, 1, 32, 32) 6x5x5 s1 p0"]
+    out = capsys.readouterr().out
+    assert "fast/torch: torch not timed" in out and f"wrote {path}" in out
+    jobs = [job for job, _ in in_process]
+    assert {job["contender"] for job in jobs} == {"fast"} and all(job["check_batch"] == 2 for job in jobs)
+    assert [job["cases"] for job in jobs if job["dtype"] == "float32"] == [names]
+
+
+def test_suite_against_torch_prints_the_geometric_mean(tmp_path, capsys):
+    pytest.importorskip("torch")
+    path = tmp_path / "suite.csv"
+    argv = ["--suite", "--layers", "lenet-pool1,cifar-gap,inception-1x7", "--dtype", "float32", "--batch", "2",
+            "--repeat", "1", "--threads", "1", "--csv", str(path)]
+    assert run(argv) == 0
+    _, rows = read_csv(path)
+    ratios = [float(row[6]) for row in rows]
+    assert all(float(row[6]) == pytest.approx(float(row[4]) / float(row[5]), rel=0.01) for row in rows)
+    line = next(line for line in capsys.readouterr().out.splitlines() if "geometric mean" in line)
+    mean = float(line.split("geometric mean fast/torch ")[1].split()[0])
+    assert line.startswith("1 threads:") and "over 3 rows (float32 " in line
+    assert mean == pytest.approx(np.exp(np.mean(np.log(ratios))), rel=0.02)
+    worst = max(range(3), key=lambda i: ratios[i])
+    assert f"worst {ratios[worst]:.3g} ({rows[worst][0]} float32)" in line
+
+
+def test_suite_summary_and_csv_from_rows():
+    rows = [dict(layer="a", shape="conv x(1, 1, 4, 4)", dtype="float32", threads=2, fast=[0.002, 0.004],
+                 torch=[0.001], agrees=True),
+            dict(layer="b", shape="max pool", dtype="float64", threads=2, fast=[0.001], torch=[0.004], agrees=False)]
+    assert report.suite_summary(rows) == ("2 threads: geometric mean fast/torch 0.866 over 2 rows (float32 3, "
+                                          "float64 0.25); worst 3 (a float32)")
+    assert report.suite_csv(rows).splitlines() == [
+        "layer,shape,dtype,threads,fast ms,torch ms,fast/torch",
+        'a,"conv x(1, 1, 4, 4)",float32,2,3,1,3', "b,max pool,float64,2,1,4,0.25"]
+    assert report.suite_cells(rows[1])[-1] == "max pool FAST DISAGREES WITH REFERENCE"

@@ -1,4 +1,6 @@
-"""The fast max/avg pooling agrees with the reference: ties, overlapping windows, padding, NaN."""
+"""The fast max/avg pooling agrees with the reference: ties, overlapping windows, padding, NaN,
+on every path of cnnkit._ext.pool (by rows, by windows, whole-row windows, 2x2/2), and its
+gradients with numerical ones."""
 import numpy as np
 import pytest
 from helpers import TOLERANCE
@@ -7,7 +9,8 @@ from hypothesis import strategies as st
 from test_fast_conv import windows
 
 import cnnkit
-from cnnkit import fast, reference
+from cnnkit import fast, functional, reference
+from cnnkit.gradcheck import check_gradients
 
 OPS = ["max_pool2d", "avg_pool2d"]
 pytestmark = pytest.mark.usefixtures("tiny_grains")
@@ -38,6 +41,104 @@ def test_pool_agrees_with_reference(g, op, ties, seed):
     assert_pool_agrees(op, x.astype(g["dtype"]), g["kernel"], g["stride"], g["padding"], rng)
 
 
+@st.composite
+def wide_windows(draw):
+    """Windows over maps up to 40 wide, kernels up to 10: outputs narrower and wider than a row's
+    minimum (ROW_MIN, 8), window rows of LANES (8) and more, whole-row windows."""
+    kernel = draw(st.integers(1, 10)), draw(st.integers(1, 10))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    h, w = (draw(st.integers(max(1, kernel[d] - 2 * padding[d]), 40)) for d in range(2))
+    return dict(shape=(draw(st.integers(1, 2)), draw(st.integers(1, 3)), h, w), kernel=kernel,
+                stride=(draw(st.integers(1, 4)), draw(st.integers(1, 4))), padding=padding)
+
+
+INF_MINUS_INF = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the reference's
+
+
+@INF_MINUS_INF
+@settings(max_examples=80, deadline=None)
+@given(wide_windows(), st.sampled_from(OPS), st.sampled_from(["normal", "ties", "nan and inf"]),
+       st.sampled_from([np.float32, np.float64]), st.booleans(), st.integers(0, 2**32 - 1))
+def test_pool_on_wide_maps_agrees_with_reference_on_any_threads(g, op, values, dtype, strided, seed):
+    """Every path of the kernels, contiguous or strided input; the same bits on 1 and 2 threads and on reruns."""
+    rng = np.random.default_rng(seed)
+    x = special_values(rng, (g["shape"][0] * 2, *g["shape"][1:]), values).astype(dtype)
+    x = x[::2] if strided else x[: g["shape"][0]]
+    results = []
+    for threads in (1, 2, 1, 2):
+        cnnkit.set_num_threads(threads)
+        results.append(pool_forward_backward(op, x, g, rng=np.random.default_rng(seed)))
+    for got in results[1:]:
+        for a, b in zip(got, results[0]):
+            np.testing.assert_array_equal(a, b)
+    if values == "normal":
+        assert_pool_agrees(op, x, g["kernel"], g["stride"], g["padding"], rng)
+    else:  # NaN and ties: max pooling exactly the reference's; average pooling's NaN where the reference's
+        expected, ref_cache = getattr(reference, op + "_forward")(x, g["kernel"], g["stride"], g["padding"])
+        out, dx = results[0]
+        np.testing.assert_allclose(out, expected, **TOLERANCE[np.dtype(dtype).type])
+        dout = np.random.default_rng(seed).standard_normal(out.shape).astype(dtype)
+        np.testing.assert_allclose(dx, getattr(reference, op + "_backward")(dout, ref_cache),
+                                   **TOLERANCE[np.dtype(dtype).type])
+
+
+def special_values(rng, shape, values):
+    """Standard normals; with "ties" small integers; with "nan and inf" a fifth NaN, a fifth -inf, a tenth inf."""
+    x = rng.integers(-2, 3, shape).astype(float) if values == "ties" else rng.standard_normal(shape)
+    if values == "nan and inf":
+        x[rng.random(shape) < 0.2] = np.nan
+        x[rng.random(shape) < 0.2] = -np.inf
+        x[rng.random(shape) < 0.1] = np.inf
+    return x
+
+
+def pool_forward_backward(op, x, g, rng):
+    """(out, dx) of the fast op on x, with dout drawn from rng."""
+    out, cache = getattr(fast, op + "_forward")(x, g["kernel"], g["stride"], g["padding"])
+    dout = rng.standard_normal(out.shape).astype(x.dtype)
+    return out, getattr(fast, op + "_backward")(dout, cache)
+
+
+@INF_MINUS_INF
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("shape", [(3, 5, 8, 8), (2, 3, 7, 7), (1, 4, 4, 4), (2, 2, 1, 1), (2, 3, 5, 9), (1, 2, 13, 3)])
+def test_global_pooling_agrees_with_reference(op, shape, rng, dtype):
+    """A window the size of the map (as GlobalAvgPool2d asks through functional), ties and NaN included."""
+    for values in ["normal", "ties", "nan and inf"]:
+        x = special_values(rng, shape, values).astype(dtype)
+        window = dict(kernel=shape[2:], stride=shape[2:], padding=(0, 0))
+        out, dx = pool_forward_backward(op, x, window, np.random.default_rng(1))
+        expected, cache = getattr(reference, op + "_forward")(x, shape[2:], shape[2:], (0, 0))
+        expected_dx = getattr(reference, op + "_backward")(
+            np.random.default_rng(1).standard_normal(out.shape).astype(dtype), cache)
+        if op == "max_pool2d":
+            np.testing.assert_array_equal(out, expected)
+            np.testing.assert_array_equal(dx, expected_dx)
+        np.testing.assert_allclose(out, expected, **TOLERANCE[np.dtype(dtype).type])
+        np.testing.assert_allclose(dx, expected_dx, **TOLERANCE[np.dtype(dtype).type])
+        with cnnkit.use_backend("fast"):
+            through_functional, _ = getattr(functional, op + "_forward")(x, shape[2:])
+        np.testing.assert_array_equal(through_functional, out)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("x_shape, kernel, stride, padding", [
+    ((2, 3, 7, 7), (7, 7), (7, 7), (0, 0)),  # global: one run per plane
+    ((2, 2, 9, 10), (9, 3), (1, 2), (1, 1)),  # by windows, window rows of 3, padding
+    ((1, 2, 6, 20), (3, 3), (1, 1), (1, 1)),  # by rows (18 outputs a row), overlapping
+    ((1, 2, 11, 23), (2, 9), (2, 1), (0, 4)),  # by rows, window rows of 9 (lanes), padding
+    ((2, 2, 8, 8), (2, 2), (2, 2), (0, 0)),  # the 2x2/2 loop
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pool_backward_matches_numerical_gradient(op, x_shape, kernel, stride, padding, threads, rng):
+    """float64 numerical gradients; distinct values, so that no max window has a tie within the step."""
+    cnnkit.set_num_threads(threads)
+    x = rng.permutation(np.prod(x_shape)).reshape(x_shape) / np.prod(x_shape)
+    report = check_gradients(lambda x: getattr(fast, op + "_forward")(x, kernel, stride, padding),
+                             getattr(fast, op + "_backward"), {"x": x})
+    assert report.worst < 1e-8, report
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(2, 11), st.integers(2, 140)),
        st.sampled_from(["normal", "ties", "nan and inf"]), st.sampled_from([np.float32, np.float64]),
@@ -47,12 +148,7 @@ def test_max_pool_2x2_stride_2_agrees_with_reference(shape, values, dtype, threa
     indices (ties, the first NaN) and gradients exactly the reference's."""
     rng = np.random.default_rng(seed)
     cnnkit.set_num_threads(threads)
-    x = rng.integers(-2, 3, shape) if values == "ties" else rng.standard_normal(shape)
-    if values == "nan and inf":
-        x[rng.random(shape) < 0.2] = np.nan
-        x[rng.random(shape) < 0.2] = -np.inf
-        x[rng.random(shape) < 0.1] = np.inf
-    x = x.astype(dtype)
+    x = special_values(rng, shape, values).astype(dtype)
     expected, ref_cache = reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
     out, cache = fast.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
     np.testing.assert_array_equal(out, expected)
