@@ -6,11 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES, DOCS_EXT = ROOT / "examples", ROOT / "docs" / "_ext"
 
 pytestmark = pytest.mark.docs
@@ -28,8 +27,6 @@ nbformat.write(notebook, sys.argv[1])
 def cnnkit_docs():
     """The docs' Sphinx extension (needs docutils, which Sphinx brings)."""
     pytest.importorskip("docutils")
-    if not DOCS_EXT.is_dir():
-        pytest.skip("docs/_ext not found beside tests/")
     sys.path.insert(0, str(DOCS_EXT))
     try:
         yield importlib.import_module("cnnkit_docs")
