@@ -3,12 +3,10 @@
 glibc serves each array above its mmap threshold (128 KiB at first, growing up to
 32 MiB as such blocks are freed) with fresh pages from the kernel and returns them
 when the array is freed, and trims the top of its heap past a threshold: a step that
-frees what the next one allocates pays a page fault for every page it touches again
-(arrays of 1 to 16 MiB allocated in turn and freed together: 227 minor faults per
-step, none with the settings below), and finds the pages cold. The threshold cannot be
-set above 32 MiB, so arrays larger than that (a batch of 128 CIFAR images through 64
-channels: 33.5 MB) are kept only with mmap turned off: the CIFAR-wide step then took
-83-85 ms instead of 91-92 (median of 20) and its slowest step 87-88 ms instead of 164-172.
+frees what the next one allocates then pays a page fault for every page it touches
+again, and finds the pages cold. The threshold cannot be set above 32 MiB, so larger
+arrays (a batch of CIFAR images through many channels) are kept only with mmap turned
+off, which `retain_freed_memory` does; the Performance page of the docs has the figures.
 """
 import ctypes
 import functools
