@@ -29,7 +29,10 @@ Design:
    vectorises it only so (storing straight to out and argmax, inlined in the OpenMP region,
    it did not) and only written with if, or and and.
 6. Average pooling's backward adds dout over each window, then divides the plane by
-   KH*KW once.
+   KH*KW once. By rows, each output row is first spread over one input row (for each
+   column, the sum over the windows covering it: KW strided passes of OW), which is then
+   added to the KH input rows of its windows in contiguous, vectorised passes; input rows
+   longer than ROW_BUFFER add kernel offset by kernel offset instead.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -45,6 +48,7 @@ cdef enum:
     BLOCK = 64  # outputs of a row of 2x2 windows computed into arrays on the stack first (see 5.)
     LANES = 8  # interleaved partial results of a run (see 3.): two SSE vectors of float32
     ROW_MIN = 8  # outputs a row needs to be done by rows (see 3.): fewer leave its loops too short
+    ROW_BUFFER = 1024  # longest input row average pooling's backward spreads on the stack (see 6.)
 
 
 cdef struct Geometry:
@@ -231,6 +235,15 @@ cdef void _avg_rows(const floating* plane, floating* out, Geometry g, const Py_s
             row[x] = row[x] / <floating>(g.kh * g.kw)
 
 
+cdef void _spread_row(const floating* row, floating* spread, Geometry g, const Py_ssize_t* spans) noexcept nogil:
+    """spread[0..W) = for each input column, the sum of the outputs of row (OW) whose windows cover it."""
+    cdef Py_ssize_t j, x
+    memset(spread, 0, g.W * sizeof(floating))
+    for j in range(g.kw):
+        for x in range(spans[j], spans[g.kw + j]):
+            spread[x * g.sw + j - g.pw] += row[x]
+
+
 cdef void _avg_backward_plane(const floating* dout, floating* plane, Geometry g, const Py_ssize_t* spans) noexcept nogil:
     """One plane of average pooling's backward (see 6.), by windows or by rows as the forward goes."""
     cdef Py_ssize_t y, x, i, j, h, t, start, top
@@ -238,6 +251,7 @@ cdef void _avg_backward_plane(const floating* dout, floating* plane, Geometry g,
     cdef Py_ssize_t cols[2]
     cdef const floating* row
     cdef floating value
+    cdef floating spread[ROW_BUFFER]
     memset(plane, 0, g.H * g.W * sizeof(floating))
     for y in range(g.oh):
         row, top = dout + y * g.ow, y * g.sh - g.ph
@@ -248,6 +262,11 @@ cdef void _avg_backward_plane(const floating* dout, floating* plane, Geometry g,
                 for h in range(rows[0], rows[1]):
                     for t in range(h * g.W + cols[0], h * g.W + cols[1]):
                         plane[t] += value
+        elif g.W <= ROW_BUFFER:
+            _spread_row(row, spread, g, spans)
+            for i in range(max(0, -top), min(g.kh, g.H - top)):
+                for t in range(g.W):
+                    plane[(top + i) * g.W + t] += spread[t]
         else:
             for i in range(max(0, -top), min(g.kh, g.H - top)):
                 for j in range(g.kw):
