@@ -175,7 +175,7 @@ print("summed")
 def test_ordered_sums_are_the_rank_order_sums_on_every_rank(tmp_path):
     job = mpiexec("python", "-c", SUMS, cwd=tmp_path, ranks=3)
     assert job.returncode == 0, job.stderr
-    assert job.stdout.split() == ["summed"] * 3
+    assert job.stdout.count("summed") == 3  # one line per rank; the ranks' lines may interleave
 
 
 FAILING_RANK = """
