@@ -56,6 +56,7 @@ GRADIENT_GROUPS = 8  # groups of images whose weight gradients are summed apart 
 BAND_BYTES = 1 << 20  # largest columns + output (gradient) of one item: about an L2 (see 1.)
 cdef enum:
     CACHE_LINE = 64  # bytes
+    TILE = 16  # entries a side of the squares the weight gradient is transposed in
 
 
 cdef struct Conv:
@@ -256,17 +257,25 @@ cdef void _backward_item(const Conv* g, const floating* x, const floating* wb, c
             _col2im_band(g, cols + i * q, dx + i * plane, y0, rows)
 
 
-cdef void _add_groups(floating* row, const floating* parts, Py_ssize_t groups, Py_ssize_t size,
-                      Py_ssize_t columns) noexcept nogil:
-    """row[:columns] = column f of the `groups` (columns, F) parts (`size` apart), added in order.
+cdef void _add_groups(floating* dwb, floating* parts, Py_ssize_t groups, Py_ssize_t rows,
+                      Py_ssize_t F) noexcept nogil:
+    """dwb (F, rows) = the sum of the `groups` (rows, F) parts (consecutive), added in order, transposed.
 
-    parts points at the f-th entry of the first part's first row.
+    The parts are added into the first along their rows (contiguous, vectorised), then it is transposed
+    in TILE x TILE squares, so that both sides stay in cache whatever F (large weights included).
     """
-    cdef Py_ssize_t group, i, F = size // columns
-    memset(row, 0, columns * sizeof(floating))
-    for group in range(groups):
-        for i in range(columns):
-            row[i] += parts[group * size + i * F]
+    cdef Py_ssize_t group, i, f, i0, f0, size = rows * F
+    if groups == 0:
+        memset(dwb, 0, size * sizeof(floating))
+        return
+    for group in range(1, groups):
+        for i in range(size):
+            parts[i] += parts[group * size + i]
+    for i0 in range((rows + TILE - 1) // TILE):
+        for f0 in range((F + TILE - 1) // TILE):
+            for f in range(f0 * TILE, min(f0 * TILE + TILE, F)):
+                for i in range(i0 * TILE, min(i0 * TILE + TILE, rows)):
+                    dwb[f * rows + i] = parts[i * F + f]
 
 
 def work_item(tuple x_shape, int filters, int kh, int kw, int sh, int sw, int ph, int pw, Py_ssize_t itemsize):
@@ -315,7 +324,7 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
     cdef bint relu = out is not None and out.size > 0, input_grad = dx is not None, staging = relu or not g.pointwise
     cdef Py_ssize_t N = g.N, groups = min(N, GRADIENT_GROUPS), plane = g.C * g.H * g.W
     cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if staging else 0)
-    cdef Py_ssize_t sums = g.F * (g.K + 1), bands = _bands(&g), group, n, nb, last, band, f
+    cdef Py_ssize_t sums = g.F * (g.K + 1), bands = _bands(&g), group, n, nb, last, band
     cdef floating[::1] work = workspace(np.asarray(dwb).dtype, n_threads * size + groups * sums)
     cdef floating* group_sums = &work[0] + n_threads * size
     cdef floating* cols
@@ -332,5 +341,4 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
                                &dx[0, 0, 0, 0] if input_grad else NULL, group_sums + group * sums, cols,
                                cols + _band_columns(&g) if staging else NULL, n, nb, band * g.rows)
             n = n + nb
-    for f in range(g.F):  # a small pass: not worth waking the threads again
-        _add_groups(&dwb[f, 0], group_sums + f, groups, sums, g.K + 1)
+    _add_groups(&dwb[0, 0], group_sums, groups, g.K + 1, g.F)  # serial: one pass over the weights per group
