@@ -70,10 +70,10 @@ def test_every_work_item_is_reproducible(shape, kernel, stride, padding, size, i
         assert all(np.array_equal(got, want) for got, want in zip(runs[1][2:], runs[2][2:]))
 
 
-def test_uses_winograd_names_its_boundaries():
-    at = fast_conv.WINOGRAD_MIN_CHANNELS, fast_conv.WINOGRAD_MIN_WIDTH
-    assert fast_conv._uses_winograd((at[0], at[0], 3, 3), (3, 3), (1, 1), at[1])
-    assert not fast_conv._uses_winograd((at[0], at[0] - 1, 3, 3), (3, 3), (1, 1), at[1])
-    assert not fast_conv._uses_winograd((at[0], at[0], 3, 3), (3, 3), (1, 1), at[1] - 1)
-    assert not fast_conv._uses_winograd((at[0], at[0], 3, 3), (3, 3), (2, 1), at[1])
-    assert not fast_conv._uses_winograd((at[0], at[0], 3, 1), (3, 1), (1, 1), at[1])
+def test_winograd_takes_3x3_stride_1_only():
+    """Enough of everything (see test_fast_winograd.py for those boundaries), yet another window: im2col."""
+    many = fast_conv.WINOGRAD_NARROW_CHANNELS, fast_conv.WINOGRAD_MIN_TILES, fast_conv.WINOGRAD_MIN_WIDTH
+    x_shape, out_hw = (many[1], many[0], 2 * many[2], 2 * many[2]), (2 * many[2],) * 2
+    assert fast_conv._uses_winograd(x_shape, (many[0], many[0], 3, 3), (3, 3), (1, 1), out_hw)
+    assert not fast_conv._uses_winograd(x_shape, (many[0], many[0], 3, 3), (3, 3), (2, 1), out_hw)
+    assert not fast_conv._uses_winograd(x_shape, (many[0], many[0], 3, 1), (3, 1), (1, 1), out_hw)

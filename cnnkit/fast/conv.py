@@ -4,9 +4,10 @@ Shapes: x (N, C, H, W), w (F, C, KH, KW), b (F,) -> out (N, F, OH, OW), any stri
 One algorithm per shape (_uses_winograd), the same for forward and backward:
 
 - Winograd F(2x2, 3x3) (cnnkit/_ext/winograd.pyx, or its AVX2 build winograd_avx2.pyx where the
-  CPU has AVX2) for a 3x3 stride-1 convolution with C and F >= WINOGRAD_MIN_CHANNELS and
-  OW >= WINOGRAD_MIN_WIDTH, any padding: 2.25 times fewer multiply-adds, which pay for its
-  transforms only with enough channels and enough tiles a row.
+  CPU has AVX2) for a 3x3 stride-1 convolution, any padding, with C and F >= WINOGRAD_MIN_CHANNELS,
+  at least WINOGRAD_MIN_TILES 2x2 output tiles in the batch, and OW >= WINOGRAD_MIN_WIDTH unless
+  C and F >= WINOGRAD_NARROW_CHANNELS: 2.25 times fewer multiply-adds, which pay for its
+  transforms only with enough channels, and for its 16 weight matrices only with enough tiles.
 - im2col + GEMM (cnnkit/_ext/conv.pyx) otherwise: work items of output rows, or of whole
   images on small maps, im2col into a per-thread buffer that stays in cache, single-threaded
   BLAS calls without the GIL, col2im; a pointwise convolution (1x1, unit stride, no padding)
@@ -37,7 +38,9 @@ if _winograd_kernels.cpu_has_avx2():  # the same drivers built for AVX2 (not bui
 WINOGRAD_BUILD = "AVX2" if _winograd_kernels.__name__.endswith("_avx2") else "baseline"  # for cnnkit info
 
 WINOGRAD_MIN_CHANNELS = 16  # C and F from which Winograd measured faster than im2col
-WINOGRAD_MIN_WIDTH = 16  # output width (OW) from which it did: fewer tiles a row leave its GEMMs thin
+WINOGRAD_MIN_WIDTH = 16  # output width (OW) from which it did with so few channels: its transforms cost per tile
+WINOGRAD_NARROW_CHANNELS = 64  # C and F from which it did on narrower maps too (8x8, 4x4 ones of many images)
+WINOGRAD_MIN_TILES = 256  # 2x2 tiles of the batch below which it did not: too few to pay for its weight transforms
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -77,7 +80,7 @@ def _forward(x, w, b, stride, padding, relu):
     out = np.empty(x.shape[:1] + w.shape[:1] + out_hw, dtype=x.dtype)
     threads = kernel_threads(_multiply_adds(out, w), CONV_GRAIN)
     with single_threaded_blas():
-        if _uses_winograd(w.shape, kernel, stride, out.shape[3]):
+        if _uses_winograd(x.shape, w.shape, kernel, stride, out_hw):
             _winograd_kernels.winograd_forward(x, w, b, out, *padding, threads, relu)
         else:
             _kernels.conv_forward(x, _weights_with_bias(w, b), _flat_hw(out), *kernel, *stride, *padding, threads,
@@ -95,7 +98,7 @@ def _backward(dout, cache, relu_out, input_grad):
     threads = kernel_threads((1 + input_grad) * _multiply_adds(dout, w), CONV_GRAIN)
     dx = np.empty_like(x) if input_grad else None
     with single_threaded_blas():
-        if _uses_winograd(w.shape, kernel, stride, out_hw[1]):
+        if _uses_winograd(x.shape, w.shape, kernel, stride, out_hw):
             dw, db = np.empty_like(w), np.empty_like(b)
             _winograd_kernels.winograd_backward(x, w, dout, dx, dw, db, *padding, threads, relu_out)
             return dx, dw, db
@@ -105,10 +108,12 @@ def _backward(dout, cache, relu_out, input_grad):
     return dx, weight_bias_grad[:, :-1].reshape(w.shape), weight_bias_grad[:, -1].copy()
 
 
-def _uses_winograd(w_shape, kernel, stride, out_width):
-    """Whether a convolution with weights of w_shape (F, C, KH, KW) runs on Winograd F(2x2, 3x3)."""
-    return (kernel == (3, 3) and stride == (1, 1) and min(w_shape[:2]) >= WINOGRAD_MIN_CHANNELS
-            and out_width >= WINOGRAD_MIN_WIDTH)
+def _uses_winograd(x_shape, w_shape, kernel, stride, out_hw):
+    """Whether a convolution of x (N, C, H, W) with w (F, C, KH, KW) to (OH, OW) runs on Winograd F(2x2, 3x3)."""
+    channels, tiles = min(w_shape[:2]), x_shape[0] * ((out_hw[0] + 1) // 2) * ((out_hw[1] + 1) // 2)
+    return (kernel == (3, 3) and stride == (1, 1) and channels >= WINOGRAD_MIN_CHANNELS
+            and tiles >= WINOGRAD_MIN_TILES
+            and (out_hw[1] >= WINOGRAD_MIN_WIDTH or channels >= WINOGRAD_NARROW_CHANNELS))
 
 
 def _flat_hw(a):
