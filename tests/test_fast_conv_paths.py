@@ -16,15 +16,17 @@ from cnnkit.gradcheck import check_gradients
 pytestmark = pytest.mark.usefixtures("tiny_grains")
 
 GROUPS = conv_kernels.GRADIENT_GROUPS
+FILTERS = 32  # more than the output positions of an image below, except where said
 # (x shape, kernel, stride, padding, band bytes, (R, B) expected in float64)
 PATHS = [
     ((2 * GROUPS, 2, 5, 5), (3, 3), (1, 1), (1, 1), None, (5, 2)),  # two images per item: the fewest
     ((5 * GROUPS + 3, 3, 4, 6), (2, 3), (2, 1), (1, 0), None, (3, 5)),  # groups of 5 or 6: a short last item
-    ((8 * GROUPS, 1, 10, 10), (5, 5), (1, 1), (0, 0), None, (6, 8)),  # 5x5 on 64 images: eight an item
+    ((8 * GROUPS, 1, 8, 8), (5, 5), (1, 1), (0, 0), None, (4, 8)),  # 5x5 on 64 images: eight an item
     ((2 * GROUPS - 1, 2, 5, 5), (3, 3), (1, 1), (1, 1), None, (5, 1)),  # too few images for two an item
-    ((2 * GROUPS, 2, 5, 5), (3, 3), (1, 1), (1, 1), 2 * 23 * 25 * 8 - 1, (5, 1)),  # two do not fit, one does
-    ((2 * GROUPS, 2, 5, 5), (3, 3), (1, 1), (1, 1), 2 * 23 * 25 * 8, (5, 2)),  # two fit exactly
-    ((2 * GROUPS, 2, 5, 5), (3, 3), (1, 1), (1, 1), 23 * 25 * 8 - 1, (4, 1)),  # one image does not fit: bands
+    ((2 * GROUPS, 2, 6, 6), (3, 3), (1, 1), (1, 1), None, (6, 1)),  # as many positions as filters: one an item
+    ((2 * GROUPS, 2, 5, 5), (3, 3), (1, 1), (1, 1), 2 * 51 * 25 * 8 - 1, (5, 1)),  # two do not fit, one does
+    ((2 * GROUPS, 2, 5, 5), (3, 3), (1, 1), (1, 1), 2 * 51 * 25 * 8, (5, 2)),  # two fit exactly
+    ((2 * GROUPS, 2, 5, 5), (3, 3), (1, 1), (1, 1), 51 * 25 * 8 - 1, (4, 1)),  # one image does not fit: bands
     ((2 * GROUPS, 4, 6, 5), (1, 1), (1, 1), (0, 0), None, (6, 1)),  # pointwise: bands of whole images, no im2col
     ((2 * GROUPS, 4, 6, 5), (1, 1), (2, 1), (0, 0), None, (3, 2)),  # strided 1x1: im2col, several images
 ]
@@ -37,11 +39,11 @@ def test_every_work_item_agrees_with_reference(shape, kernel, stride, padding, s
                                                rng):
     """Each path reached as planned (checked in float64), then conv2d or conv2d_relu agree, input_grad both ways."""
     cnnkit.set_num_threads(threads)
-    x, w, b = conv_arrays(rng, shape, 4, kernel, dtype)
+    x, w, b = conv_arrays(rng, shape, FILTERS, kernel, dtype)
     x = np.ascontiguousarray(x[:, ::-1])[:, ::-1]  # non-contiguous input
     with band_bytes(size or conv_kernels.BAND_BYTES):
         if dtype == np.float64:
-            assert conv_kernels.work_item(shape, 4, *kernel, *stride, *padding, 8) == item
+            assert conv_kernels.work_item(shape, FILTERS, *kernel, *stride, *padding, 8) == item
         assert_conv_agrees(x, w, b, stride, padding, rng, relu)
 
 
@@ -49,7 +51,7 @@ def test_every_work_item_agrees_with_reference(shape, kernel, stride, padding, s
 @pytest.mark.parametrize("shape, kernel, stride, padding, size, item", PATHS[:2] + PATHS[-2:])
 def test_work_items_match_numerical_gradients(shape, kernel, stride, padding, size, item, threads, rng):
     cnnkit.set_num_threads(threads)
-    x, w, b = conv_arrays(rng, shape[:1] + (2,) + shape[2:], 2, kernel, np.float64)
+    x, w, b = conv_arrays(rng, shape, FILTERS, kernel, np.float64)
     report = check_gradients(lambda x, w, b: fast.conv2d_forward(x, w, b, stride, padding),
                              fast.conv2d_backward, dict(x=x, w=w, b=b))
     assert report.worst < 1e-7, report
@@ -58,7 +60,7 @@ def test_work_items_match_numerical_gradients(shape, kernel, stride, padding, si
 @pytest.mark.parametrize("shape, kernel, stride, padding, size, item", PATHS)
 def test_every_work_item_is_reproducible(shape, kernel, stride, padding, size, item, rng):
     """The same bits from call to call at 1 and at 2 threads, and the weight gradients at either count."""
-    x, w, b = conv_arrays(rng, shape, 4, kernel, np.float32)
+    x, w, b = conv_arrays(rng, shape, FILTERS, kernel, np.float32)
     with band_bytes(size or conv_kernels.BAND_BYTES):
         runs = {}
         for threads in (1, 2, 2, 1, 2):

@@ -9,9 +9,11 @@ Contract and rules:
 1. Work items, not images, are the unit of work. R is chosen so that an item's columns
    (K+1, Q) and its output (gradient) (F, Q) fill at most BAND_BYTES (about an L2): im2col
    writes them and the GEMMs read them while they are still in cache. Where a whole image
-   fits (R = OH) several times, an item takes B whole images, at most a GRADIENT_GROUPS-th of
-   the batch, so that the GEMMs are B times wider and the weights are packed once per B
-   images, not once per image. Thread t owns one column buffer whose last row is ones, so
+   fits (R = OH) several times and has fewer output positions than there are filters (P < F),
+   an item takes B whole images, at most a GRADIENT_GROUPS-th of the batch, so that the GEMMs
+   are B times wider and the weights, larger than an image's columns then, are packed once
+   per B images, not once per image (elsewhere the copy from the item's product to the NCHW
+   output would cost more than that saves). Thread t owns one column buffer whose last row is ones, so
    wb @ cols adds the bias and dout @ cols.T yields [dw | db] in the same product. Its rows
    are ld apart, an odd number of cache lines (_row_stride), so that they spread over L1's
    sets; the workspace starts a cache line, so every row starts one.
@@ -82,7 +84,7 @@ cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, i
     image_bytes = (g.K + 1 + g.F) * g.P * itemsize
     g.rows = g.OH if g.pointwise else max(1, min(g.OH, BAND_BYTES // ((g.K + 1 + g.F) * g.OW * itemsize)))
     g.images = 1
-    if not g.pointwise and g.rows == g.OH:
+    if not g.pointwise and g.rows == g.OH and g.P < g.F:
         g.images = max(1, min(BAND_BYTES // max(1, image_bytes), g.N // GRADIENT_GROUPS))
     g.ld = _row_stride(g.images * g.rows * g.OW, itemsize)
     return g
@@ -264,17 +266,17 @@ cdef void _add_groups(floating* dwb, floating* parts, Py_ssize_t groups, Py_ssiz
     The parts are added into the first along their rows (contiguous, vectorised), then it is transposed
     in TILE x TILE squares, so that both sides stay in cache whatever F (large weights included).
     """
-    cdef Py_ssize_t group, i, f, i0, f0, size = rows * F
+    cdef Py_ssize_t group, i, f, row_square, filter_square, size = rows * F
     if groups == 0:
         memset(dwb, 0, size * sizeof(floating))
         return
     for group in range(1, groups):
         for i in range(size):
             parts[i] += parts[group * size + i]
-    for i0 in range((rows + TILE - 1) // TILE):
-        for f0 in range((F + TILE - 1) // TILE):
-            for f in range(f0 * TILE, min(f0 * TILE + TILE, F)):
-                for i in range(i0 * TILE, min(i0 * TILE + TILE, rows)):
+    for row_square in range((rows + TILE - 1) // TILE):
+        for filter_square in range((F + TILE - 1) // TILE):
+            for f in range(filter_square * TILE, min(filter_square * TILE + TILE, F)):
+                for i in range(row_square * TILE, min(row_square * TILE + TILE, rows)):
                     dwb[f * rows + i] = parts[i * F + f]
 
 
