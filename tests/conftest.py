@@ -36,11 +36,12 @@ def tiny_grains():
 
 @pytest.fixture
 def winograd_everywhere(monkeypatch):
-    """Every 3x3 stride-1 convolution of cnnkit.fast runs on Winograd, whatever C, F and OW."""
+    """Every 3x3 stride-1 convolution of cnnkit.fast runs on Winograd, whatever C, F, OW and N."""
     from cnnkit.fast import conv
 
     monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(conv, "WINOGRAD_MIN_WIDTH", 1)
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_TILES", 0)
 
 
 @pytest.fixture(autouse=True)

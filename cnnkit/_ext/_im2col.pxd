@@ -69,16 +69,20 @@ cdef inline void _copy_rows(const floating* plane, floating* dst, Py_ssize_t W, 
     """Rows [y0, y1) of one kernel offset's output (row length ow): inside [x0, x1), zero around."""
     cdef Py_ssize_t y, t, n_in = x1 - x0
     cdef const floating* src
+    cdef floating* row
     for y in range(y0, y1):
         src = plane + (y * sh + di) * W + x0 * sw + dj
-        memset(dst + y * ow, 0, x0 * sizeof(floating))
+        row = dst + y * ow
+        for t in range(x0):  # a few entries at most: a loop, not a call (rows are short on small maps)
+            row[t] = 0
         if sw == 1:
             for t in range(n_in):
-                dst[y * ow + x0 + t] = src[t]
+                row[x0 + t] = src[t]
         else:
             for t in range(n_in):
-                dst[y * ow + x0 + t] = src[t * sw]
-        memset(dst + y * ow + x1, 0, (ow - x1) * sizeof(floating))
+                row[x0 + t] = src[t * sw]
+        for t in range(x1, ow):
+            row[t] = 0
 
 
 cdef inline void col2im_channel(const floating* rows, floating* plane, Py_ssize_t H, Py_ssize_t W,

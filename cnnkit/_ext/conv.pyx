@@ -1,52 +1,48 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Convolution drivers: OpenMP threads over bands of output rows, BLAS called directly, no GIL.
+"""Convolution drivers (im2col + GEMM): OpenMP threads over work items, BLAS called directly, no GIL.
 
-Notation: K = C*KH*KW column rows, P = OH*OW output positions, a band = R consecutive
-output rows of one image (Q = R*OW positions), wb = [w.reshape(F, K) | b] of shape (F, K+1).
+Notation: K = C*KH*KW column rows, P = OH*OW output positions, wb = [w.reshape(F, K) | b] of
+shape (F, K+1). A work item is R consecutive output rows of one image (a band), or, on maps
+small enough, B whole images; it covers Q = R*OW positions of each of its images.
 
-Design:
-1. Bands, not images, are the unit of work. R is chosen so that a band's columns
-   (K+1, Q) and its staged output gradient (F, Q) (see 4.) fill at most BAND_BYTES (this
-   machine's L2): im2col writes them and the GEMMs read them while they are still in
-   cache. Smaller bands measured no faster in float32 and slower in float64 (shape B: 1
-   row of 32 positions at 256 KiB, 19% more time). Thread t owns one column buffer whose
-   last row is ones, so wb @ cols adds the bias and dout @ cols.T yields [dw | db] in the
-   same product. Its rows are ld apart, an odd number of cache lines (_row_stride): rows
-   4 KiB apart all fall in one of L1's sets, and shape A's forward product (Q = 1024)
-   ran 30% slower so. The workspace starts a cache line, so every row starts one.
-2. The GEMMs are direct calls to scipy's BLAS (cnnkit/_ext/_blas.pxd), single-threaded
-   inside the parallel loop: no GIL, no numpy call. The caller keeps BLAS's own pool at
-   one thread meanwhile (cnnkit/fast/_threads.py), so only our OpenMP threads run.
-3. Forward: every band of every image is a work item, dealt out dynamically (the cores
-   may be shared; one image alone still keeps every thread busy). out[n][:, band] =
-   wb @ cols is written in place with row stride P: NCHW, no transpose copy.
-4. Backward, per band: the band's dout is first copied (staged) into a buffer of the
-   thread's, rows ld apart. Both products then read it from L2: read in place, from
-   memory and with rows P apart, shape A's two products ran 18% slower, copy included.
-   [dw | db].T += cols @ dout[n][:, band].T (in this orientation
-   scipy's OpenBLAS ran shape B's product at 86 GFLOP/s on one thread, against 58 for
-   [dw | db] += dout[n][:, band] @ cols.T; the transposed sums cost one small pass), then
-   the columns are overwritten with w.T @ dout[n][:, band] and col2im adds them into dx[n]
-   (bands of one image overlap in dx, so one thread does a whole image, and a batch of
-   fewer images than GRADIENT_GROUPS uses one thread per image at most). The images are
-   cut into GRADIENT_GROUPS groups of consecutive images, fixed by N alone; a group sums
-   its [dw | db].T in image and band order and the groups are then added in order.
-   Threads take groups dynamically, yet every call adds in the same order: the gradients
-   are bit for bit the same on every call, whatever the thread count.
-5. Several images per GEMM: measured, not done. Per-image products of shape C
-   (64 x 288 x 256) ran at the rate of four-image ones (and the weight-gradient product
-   slower with a 4x longer inner dimension), and a multi-image forward product (F, n*P)
-   is not NCHW, so it would need the copy this layout avoids.
-6. The buffers (one per thread, plus the group sums) come from a workspace kept per
-   Python thread between calls (cnnkit/_ext/_drivers.py); it holds nothing from one call
-   to the next. Nothing of size N*K*P exists: backward recomputes each band's columns.
-7. Stride-1 windows that keep the width (OW == W, "same" padding) copy and add each
-   kernel offset's rows in one run (cnnkit/_ext/_im2col.pxd).
-8. A pointwise convolution (1x1 kernel, unit stride, no padding) skips im2col: x[n] seen
-   as (C, P) is its own column matrix; plain loops add the bias and sum db.
-9. ReLU fused (conv2d_relu): the forward takes a band's ReLU while it is in cache, the
-   backward stages dout through the output's mask (pointwise, too, stages it then).
-   The gradients are those of the unfused pair, bit for bit, without ReLU's own passes.
+Contract and rules:
+1. Work items, not images, are the unit of work. R is chosen so that an item's columns
+   (K+1, Q) and its output (gradient) (F, Q) fill at most BAND_BYTES (about an L2): im2col
+   writes them and the GEMMs read them while they are still in cache. Where a whole image
+   fits (R = OH) several times and has fewer output positions than there are filters (P < F),
+   an item takes B whole images, at most a GRADIENT_GROUPS-th of the batch, so that the GEMMs
+   are B times wider and the weights, larger than an image's columns then, are packed once
+   per B images, not once per image (elsewhere the copy from the item's product to the NCHW
+   output would cost more than that saves). Thread t owns one column buffer whose last row is ones, so
+   wb @ cols adds the bias and dout @ cols.T yields [dw | db] in the same product. Its rows
+   are ld apart, an odd number of cache lines (_row_stride), so that they spread over L1's
+   sets; the workspace starts a cache line, so every row starts one.
+2. The GEMMs are direct calls to scipy's BLAS (cnnkit/_ext/_blas.pxd), single-threaded inside
+   the parallel loop: no GIL, no numpy call. The caller keeps BLAS's own pool at one thread
+   meanwhile (cnnkit/fast/_threads.py), so only our OpenMP threads run.
+3. Forward: the items are dealt out dynamically (the cores may be shared; one image alone
+   still keeps every thread busy when cut into bands). A band's out[n][:, band] = wb @ cols
+   is written in place with row stride P (NCHW, no copy); B images' product goes to the
+   thread's buffer and is copied to their NCHW planes.
+4. Backward, per item: its dout is first copied (staged) into the thread's buffer, rows ld
+   apart, so that both products read it from cache. [dw | db].T += cols @ dout.T (the
+   orientation OpenBLAS runs faster on these shapes; the transposed sums cost one small
+   pass), then the columns are overwritten with w.T @ dout and col2im adds them into dx
+   (bands of one image overlap in dx, so one thread does whole images). The images are cut
+   into GRADIENT_GROUPS groups of consecutive images, fixed by N alone, and a group into
+   items from its first image on; a group sums its [dw | db].T in item order and the groups
+   are then added in order. Threads take groups dynamically, yet every call adds in the same
+   order: the weight gradients are bit for bit the same whatever the thread count.
+5. The buffers (one per thread, plus the group sums) come from a workspace kept per Python
+   thread between calls (cnnkit/_ext/_drivers.py); it holds nothing from one call to the
+   next. Nothing of size N*K*P exists: the backward recomputes each item's columns.
+6. Stride-1 windows that keep the width (OW == W, "same" padding) copy and add each kernel
+   offset's rows in one run (cnnkit/_ext/_im2col.pxd).
+7. A pointwise convolution (1x1 kernel, unit stride, no padding) skips im2col: x[n] seen as
+   (C, P) is its own column matrix; plain loops add the bias and sum db. Its items are bands.
+8. ReLU fused (conv2d_relu): the forward takes an item's ReLU while it is in cache, the
+   backward stages dout through the output's mask (pointwise, too, stages it then). The
+   gradients are those of the unfused pair, bit for bit, without ReLU's own passes.
 """
 import numpy as np
 from cython cimport floating
@@ -59,13 +55,14 @@ from cnnkit._ext._drivers import check_threads, expect_shape, workspace
 from cnnkit._ext._im2col cimport col2im_channel, im2col_channel, output_hw
 
 GRADIENT_GROUPS = 8  # groups of images whose weight gradients are summed apart (see 4.)
-BAND_BYTES = 1 << 20  # largest columns + staged dout of one band (see 1.)
+BAND_BYTES = 1 << 20  # largest columns + output (gradient) of one item: about an L2 (see 1.)
 cdef enum:
     CACHE_LINE = 64  # bytes
+    TILE = 16  # entries a side of the squares the weight gradient is transposed in
 
 
 cdef struct Conv:
-    Py_ssize_t C, H, W, F, K, OH, OW, P, rows, ld  # rows: output rows per band (R); ld: see _row_stride
+    Py_ssize_t N, C, H, W, F, K, OH, OW, P, rows, images, ld  # rows: R; images: B; ld: see _row_stride
     int kh, kw, sh, sw, ph, pw
     bint pointwise
 
@@ -74,8 +71,9 @@ cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, i
                 Py_ssize_t itemsize) except *:
     """The geometry of a convolution after checking that wb is (F, C*KH*KW + 1) for x (N, C, H, W)."""
     cdef Conv g
+    cdef Py_ssize_t image_bytes
     g.OH, g.OW = output_hw(x_shape, kh, kw, sh, sw, ph, pw)
-    g.C, g.H, g.W, g.F = x_shape[1], x_shape[2], x_shape[3], wb_shape[0]
+    g.N, g.C, g.H, g.W, g.F = x_shape[0], x_shape[1], x_shape[2], x_shape[3], wb_shape[0]
     g.K, g.P = g.C * kh * kw, g.OH * g.OW
     if wb_shape[1] != g.K + 1:
         raise ValueError(f"wb must have shape (F, {g.K + 1}) = (F, C*KH*KW + 1), got {wb_shape}")
@@ -83,8 +81,12 @@ cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, i
         raise ValueError(f"C*KH*KW + 1 = {g.K + 1}, OH*OW = {g.P} and F = {g.F} must each fit BLAS's int")
     g.kh, g.kw, g.sh, g.sw, g.ph, g.pw = kh, kw, sh, sw, ph, pw
     g.pointwise = kh == kw == sh == sw == 1 and ph == pw == 0
+    image_bytes = (g.K + 1 + g.F) * g.P * itemsize
     g.rows = g.OH if g.pointwise else max(1, min(g.OH, BAND_BYTES // ((g.K + 1 + g.F) * g.OW * itemsize)))
-    g.ld = _row_stride(g.rows * g.OW, itemsize)
+    g.images = 1
+    if not g.pointwise and g.rows == g.OH and g.P < g.F:
+        g.images = max(1, min(BAND_BYTES // max(1, image_bytes), g.N // GRADIENT_GROUPS))
+    g.ld = _row_stride(g.images * g.rows * g.OW, itemsize)
     return g
 
 
@@ -92,14 +94,14 @@ cdef inline Py_ssize_t _row_stride(Py_ssize_t q, Py_ssize_t itemsize) noexcept n
     """Elements from one column row to the next: q rounded up to an odd number of cache lines.
 
     Rows an odd number of lines apart spread over all of L1's sets; rows a power of two
-    apart share a few (shape A's forward product ran 30% slower with rows 8 KiB apart).
+    apart would share a few of them.
     """
     cdef Py_ssize_t lines = (q * itemsize + CACHE_LINE - 1) // CACHE_LINE
     return (lines | 1) * (CACHE_LINE // itemsize)
 
 
 cdef inline Py_ssize_t _band_columns(const Conv* g) noexcept nogil:
-    """Elements of one thread's column buffer: K+1 rows of R*OW, ld apart; none when pointwise."""
+    """Elements of one thread's column buffer: K+1 rows, ld apart; none when pointwise."""
     return 0 if g.pointwise else (g.K + 1) * g.ld
 
 
@@ -135,34 +137,61 @@ cdef void _col2im_band(const Conv* g, floating* cols, floating* image, Py_ssize_
 
     Entries of cols that fall in the padding may be overwritten.
     """
-    cdef Py_ssize_t c, q = rows * g.OW, skip = _skipped(g, y0), plane = g.H * g.W
+    cdef Py_ssize_t c, skip = _skipped(g, y0), plane = g.H * g.W
     cdef int top_padding = <int>(skip - (y0 * g.sh - g.ph))
     for c in range(g.C):
         col2im_channel(cols + c * g.kh * g.kw * g.ld, image + c * plane + skip * g.W, g.H - skip, g.W,
                        g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW, g.ld, True)
 
 
-cdef void _forward_band(const Conv* g, const floating* image, const floating* wb, floating* out,
-                        floating* cols, Py_ssize_t y0, bint relu) noexcept nogil:
-    """out (F, P) of one image: its columns [y0*OW, (y0+R)*OW) = wb @ the band's patches (their ReLU when relu)."""
-    cdef Py_ssize_t rows = min(g.rows, g.OH - y0), q = rows * g.OW, f, p
+cdef void _store(const floating* src, floating* dst, Py_ssize_t rows, Py_ssize_t q, Py_ssize_t ld,
+                 Py_ssize_t stride, bint relu) noexcept nogil:
+    """dst (rows, q), rows `stride` apart = src (rows, q), rows ld apart, or its ReLU; src may be dst.
+
+    The fast ReLU's formula: NaN and -0.0 stay.
+    """
+    cdef Py_ssize_t f, p
     cdef floating value
-    out += y0 * g.OW
+    for f in range(rows):
+        if not relu:
+            memcpy(dst + f * stride, src + f * ld, q * sizeof(floating))
+            continue
+        for p in range(q):
+            value = src[f * ld + p]
+            dst[f * stride + p] = 0 if value < 0 else value
+
+
+cdef void _forward_item(const Conv* g, const floating* x, const floating* wb, floating* out,
+                        floating* cols, floating* product, Py_ssize_t n0, Py_ssize_t y0, bint relu) noexcept nogil:
+    """Output rows [y0, y0+R) of images [n0, n0+B) of out (N, F, P) = wb @ their patches (their ReLU when relu).
+
+    product: a thread's (F, B*P) buffer, rows ld apart, used when the item has more than one image.
+    """
+    cdef Py_ssize_t rows = min(g.rows, g.OH - y0), q = rows * g.OW, nb = min(g.images, g.N - n0), i, f, p
+    cdef Py_ssize_t plane = g.C * g.H * g.W, planes = g.F * g.P
+    x += n0 * plane
+    out += n0 * planes + y0 * g.OW
     if g.pointwise:
         gemm(False, False, <int>g.F, <int>q, <int>g.K, <floating>1, wb, <int>(g.K + 1),
-             image + y0 * g.OW, <int>g.P, <floating>0, out, <int>g.P)
+             x + y0 * g.OW, <int>g.P, <floating>0, out, <int>g.P)
         for f in range(g.F):
             for p in range(q):
                 out[f * g.P + p] += wb[f * (g.K + 1) + g.K]
-    else:
-        _im2col_band(g, image, cols, y0, rows)
+        if relu:
+            _store(out, out, g.F, q, g.P, g.P, relu)
+        return
+    for i in range(nb):
+        _im2col_band(g, x + i * plane, cols + i * q, y0, rows)
+    if nb == 1:
         gemm(False, False, <int>g.F, <int>q, <int>(g.K + 1), <floating>1, wb, <int>(g.K + 1),
              cols, <int>g.ld, <floating>0, out, <int>g.P)
-    if relu:  # the fast ReLU's formula: NaN and -0.0 stay
-        for f in range(g.F):
-            for p in range(q):
-                value = out[f * g.P + p]
-                out[f * g.P + p] = 0 if value < 0 else value
+        if relu:
+            _store(out, out, g.F, q, g.P, g.P, relu)
+        return
+    gemm(False, False, <int>g.F, <int>(nb * q), <int>(g.K + 1), <floating>1, wb, <int>(g.K + 1),
+         cols, <int>g.ld, <floating>0, product, <int>g.ld)
+    for i in range(nb):
+        _store(product + i * q, out + i * planes, g.F, q, g.ld, g.P, relu)
 
 
 cdef void _stage(const floating* dout, const floating* out, floating* staged, Py_ssize_t rows, Py_ssize_t q,
@@ -171,7 +200,7 @@ cdef void _stage(const floating* dout, const floating* out, floating* staged, Py
     dout and out have rows `stride` apart.
 
     Both are read unconditionally, so the masking loop has no branch and GCC vectorises it (a
-    conditional read of dout made it branch on every entry: shape A's backward took 2.5x as long).
+    conditional read of dout would branch on every entry).
     """
     cdef Py_ssize_t f, p
     cdef floating value
@@ -184,25 +213,31 @@ cdef void _stage(const floating* dout, const floating* out, floating* staged, Py
             staged[f * ld + p] = value if out[f * stride + p] > 0 else 0
 
 
-cdef void _backward_band(const Conv* g, const floating* image, const floating* wb, const floating* dout,
+cdef void _backward_item(const Conv* g, const floating* x, const floating* wb, const floating* dout,
                          const floating* out, floating* dx, floating* dwb_t, floating* cols, floating* staged,
-                         Py_ssize_t y0) noexcept nogil:
-    """dwb_t (K+1, F) += this band's [dw | db].T; its share of dx (C, H, W) written (pointwise) or added,
-    unless dx is NULL.
+                         Py_ssize_t n0, Py_ssize_t nb, Py_ssize_t y0) noexcept nogil:
+    """dwb_t (K+1, F) += the [dw | db].T of output rows [y0, y0+R) of images [n0, n0+nb); their share of
+    dx (N, C, H, W) written (pointwise) or added, unless dx is NULL. nb > 1 only when R = OH.
 
-    Unless staged is NULL (pointwise without ReLU), the products read the band's dout from staged
-    (F, Q), rows ld apart (see 4.); with out (F, P) not NULL (the fused ReLU's output), it counts where out > 0 only.
+    Unless staged is NULL (pointwise without ReLU), the products read the item's dout from staged
+    (F, nb*Q), rows ld apart (see 4.); with out (N, F, P) not NULL (the fused ReLU's output), it counts
+    where out > 0 only.
     """
-    cdef Py_ssize_t rows = min(g.rows, g.OH - y0), q = rows * g.OW, f, p
+    cdef Py_ssize_t rows = min(g.rows, g.OH - y0), q = rows * g.OW, i, f, p
+    cdef Py_ssize_t plane = g.C * g.H * g.W, planes = g.F * g.P, offset = y0 * g.OW
     cdef int ld = <int>g.P
     cdef double total
-    dout += y0 * g.OW
+    x += n0 * plane
+    dout += n0 * planes + offset
+    if dx != NULL:
+        dx += n0 * plane
     if staged != NULL:
-        _stage(dout, out + y0 * g.OW if out != NULL else NULL, staged, g.F, q, g.P, g.ld)
+        for i in range(nb):
+            _stage(dout + i * planes, out + n0 * planes + offset + i * planes if out != NULL else NULL,
+                   staged + i * q, g.F, q, g.P, g.ld)
         dout, ld = staged, <int>g.ld
     if g.pointwise:
-        image = image + y0 * g.OW
-        gemm(False, True, <int>g.K, <int>g.F, <int>q, <floating>1, image, <int>g.P, dout, ld,
+        gemm(False, True, <int>g.K, <int>g.F, <int>q, <floating>1, x + offset, <int>g.P, dout, ld,
              <floating>1, dwb_t, <int>g.F)
         for f in range(g.F):
             total = 0
@@ -211,28 +246,44 @@ cdef void _backward_band(const Conv* g, const floating* image, const floating* w
             dwb_t[g.K * g.F + f] += <floating>total
         if dx != NULL:
             gemm(True, False, <int>g.K, <int>q, <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, ld,
-                 <floating>0, dx + y0 * g.OW, <int>g.P)
-    else:
-        _im2col_band(g, image, cols, y0, rows)
-        gemm(False, True, <int>(g.K + 1), <int>g.F, <int>q, <floating>1, cols, <int>g.ld, dout, ld,
-             <floating>1, dwb_t, <int>g.F)
-        if dx != NULL:
-            gemm(True, False, <int>g.K, <int>q, <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, ld,
-                 <floating>0, cols, <int>g.ld)
-            _col2im_band(g, cols, dx, y0, rows)
+                 <floating>0, dx + offset, <int>g.P)
+        return
+    for i in range(nb):
+        _im2col_band(g, x + i * plane, cols + i * q, y0, rows)
+    gemm(False, True, <int>(g.K + 1), <int>g.F, <int>(nb * q), <floating>1, cols, <int>g.ld, dout, ld,
+         <floating>1, dwb_t, <int>g.F)
+    if dx != NULL:
+        gemm(True, False, <int>g.K, <int>(nb * q), <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, ld,
+             <floating>0, cols, <int>g.ld)
+        for i in range(nb):
+            _col2im_band(g, cols + i * q, dx + i * plane, y0, rows)
 
 
-cdef void _add_groups(floating* row, const floating* parts, Py_ssize_t groups, Py_ssize_t size,
-                      Py_ssize_t columns) noexcept nogil:
-    """row[:columns] = column f of the `groups` (columns, F) parts (`size` apart), added in order.
+cdef void _add_groups(floating* dwb, floating* parts, Py_ssize_t groups, Py_ssize_t rows,
+                      Py_ssize_t F) noexcept nogil:
+    """dwb (F, rows) = the sum of the `groups` (rows, F) parts (consecutive), added in order, transposed.
 
-    parts points at the f-th entry of the first part's first row.
+    The parts are added into the first along their rows (contiguous, vectorised), then it is transposed
+    in TILE x TILE squares, so that both sides stay in cache whatever F (large weights included).
     """
-    cdef Py_ssize_t group, i, F = size // columns
-    memset(row, 0, columns * sizeof(floating))
-    for group in range(groups):
-        for i in range(columns):
-            row[i] += parts[group * size + i * F]
+    cdef Py_ssize_t group, i, f, row_square, filter_square, size = rows * F
+    if groups == 0:
+        memset(dwb, 0, size * sizeof(floating))
+        return
+    for group in range(1, groups):
+        for i in range(size):
+            parts[i] += parts[group * size + i]
+    for row_square in range((rows + TILE - 1) // TILE):
+        for filter_square in range((F + TILE - 1) // TILE):
+            for f in range(filter_square * TILE, min(filter_square * TILE + TILE, F)):
+                for i in range(row_square * TILE, min(row_square * TILE + TILE, rows)):
+                    dwb[f * rows + i] = parts[i * F + f]
+
+
+def work_item(tuple x_shape, int filters, int kh, int kw, int sh, int sw, int ph, int pw, Py_ssize_t itemsize):
+    """(R, B) of a convolution of x (N, C, H, W) with `filters` filters: output rows and images per work item."""
+    cdef Conv g = _conv(x_shape, (filters, x_shape[1] * kh * kw + 1), kh, kw, sh, sw, ph, pw, itemsize)
+    return g.rows, g.images
 
 
 def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, floating[:, :, ::1] out,
@@ -244,14 +295,16 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, floa
     cdef Conv g = _conv(tuple(x.shape)[:4], tuple(wb.shape)[:2], kh, kw, sh, sw, ph, pw, sizeof(floating))
     expect_shape(tuple(out.shape)[:3], (x.shape[0], g.F, g.P), "out")
     check_threads(n_threads)
-    cdef Py_ssize_t bands = _bands(&g), item, n, size = _band_columns(&g)
+    cdef Py_ssize_t bands = _bands(&g), chunks = (g.N + g.images - 1) // g.images, item
+    cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if g.images > 1 else 0)
     cdef floating[::1] work = workspace(np.asarray(out).dtype, n_threads * size)
-    if x.shape[0] == 0 or g.F == 0:
+    cdef floating* buffer
+    if g.N == 0 or g.F == 0:
         return
-    for item in prange(x.shape[0] * bands, nogil=True, schedule="dynamic", num_threads=n_threads):
-        n = item // bands
-        _forward_band(&g, &x[n, 0, 0, 0], &wb[0, 0], &out[n, 0, 0], &work[0] + threadid() * size,
-                      (item % bands) * g.rows, relu)
+    for item in prange(chunks * bands, nogil=True, schedule="dynamic", num_threads=n_threads):
+        buffer = &work[0] + threadid() * size
+        _forward_item(&g, &x[0, 0, 0, 0], &wb[0, 0], &out[0, 0, 0], buffer, buffer + _band_columns(&g),
+                      (item // bands) * g.images, (item % bands) * g.rows, relu)
 
 
 def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, const floating[:, :, ::1] dout,
@@ -271,21 +324,23 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
     if out is not None:
         expect_shape(tuple(out.shape)[:3], tuple(dout.shape)[:3], "out")
     cdef bint relu = out is not None and out.size > 0, input_grad = dx is not None, staging = relu or not g.pointwise
-    cdef Py_ssize_t N = x.shape[0], groups = min(N, GRADIENT_GROUPS)
+    cdef Py_ssize_t N = g.N, groups = min(N, GRADIENT_GROUPS), plane = g.C * g.H * g.W
     cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if staging else 0)
-    cdef Py_ssize_t sums = g.F * (g.K + 1), bands = _bands(&g), group, n, band, f
+    cdef Py_ssize_t sums = g.F * (g.K + 1), bands = _bands(&g), group, n, nb, last, band
     cdef floating[::1] work = workspace(np.asarray(dwb).dtype, n_threads * size + groups * sums)
     cdef floating* group_sums = &work[0] + n_threads * size
     cdef floating* cols
     for group in prange(groups, nogil=True, schedule="dynamic", num_threads=n_threads):
         cols = &work[0] + threadid() * size
         memset(group_sums + group * sums, 0, sums * sizeof(floating))
-        for n in range(group * N // groups, (group + 1) * N // groups):
+        n, last = group * N // groups, (group + 1) * N // groups
+        while n < last:
+            nb = min(g.images, last - n)
             if input_grad and not g.pointwise:
-                memset(&dx[n, 0, 0, 0], 0, g.C * g.H * g.W * sizeof(floating))
+                memset(&dx[n, 0, 0, 0], 0, nb * plane * sizeof(floating))
             for band in range(bands):
-                _backward_band(&g, &x[n, 0, 0, 0], &wb[0, 0], &dout[n, 0, 0], &out[n, 0, 0] if relu else NULL,
-                               &dx[n, 0, 0, 0] if input_grad else NULL, group_sums + group * sums, cols,
-                               cols + _band_columns(&g) if staging else NULL, band * g.rows)
-    for f in range(g.F):  # a small pass: not worth waking the threads again
-        _add_groups(&dwb[f, 0], group_sums + f, groups, sums, g.K + 1)
+                _backward_item(&g, &x[0, 0, 0, 0], &wb[0, 0], &dout[0, 0, 0], &out[0, 0, 0] if relu else NULL,
+                               &dx[0, 0, 0, 0] if input_grad else NULL, group_sums + group * sums, cols,
+                               cols + _band_columns(&g) if staging else NULL, n, nb, band * g.rows)
+            n = n + nb
+    _add_groups(&dwb[0, 0], group_sums, groups, g.K + 1, g.F)  # serial: one pass over the weights per group

@@ -1,6 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Winograd F(2x2, 3x3) drivers for 3x3 stride-1 convolutions (Lavin and Gray 2016).
 
+Shapes: x (N, C, H, W), w (F, C, 3, 3), b (F,), any padding (ph, pw) >= 0 -> out (N, F, OH, OW);
+the backward takes dout (N, F, OH, OW) and writes dx (unless None), dw, db.
+
 Notation: a tile is a 2x2 block of output positions; it reads the 4x4 input patch d at
 (2*ty - ph, 2*tx - pw), zeros outside the image. An image has TH x TW tiles (the last row
 and column may stick out of the output and are cropped). k in [0, 16) indexes the 4x4
@@ -10,37 +13,29 @@ transformed domain. With B^T, G, A^T of the paper:
     dw = G^T dU G                  dV_k = U_k^T @ dM_k (C, T)     dx = B dv B^T, overlap-added
 Each GEMM of the 16 has 2.25 times fewer multiply-adds per output than im2col's.
 
-Design:
-1. The unit of work is a band: `rows` consecutive tile rows of the whole batch (a band
-   may run across images, so the GEMMs of small images stay large), chosen so that a
-   thread's V and M (16 * (C + F) * rows * TW entries) fill at most BAND_BYTES, and
-   small enough for MIN_BANDS bands, so that the threads and the gradient groups (5.) get
-   even shares. The input transform writes V while the band's input is in cache, the 16
-   GEMMs read it, the output transform writes out (NCHW) from M.
+Contract and rules:
+1. The unit of work is a band: `rows` consecutive tile rows of the whole batch (a band may
+   run across images, so the GEMMs of small images stay large), chosen so that a thread's V
+   and M (16 * (C + F) * rows * TW entries) fill at most BAND_BYTES, and small enough for
+   MIN_BANDS bands, so that the threads and the gradient groups (5.) get even shares. The
+   input transform writes V while the band's input is in cache, the 16 GEMMs read it, the
+   output transform writes out (NCHW) from M.
 2. The 1-D transforms are written out by hand (_input_1d and friends) and applied along
-   rows, then along columns, of each tile. BLOCK tiles of one channel at a time: their
-   input rows are copied, zero-padded, into an array on the stack, transformed into another
-   and stored to their 16 matrices, so the loop over tiles has no bounds test and GCC
-   vectorises it (plain loops: glibc's memcpy per block took 12% of the time in perf).
-   Channel by channel, then tile row: reads run along each plane (the other order, jumping
-   from plane to plane, stalled on loads: shape C took 0.98 of im2col's time, not 0.77).
-   The 16 matrices of a band lie SKEW entries more than their size apart: at exactly their
-   size (64 KiB on shape C) the 16 streams of a block's stores fell in one cache set, and
-   shape C's forward and backward took 5-10% longer.
+   rows, then along columns, of each tile. BLOCK tiles of one channel at a time: their input
+   rows are copied, zero-padded, into an array on the stack, transformed into another and
+   stored to their 16 matrices, so the loop over tiles has no bounds test and GCC vectorises
+   it (plain loops, not memcpy calls per block). Channel by channel, then tile row: reads run
+   along each plane rather than jumping from plane to plane. The 16 matrices of a band lie
+   SKEW entries more than their size apart, so that the 16 streams of a block's stores do not
+   fall in one cache set when that size is a power of two.
 3. Forward: bands dealt out dynamically; U is computed once per call (serial: F*C filters).
 4. Backward: one pass over the bands for all three gradients. A band transforms x (V) and
    dout (dM, summing db), adds dM_k @ V_k.T into dU, then computes dV_k = U_k.T @ dM_k in
-   V's place and transforms it into dx. dM is shared: the earlier data gradient, the forward
-   driver run on dout with the filters turned, transformed dout again (64 channels on shape C,
-   4 times their size) and took 12.0-13.4 ms of shape C's backward, this 10.9-11.0.
-   The backward stores V tile-major, (16, T, C): dU_k += dM_k @ V_k.T would multiply along
-   the rows of both operands, which OpenBLAS runs in its general kernel after packing them
-   (93-100 GFLOP/s on one thread for shape C's bands), while dM_k @ V_k from (T, C) is a
-   plain product for its small-matrix kernel (155-168). The input transform then takes
-   CHANNELS channels at a time and transposes their blocks in squares of 8 floats or 4
-   doubles (AVX shuffles where built with AVX, plain loops otherwise). Backward on 2 threads,
-   median of 3-5 runs alternating with the old code: shape C float32 9.7 -> 8.5 ms, float64
-   17.9 -> 16.4; shape B float32 32 -> 28.
+   V's place and transforms it into dx; dM is shared by both products. The backward stores V
+   tile-major, (16, T, C), so that dU_k += dM_k @ V_k is a plain product, which OpenBLAS runs
+   in its small-matrix kernel without packing; the input transform then takes CHANNELS
+   channels at a time and transposes their blocks in squares of 8 floats or 4 doubles (AVX
+   shuffles where built with AVX, plain loops otherwise).
    Neighbouring tile rows overlap by two rows of dx: each tile row stores its last two rows
    and adds its first two to the row above's, so a band needs no zeroed dx, and only where
    two groups (5.) meet could two threads write the same rows: a group keeps its first tile
@@ -52,19 +47,12 @@ Design:
    kept V would take 4 times the memory of x).
 6. Buffers come from the per-Python-thread workspace (cnnkit/_ext/_drivers.py): U, the group
    sums and kept rows, and one band's V and M per thread. Nothing scales with N.
-7. Measured against im2col's forward+backward (2 threads, 64 images, AVX2 build, one run; the
-   ratios for other shapes are in cnnkit/fast/conv.py): 0.55 of the time in float32 and 0.56
-   in float64 on 64x64x32x32 with 64 filters, 0.64 and 0.69 on 32x16x16 with 64 filters. On
-   shape C (128 images) perf puts 37% of it in OpenBLAS, 49% in the transforms. Tried and left:
-   dU_k.T += V_k @ dM_k.T (no faster than dU_k += dM_k @ V_k.T); software prefetches of the next
-   channel's rows of x (no faster: a forward of 8 or 16 images, which fit in L2, takes as
-   long per image as one of 128); bands of 2 MiB (5-15% slower
-   than 0.5-1 MiB); other band sizes and counts on shape C (no change).
-8. ReLU fused (conv2d_relu): the output transform stores max(0, y) (the fast ReLU's formula),
+7. ReLU fused (conv2d_relu): the output transform stores max(0, y) (the fast ReLU's formula),
    and the output-gradient transform reads dout as 0 where out is not > 0. The gradients are
    those of the unfused pair, bit for bit, without ReLU's own passes over the output.
-9. Not F(4x4, 3x3): its float32 forward (numpy model) erred 15 times more than F(2x2, 3x3)
-   (4e-6 of the largest output against 2.6e-7) and failed rtol = atol = 1e-5 from C = 4 on.
+8. Not F(4x4, 3x3): its float32 rounding error is an order of magnitude above F(2x2, 3x3)'s,
+   beyond the tolerance the fast ops promise against the reference.
+Which shapes run here rather than on im2col is cnnkit/fast/conv.py's rule (_uses_winograd).
 """
 import numpy as np
 from cython cimport floating
@@ -426,7 +414,7 @@ cdef void _transform_gradients(const Tiling* t, const floating* dout, const floa
                     for i in range(4):
                         _output_gradient_1d(s + i, 4, v + i * BLOCK + l, 4 * BLOCK)
                 _store_block(v, dst + tx, t.ms, nt)
-        for i in range(1, 2 * BLOCK):  # once per channel and band: a serial sum per tile row cost 10% of backward
+        for i in range(1, 2 * BLOCK):  # once per channel and band, not per tile row: a serial chain
             sums[0] = sums[0] + sums[i]
         db[f] += <floating>sums[0]
 
@@ -437,7 +425,7 @@ cdef inline void _overlapped_tiles(const floating* v, Py_ssize_t vs, bint left, 
     at v (if own) and l-1 the one at v - 1 (if left), v the first of the 16 entries of dV, vs apart.
 
     From both tiles' dV, not from stored sums of the left one: reading those one tile over, just after they were
-    stored, stalled the loads (a store-forwarding stall took a third of the time).
+    stored, stalls the loads on store forwarding.
     """
     cdef floating s[16]
     cdef floating z[16]
@@ -509,8 +497,8 @@ cdef void _transform_input_gradients(const Tiling* t, const floating* dV, floati
     """dx (N, C, H, W) from dV (16, C, count*TW) on tile rows [r0, r0+count): B dv B^T of every tile, overlap-added.
 
     BLOCK tiles of a tile row at a time, column pair by column pair: _overlapped_tiles for a block's first pair and
-    the row's right edge, _overlapped_pairs for the rest (one loop of 8 pairs on shape C's rows fills a vector; as
-    a loop of 7 it ran scalar and shape C's backward took 7% longer). The tile row's last two rows are the first
+    the row's right edge, _overlapped_pairs for the rest (one loop over the pairs from the block's second to the
+    row's edge, so that its trip count fills whole vectors where a block's own 7 pairs would run scalar). The tile row's last two rows are the first
     to reach their rows of dx and are stored, its first two added to what the tile row above stored (stored too
     at the top of an image). edge (C, 2, W), unless NULL, takes the first tile row's first two rows instead: the
     band's caller adds them once the other threads are done (see 4.).

@@ -1,27 +1,26 @@
 """2-D convolution on the compiled drivers of cnnkit._ext (conv, winograd); same contract as cnnkit.reference.conv.
 
-The kernel threads (``cnnkit.set_num_threads``, fewer for small work) take bands of
-output rows: im2col into a private buffer that stays in cache, the band's GEMMs as direct
-single-threaded BLAS calls without the GIL, col2im (see cnnkit/_ext/conv.pyx). BLAS's
-own pool is held at one thread meanwhile (cnnkit/fast/_threads.py).
-The cache holds x, w, b and the window, not the im2col columns: x, w and b are the
-caller's own arrays when C-contiguous, so the cache costs no memory then.
+Shapes: x (N, C, H, W), w (F, C, KH, KW), b (F,) -> out (N, F, OH, OW), any stride and padding.
+One algorithm per shape (_uses_winograd), the same for forward and backward:
 
-A 3x3 stride-1 convolution with C and F both >= WINOGRAD_MIN_CHANNELS and an output at
-least WINOGRAD_MIN_WIDTH wide runs on Winograd F(2x2, 3x3) instead (cnnkit/_ext/winograd.pyx,
-or its AVX2 build winograd_avx2.pyx where the CPU has AVX2), forward and backward, any
-padding. Its time over im2col's, forward+backward of 64 images, 2 threads, float32/float64,
-AVX2 build (one run): C = F = 64 at 32x32 0.55/0.56, at 16x16 0.54/0.52; C = 32 to F = 64
-at 16x16 0.64/0.69; C = F = 32 at 16x16 0.55/0.61; C = F = 16 at 28x28 0.64/0.66 but at
-14x14 0.95/0.71 (few tiles a row); C = 16 to F = 32 at 14x14 0.97/0.83; C = 8 to F = 16
-at 28x28 1.11/0.97; C = F = 8 1.00/0.91; C = 3 to F = 16 at 32x32 1.35/1.30.
+- Winograd F(2x2, 3x3) (cnnkit/_ext/winograd.pyx, or its AVX2 build winograd_avx2.pyx where the
+  CPU has AVX2) for a 3x3 stride-1 convolution, any padding, with C and F >= WINOGRAD_MIN_CHANNELS,
+  at least WINOGRAD_MIN_TILES 2x2 output tiles in the batch, and OW >= WINOGRAD_MIN_WIDTH unless
+  C and F >= WINOGRAD_NARROW_CHANNELS: 2.25 times fewer multiply-adds, which pay for its
+  transforms only with enough channels, and for its 16 weight matrices only with enough tiles.
+- im2col + GEMM (cnnkit/_ext/conv.pyx) otherwise: work items of output rows, or of whole
+  images on small maps, im2col into a per-thread buffer that stays in cache, single-threaded
+  BLAS calls without the GIL, col2im; a pointwise convolution (1x1, unit stride, no padding)
+  multiplies x itself, with no im2col.
 
-conv2d_relu runs the same drivers with the ReLU taken in their output pass, and its
-backward has them read dout through the output's mask: the unfused pair's results bit
-for bit, without ReLU's own passes over the output. Forward+backward of the MNIST-shaped
-step's first convolution and its ReLU (64 x 1x28x28 to 16 channels, 2 threads, float32)
-took 1.30 ms fused against 1.48 unfused; CIFAR-wide's first, 128 x 3x32x32 to 64, 14.0
-against 16.5 ms (one run each).
+Threads: cnnkit.set_num_threads, with one per CONV_GRAIN multiply-adds at most; BLAS's own pool
+is held at one thread meanwhile (both in cnnkit/fast/_threads.py). Results are bit for bit the
+same from call to call at a given thread count (the weight gradients at any count).
+Cache: x, w, b and the window, not the im2col columns; x, w and b are the caller's own arrays
+when C-contiguous, so the cache costs no memory then.
+conv2d_relu runs the same drivers with the ReLU taken in their output pass, and its backward has
+them read dout through the output's mask: the unfused pair's results bit for bit, without ReLU's
+own passes over the output. input_grad=False skips the data-gradient products on every path.
 """
 import contextlib
 import math
@@ -40,7 +39,9 @@ if _winograd_kernels.cpu_has_avx2():  # the same drivers built for AVX2 (not bui
 WINOGRAD_BUILD = "AVX2" if _winograd_kernels.__name__.endswith("_avx2") else "baseline"  # for cnnkit info
 
 WINOGRAD_MIN_CHANNELS = 16  # C and F from which Winograd measured faster than im2col
-WINOGRAD_MIN_WIDTH = 16  # output width (OW) from which it did
+WINOGRAD_MIN_WIDTH = 16  # output width (OW) from which it did with so few channels: its transforms cost per tile
+WINOGRAD_NARROW_CHANNELS = 64  # C and F from which it did on narrower maps too (8x8, 4x4 ones of many images)
+WINOGRAD_MIN_TILES = 256  # 2x2 tiles of the batch below which it did not: too few to pay for its weight transforms
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -80,10 +81,11 @@ def _forward(x, w, b, stride, padding, relu):
     out = np.empty(x.shape[:1] + w.shape[:1] + out_hw, dtype=x.dtype)
     threads = kernel_threads(_multiply_adds(out, w), CONV_GRAIN)
     with single_threaded_blas():
-        if _winograd(w.shape, kernel, stride, out.shape[3]):
+        if _uses_winograd(x.shape, w.shape, kernel, stride, out_hw):
             _winograd_kernels.winograd_forward(x, w, b, out, *padding, threads, relu)
         else:
-            _kernels.conv_forward(x, _wb(w, b), _flat_hw(out), *kernel, *stride, *padding, threads, relu)
+            _kernels.conv_forward(x, _weights_with_bias(w, b), _flat_hw(out), *kernel, *stride, *padding, threads,
+                                  relu)
     return out, (x, w, b, (kernel, stride, padding))
 
 
@@ -97,20 +99,22 @@ def _backward(dout, cache, relu_out, input_grad):
     threads = kernel_threads((1 + input_grad) * _multiply_adds(dout, w), CONV_GRAIN)
     dx = np.empty_like(x) if input_grad else None
     with single_threaded_blas():
-        if _winograd(w.shape, kernel, stride, out_hw[1]):
+        if _uses_winograd(x.shape, w.shape, kernel, stride, out_hw):
             dw, db = np.empty_like(w), np.empty_like(b)
             _winograd_kernels.winograd_backward(x, w, dout, dx, dw, db, *padding, threads, relu_out)
             return dx, dw, db
-        dwb = np.empty((len(w), math.prod(w.shape[1:]) + 1), dtype=x.dtype)
-        _kernels.conv_backward(x, _wb(w, b), _flat_hw(dout), dx, dwb, *kernel, *stride, *padding, threads,
-                               None if relu_out is None else _flat_hw(relu_out))
-    return dx, dwb[:, :-1].reshape(w.shape), dwb[:, -1].copy()
+        weight_bias_grad = np.empty((len(w), math.prod(w.shape[1:]) + 1), dtype=x.dtype)
+        _kernels.conv_backward(x, _weights_with_bias(w, b), _flat_hw(dout), dx, weight_bias_grad, *kernel, *stride,
+                               *padding, threads, None if relu_out is None else _flat_hw(relu_out))
+    return dx, weight_bias_grad[:, :-1].reshape(w.shape), weight_bias_grad[:, -1].copy()
 
 
-def _winograd(w_shape, kernel, stride, out_width):
-    """Whether a convolution with weights of w_shape (F, C, KH, KW) runs on Winograd F(2x2, 3x3)."""
-    return (kernel == (3, 3) and stride == (1, 1) and min(w_shape[:2]) >= WINOGRAD_MIN_CHANNELS
-            and out_width >= WINOGRAD_MIN_WIDTH)
+def _uses_winograd(x_shape, w_shape, kernel, stride, out_hw):
+    """Whether a convolution of x (N, C, H, W) with w (F, C, KH, KW) to (OH, OW) runs on Winograd F(2x2, 3x3)."""
+    channels, tiles = min(w_shape[:2]), x_shape[0] * ((out_hw[0] + 1) // 2) * ((out_hw[1] + 1) // 2)
+    return (kernel == (3, 3) and stride == (1, 1) and channels >= WINOGRAD_MIN_CHANNELS
+            and tiles >= WINOGRAD_MIN_TILES
+            and (out_hw[1] >= WINOGRAD_MIN_WIDTH or channels >= WINOGRAD_NARROW_CHANNELS))
 
 
 def _flat_hw(a):
@@ -118,7 +122,7 @@ def _flat_hw(a):
     return a.reshape(a.shape[:2] + (a.shape[2] * a.shape[3],))
 
 
-def _wb(w, b):
+def _weights_with_bias(w, b):
     """[w.reshape(F, C*KH*KW) | b], shape (F, C*KH*KW + 1): the drivers' weight matrix."""
     return np.concatenate([w.reshape(len(w), math.prod(w.shape[1:])), b[:, None]], axis=1)
 

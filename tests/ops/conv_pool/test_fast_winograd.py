@@ -12,6 +12,7 @@ from cnnkit import fast, reference
 from cnnkit._ext import conv as conv_kernels
 from cnnkit._ext import winograd as winograd_kernels
 from cnnkit.fast import conv as fast_conv
+from cnnkit.fast._threads import single_threaded_blas
 from cnnkit.gradcheck import check_gradients
 
 pytestmark = pytest.mark.usefixtures("tiny_grains")
@@ -184,23 +185,36 @@ def test_fast_conv_runs_the_avx2_build_where_the_cpu_has_avx2():
 
 
 def im2col(x, w, b, padding, dout):
-    """out, dx, dw, db straight from the im2col kernels on one thread."""
+    """out, dx, dw, db straight from the im2col kernels on one thread, BLAS on one too (as cnnkit.fast runs them:
+    OpenBLAS may pick another kernel, with other roundings, when it has more threads).
+    """
     wb = np.concatenate([w.reshape(len(w), -1), b[:, None]], axis=1)
     out = np.empty(dout.shape, x.dtype)
     dx, dwb = np.empty_like(x), np.empty_like(wb)
-    conv_kernels.conv_forward(x, wb, out.reshape(out.shape[:2] + (-1,)), 3, 3, 1, 1, *padding, 1)
-    conv_kernels.conv_backward(x, wb, dout.reshape(out.shape[:2] + (-1,)), dx, dwb, 3, 3, 1, 1, *padding, 1)
+    with single_threaded_blas():
+        conv_kernels.conv_forward(x, wb, out.reshape(out.shape[:2] + (-1,)), 3, 3, 1, 1, *padding, 1)
+        conv_kernels.conv_backward(x, wb, dout.reshape(out.shape[:2] + (-1,)), dx, dwb, 3, 3, 1, 1, *padding, 1)
     return out, dx, dwb[:, :-1].reshape(w.shape), dwb[:, -1]
 
 
-@pytest.mark.parametrize("channels, width, kernels", [
-    (fast_conv.WINOGRAD_MIN_CHANNELS, fast_conv.WINOGRAD_MIN_WIDTH, winograd),  # enough of both: Winograd
-    (fast_conv.WINOGRAD_MIN_CHANNELS - 1, fast_conv.WINOGRAD_MIN_WIDTH, im2col),  # too few channels
-    (fast_conv.WINOGRAD_MIN_CHANNELS, fast_conv.WINOGRAD_MIN_WIDTH - 1, im2col),  # too narrow
+ENOUGH = fast_conv.WINOGRAD_MIN_CHANNELS
+NARROW = fast_conv.WINOGRAD_MIN_WIDTH - 1
+# images of 5 x width with padding 1: 3 tile rows of width/2 tiles
+TILES_AT = -(-fast_conv.WINOGRAD_MIN_TILES // (3 * (fast_conv.WINOGRAD_MIN_WIDTH // 2)))  # images for enough tiles
+
+
+@pytest.mark.parametrize("images, channels, width, kernels", [
+    (TILES_AT, ENOUGH, fast_conv.WINOGRAD_MIN_WIDTH, winograd),  # enough channels, width and tiles: Winograd
+    (TILES_AT, ENOUGH - 1, fast_conv.WINOGRAD_MIN_WIDTH, im2col),  # too few channels
+    (TILES_AT - 1, ENOUGH, fast_conv.WINOGRAD_MIN_WIDTH, im2col),  # too few tiles
+    (2 * TILES_AT, ENOUGH, NARROW, im2col),  # too narrow for so few channels
+    (2 * TILES_AT, fast_conv.WINOGRAD_NARROW_CHANNELS, NARROW, winograd),  # narrow, but channels enough
+    (2 * TILES_AT, fast_conv.WINOGRAD_NARROW_CHANNELS - 1, NARROW, im2col),
 ])
-def test_dispatch_picks_winograd_from_enough_channels_and_width(channels, width, kernels, rng, dtype):
+def test_dispatch_picks_winograd_from_enough_channels_width_and_tiles(images, channels, width, kernels, rng, dtype):
     cnnkit.set_num_threads(1)
-    x, w, b = conv_arrays(rng, (2, channels, 5, width), channels, (3, 3), dtype)
+    x, w, b = conv_arrays(rng, (images, channels, 5, width), channels, (3, 3), dtype)
+    assert fast_conv._uses_winograd(x.shape, w.shape, (3, 3), (1, 1), (5, width)) == (kernels is winograd)
     out, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 1))
     dout = rng.standard_normal(out.shape).astype(dtype)
     expected = kernels(x, w, b, (1, 1), dout)
