@@ -22,7 +22,7 @@ from cnnkit.fast._checks import checked_window
 from cnnkit.fast._elementwise import element_threads
 from cnnkit.fast._threads import CONV_GRAIN, kernel_threads, pool_threads
 from cnnkit.fast.affine import _threads as _affine_threads
-from cnnkit.fast.conv import _winograd, _winograd_kernels
+from cnnkit.fast.conv import _uses_winograd, _winograd_kernels
 
 __all__ = ["affine", "avg_pool2d", "conv2d", "max_pool2d", "maxout", "relu", "single_threaded_blas"]
 
@@ -35,7 +35,7 @@ def conv2d(x_shape, w_shape, dtype, stride, padding, relu):
     kernel, stride, padding, out_hw = checked_window(x_shape, w_shape[2:], stride, padding)
     out = np.empty((x_shape[0], w_shape[0], *out_hw), dtype)
     threads = kernel_threads(out.size * math.prod(w_shape[1:]), CONV_GRAIN)  # as cnnkit.fast.conv counts
-    if _winograd(w_shape, kernel, stride, out_hw[1]):
+    if _uses_winograd(x_shape, w_shape, kernel, stride, out_hw):
         def winograd(x, w, b):
             _winograd_kernels.winograd_forward(x, w, b, out, *padding, threads, relu)
             return out
