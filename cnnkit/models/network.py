@@ -74,6 +74,7 @@ class Network:
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self.training = True
         self._chain = nn.Sequential(self.layers)  # runs them: forward, backward, the fused conv+ReLU pairs
+        self.layers = self._chain.layers  # one list
         keys = keys or [{}] * len(self.layers)
         self._entries = {kind: self._keyed(kind, keys) for kind in ("params", "buffers")}
         self.params = {key: layer.params[name] for key, (layer, name) in self._entries["params"].items()}
