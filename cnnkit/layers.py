@@ -292,19 +292,21 @@ class Maxout(_Dense):
 class Conv2d(_Weighted):
     """2-D convolution (cross-correlation) over NCHW input.
 
-    Parameters
-    ----------
-    in_channels, out_channels : int
-    kernel_size, stride, padding : int or pair of ints
-    bias, init, dtype, rng
-        As for Linear; fan-in is in_channels*KH*KW.
-
     Input (N, in_channels, H, W); output (N, out_channels, OH, OW) with
     OH = (H + 2*padding - KH) // stride + 1.
 
     `forward(x, relu=True)` returns the output's ReLU, computed in the same op
     (functional.conv2d_relu_forward); backward then takes that output's gradient. A
     network runs a Conv2d followed by a ReLU layer so.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of the input and of the output (the number of filters).
+    kernel_size, stride, padding : int or pair of ints
+        The window (KH, KW), its step and the zeros added on each side.
+    bias, init, dtype, rng
+        As for Linear; fan-in is in_channels*KH*KW.
     """
 
     op = "conv2d"
