@@ -661,7 +661,7 @@ class Flatten(Layer):
 
     def _forward(self, x):
         x = np.asarray(x)
-        return x.reshape(len(x), -1), x.shape
+        return x.reshape(len(x), math.prod(x.shape[1:])), x.shape  # not -1: that fails on an empty batch
 
     def _backward(self, dout, cache):
         return dout.reshape(cache)

@@ -216,3 +216,9 @@ def test_bias_false_behaves_like_zero_bias(rng):
 def test_bad_arguments_raise_value_error(bad):
     with pytest.raises(ValueError):
         bad()
+
+
+def test_flatten_takes_an_empty_batch():
+    flatten = nn.Flatten()
+    assert flatten.forward(np.zeros((0, 3, 4, 5), np.float32)).shape == (0, 60)
+    assert flatten.backward(np.zeros((0, 60), np.float32)).shape == (0, 3, 4, 5)
