@@ -11,8 +11,8 @@ import cnnkit
 from cnnkit import fast, reference
 from cnnkit._ext import conv as conv_kernels
 from cnnkit._ext import winograd as winograd_kernels
-from cnnkit.fast import conv as fast_conv
 from cnnkit._runtime import single_threaded_blas
+from cnnkit.fast import conv as fast_conv
 from cnnkit.gradcheck import check_gradients
 
 pytestmark = pytest.mark.usefixtures("tiny_grains")
