@@ -84,3 +84,7 @@ def write_cifar_dataset(folder, rng, n=4):
     meta = {b"num_cases_per_batch": n, b"label_names": [f"class{i}".encode() for i in range(10)], b"num_vis": 3072}
     (folder / "batches.meta").write_bytes(b"\x80\x02" + py2_pickle(meta) + b".")
     return images, labels
+
+
+# MPICH on 127.0.0.1 only (its TCP netmod on the loopback interface); set before MPI_Init, i.e. importing mpi4py.MPI
+MPI_LOOPBACK = {"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp", "FI_TCP_IFACE": "lo"}

@@ -98,7 +98,7 @@ def test_performance_page_shows_the_suite_csv_once_it_exists(tmp_path, cnnkit_do
 
     def build():
         subprocess.run([sys.executable, "-m", "sphinx", "-q", "-W", "-b", "html", str(source), str(tmp_path / "out")],
-                       check=True, timeout=300, capture_output=True)
+                       check=True, timeout=300, capture_output=True, cwd=tmp_path)  # the installed cnnkit
         return (tmp_path / "out" / "index.html").read_text()
 
     page = build()

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from helpers import MPI_LOOPBACK
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,7 +108,9 @@ def test_reduction_is_checked():
         DataParallel(StandIn(0, 1), reduction="fastest")
 
 
-def test_one_rank_trains_the_bits_of_no_communicator():
+def test_one_rank_trains_the_bits_of_no_communicator(monkeypatch):
+    for name, value in MPI_LOOPBACK.items():  # MPI_Init in this process: listen on 127.0.0.1 only
+        monkeypatch.setenv(name, value)
     mpi = pytest.importorskip("mpi4py.MPI")
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 70)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import MPI_LOOPBACK
 
 from cnnkit.cli import main
 from cnnkit.trainer import Trainer
@@ -26,7 +27,6 @@ def find_mpiexec():
 
 MPIEXEC = find_mpiexec()
 pytestmark = [pytest.mark.mpi, pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec beside Python or on PATH")]
-LOOPBACK = {"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp", "FI_TCP_IFACE": "lo"}  # only 127.0.0.1
 TIMEOUT = 240  # seconds for one job; a hang fails the test instead of stalling it
 # 251 images, 50 for validation: 201 to train in batches of 50, so the last batch (1 image) leaves rank 1 none
 SMALL = ["--num-train", "251", "--num-val", "50", "--batch-size", "50", "--width", "4", "--dropout", "0.3",
@@ -38,7 +38,7 @@ VGG = [*SMALL, "--model", "vgg", "--epochs", "1"]  # batchnorm after each conv; 
 def mpiexec(*command, cwd, ranks=2):
     """Run `mpiexec -n ranks -hosts 127.0.0.1 command` (Python's own for "python") with a timeout."""
     command = [sys.executable if part == "python" else part for part in command]
-    env = {**os.environ, **LOOPBACK, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **MPI_LOOPBACK, "OMP_NUM_THREADS": "1"}
     return subprocess.run([MPIEXEC, "-n", str(ranks), "-hosts", "127.0.0.1", *command], capture_output=True,
                           text=True, timeout=TIMEOUT, cwd=cwd, env=env)
 

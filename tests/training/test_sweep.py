@@ -378,11 +378,13 @@ def test_a_tls_scheduler_without_certificates_is_refused_before_anything_is_writ
 
 @pytest.fixture
 def local_sockets(monkeypatch):
-    """[(ip, speaks TLS)] of the sockets this process and its children listen on once a sweep's cluster is up."""
-    sockets = []
+    """[(ip, speaks TLS)] of the sockets that this process and its children listen on once a sweep's cluster is up
+    and did not before (earlier tests may have left listeners in this process, such as MPI's)."""
+    sockets, before = [], set(listening_sockets(psutil.Process()))
 
     def look_then_run(sweep, client, study, missing):
-        sockets.extend((ip, speaks_tls(port)) for _, ip, port in listening_sockets(psutil.Process()))
+        opened = set(listening_sockets(psutil.Process())) - before
+        sockets.extend((ip, speaks_tls(port)) for _, ip, port in sorted(opened))
         return run_trials(sweep, client, study, missing)
     run_trials = Sweep._run_trials
     monkeypatch.setattr(Sweep, "_run_trials", look_then_run)
