@@ -132,7 +132,11 @@ def table(title, load, dataset, experiments, seeds):
     print("| model | settings | seed | test accuracy | training (s) | testing (s) |\n|---|---|---:|---:|---:|---:|")
     for experiment in experiments:
         measure(data, dataset, *experiment)
-    runs = [measure(data if seed == 0 else load(seed), dataset, *recipe(dataset, seed), seed=seed) for seed in seeds]
+    runs = []
+    for index, seed in enumerate(seeds):  # the recipe's settings on its first row only
+        name, settings, fit = recipe(dataset, seed)
+        runs.append(measure(data if seed == 0 else load(seed), dataset, name, "the same" if index else settings, fit,
+                            seed=seed))
     if len(runs) > 1:
         accuracy, training, testing = np.mean(runs, axis=0)
         print(f"| {recipe(dataset, 0)[0]} | mean of seeds {', '.join(map(str, seeds))} | | {accuracy:.2%} | "

@@ -36,8 +36,8 @@ RECIPES = {
                     update_rule="adam", lr=3e-3, schedule="cosine", warmup=0, reg=0.0, num_val=1000),
     "mnist": _MNIST,
     "fashion-mnist": _MNIST,
-    "cifar10": dict(model="vgg", width=48, depth=1, hidden=None, dropout=0.25, epochs=50, batch_size=64,
-                    update_rule="adam", lr=2e-3, schedule="cosine", warmup=200, reg=5e-4, num_val=1000),
+    "cifar10": dict(model="vgg", width=48, depth=1, hidden=None, dropout=0.25, epochs=90, batch_size=64,
+                    update_rule="nesterov", lr=0.05, schedule="cosine", warmup=200, reg=4e-3, num_val=1000),
 }
 
 
