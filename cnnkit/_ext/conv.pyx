@@ -43,6 +43,14 @@ Contract and rules:
 8. ReLU fused (conv2d_relu): the forward takes an item's ReLU while it is in cache, the
    backward stages dout through the output's mask (pointwise, too, stages it then). The
    gradients are those of the unfused pair, bit for bit, without ReLU's own passes.
+9. Weights that outweigh the batch (N*P <= BATCH_POSITIONS_PER_FILTER * F: small maps with
+   many channels, batches of one or two), when its columns fit BATCH_BYTES: the whole batch
+   is one item. Its columns (K+1, N*P) are made once (threads take images), and each product
+   runs once over them, cut into an even number of equal slices that threads take: of at
+   most F_SLICE filters for the output and [dw | db] (dout staged for the whole batch first),
+   of at most K_SLICE column rows for the data gradient, then col2im per image. The slices
+   depend on the shape alone, so every result is the same bit for bit at any thread count;
+   each weight is read a few times per call, not once per item of a few images.
 """
 import numpy as np
 from cython cimport floating
@@ -56,15 +64,19 @@ from cnnkit._ext._im2col cimport col2im_channel, im2col_channel, output_hw
 
 GRADIENT_GROUPS = 8  # groups of images whose weight gradients are summed apart (see 4.)
 BAND_BYTES = 1 << 20  # largest columns + output (gradient) of one item: about an L2 (see 1.)
+BATCH_BYTES = 1 << 24  # largest columns + output (gradient) of the batch-wide item (see 9.)
+BATCH_POSITIONS_PER_FILTER = 2  # the batch is one item from F >= N*P / this (see 9.)
 cdef enum:
     CACHE_LINE = 64  # bytes
     TILE = 16  # entries a side of the squares the weight gradient is transposed in
+    F_SLICE = 128  # filters of one product of the batch-wide item at most (see 9.)
+    K_SLICE = 512  # column rows of one of its data-gradient products at most
 
 
 cdef struct Conv:
     Py_ssize_t N, C, H, W, F, K, OH, OW, P, rows, images, ld  # rows: R; images: B; ld: see _row_stride
     int kh, kw, sh, sw, ph, pw
-    bint pointwise
+    bint pointwise, batch  # batch: the whole batch is one item (see 9.)
 
 
 cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, int ph, int pw,
@@ -86,6 +98,10 @@ cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, i
     g.images = 1
     if not g.pointwise and g.rows == g.OH and g.P < g.F:
         g.images = max(1, min(BAND_BYTES // max(1, image_bytes), g.N // GRADIENT_GROUPS))
+    g.batch = (not g.pointwise and g.N * g.P <= BATCH_POSITIONS_PER_FILTER * g.F
+               and g.N * image_bytes <= BATCH_BYTES)
+    if g.batch:
+        g.rows, g.images = g.OH, g.N
     g.ld = _row_stride(g.images * g.rows * g.OW, itemsize)
     return g
 
@@ -259,6 +275,63 @@ cdef void _backward_item(const Conv* g, const floating* x, const floating* wb, c
             _col2im_band(g, cols + i * q, dx + i * plane, y0, rows)
 
 
+cdef inline Py_ssize_t _slice(Py_ssize_t total, Py_ssize_t most) noexcept nogil:
+    """Size of the slices of `total` into an even number of equal parts of at most `most` (the last may be
+    shorter or empty): two threads get the same share, and the cut depends on the shape alone."""
+    cdef Py_ssize_t slices = 2 * ((total + 2 * most - 1) // (2 * most))
+    return max(1, (total + slices - 1) // slices)
+
+
+cdef void _forward_batch(const Conv* g, const floating* x, const floating* wb, floating* out, floating* cols,
+                         floating* product, int n_threads, bint relu) noexcept nogil:
+    """out (N, F, P) = wb @ the columns of the whole batch (their ReLU when relu), F_SLICE filters a product (see 9.).
+
+    cols: (K+1, N*P), product: (F, N*P), both rows ld apart.
+    """
+    cdef Py_ssize_t n, image, s, f0, fs, size = _slice(g.F, F_SLICE), slices = (g.F + size - 1) // size
+    cdef Py_ssize_t plane = g.C * g.H * g.W, planes = g.F * g.P
+    for n in prange(g.N, schedule="static", num_threads=n_threads):
+        _im2col_band(g, x + n * plane, cols + n * g.P, 0, g.OH)
+    for s in prange(slices, schedule="dynamic", num_threads=n_threads):
+        f0 = s * size
+        fs = min(size, g.F - f0)
+        gemm(False, False, <int>fs, <int>(g.N * g.P), <int>(g.K + 1), <floating>1, wb + f0 * (g.K + 1),
+             <int>(g.K + 1), cols, <int>g.ld, <floating>0, product + f0 * g.ld, <int>g.ld)
+        for image in range(g.N):
+            _store(product + f0 * g.ld + image * g.P, out + image * planes + f0 * g.P, fs, g.P, g.ld, g.P, relu)
+
+
+cdef void _backward_batch(const Conv* g, const floating* x, const floating* wb, const floating* dout,
+                          const floating* out, floating* dx, floating* dwb, floating* cols, floating* staged,
+                          int n_threads) noexcept nogil:
+    """dwb (F, K+1) = [dw | db] and dx (N, C, H, W), unless NULL, over the whole batch as one item (see 9.).
+
+    dout (N, F, P) is staged into staged (F, N*P), through the mask out > 0 unless out is NULL;
+    cols (K+1, N*P) holds the columns, then the data gradient's; both rows ld apart.
+    """
+    cdef Py_ssize_t n, s, f0, fs, k0, ks, size = _slice(g.F, F_SLICE), slices = (g.F + size - 1) // size
+    cdef Py_ssize_t rows = _slice(g.K, K_SLICE), row_slices = (g.K + rows - 1) // rows, q = g.N * g.P
+    cdef Py_ssize_t plane = g.C * g.H * g.W, planes = g.F * g.P
+    for n in prange(g.N, schedule="static", num_threads=n_threads):
+        _stage(dout + n * planes, out + n * planes if out != NULL else NULL, staged + n * g.P, g.F, g.P, g.P, g.ld)
+        _im2col_band(g, x + n * plane, cols + n * g.P, 0, g.OH)
+    for s in prange(slices, schedule="dynamic", num_threads=n_threads):
+        f0 = s * size
+        fs = min(size, g.F - f0)
+        gemm(False, True, <int>fs, <int>(g.K + 1), <int>q, <floating>1, staged + f0 * g.ld, <int>g.ld, cols,
+             <int>g.ld, <floating>0, dwb + f0 * (g.K + 1), <int>(g.K + 1))
+    if dx == NULL:
+        return
+    for s in prange(row_slices, schedule="dynamic", num_threads=n_threads):
+        k0 = s * rows
+        ks = min(rows, g.K - k0)
+        gemm(True, False, <int>ks, <int>q, <int>g.F, <floating>1, wb + k0, <int>(g.K + 1), staged, <int>g.ld,
+             <floating>0, cols + k0 * g.ld, <int>g.ld)
+    for n in prange(g.N, schedule="static", num_threads=n_threads):
+        memset(dx + n * plane, 0, plane * sizeof(floating))
+        _col2im_band(g, cols + n * g.P, dx + n * plane, 0, g.OH)
+
+
 cdef void _add_groups(floating* dwb, floating* parts, Py_ssize_t groups, Py_ssize_t rows,
                       Py_ssize_t F) noexcept nogil:
     """dwb (F, rows) = the sum of the `groups` (rows, F) parts (consecutive), added in order, transposed.
@@ -296,10 +369,15 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, floa
     expect_shape(tuple(out.shape)[:3], (x.shape[0], g.F, g.P), "out")
     check_threads(n_threads)
     cdef Py_ssize_t bands = _bands(&g), chunks = (g.N + g.images - 1) // g.images, item
-    cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if g.images > 1 else 0)
-    cdef floating[::1] work = workspace(np.asarray(out).dtype, n_threads * size)
+    cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if g.images > 1 or g.batch else 0)
+    cdef floating[::1] work = workspace(np.asarray(out).dtype, size if g.batch else n_threads * size)
     cdef floating* buffer
     if g.N == 0 or g.F == 0:
+        return
+    if g.batch:
+        with nogil:
+            _forward_batch(&g, &x[0, 0, 0, 0], &wb[0, 0], &out[0, 0, 0], &work[0], &work[0] + _band_columns(&g),
+                           n_threads, relu)
         return
     for item in prange(chunks * bands, nogil=True, schedule="dynamic", num_threads=n_threads):
         buffer = &work[0] + threadid() * size
@@ -327,9 +405,16 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
     cdef Py_ssize_t N = g.N, groups = min(N, GRADIENT_GROUPS), plane = g.C * g.H * g.W
     cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if staging else 0)
     cdef Py_ssize_t sums = g.F * (g.K + 1), bands = _bands(&g), group, n, nb, last, band
-    cdef floating[::1] work = workspace(np.asarray(dwb).dtype, n_threads * size + groups * sums)
-    cdef floating* group_sums = &work[0] + n_threads * size
+    cdef floating[::1] work = workspace(np.asarray(dwb).dtype, size if g.batch else n_threads * size + groups * sums)
+    cdef floating* group_sums
     cdef floating* cols
+    if g.batch and N > 0:
+        with nogil:
+            _backward_batch(&g, &x[0, 0, 0, 0], &wb[0, 0], &dout[0, 0, 0], &out[0, 0, 0] if relu else NULL,
+                            &dx[0, 0, 0, 0] if input_grad else NULL, &dwb[0, 0], &work[0],
+                            &work[0] + _band_columns(&g), n_threads)
+        return
+    group_sums = &work[0] + n_threads * size
     for group in prange(groups, nogil=True, schedule="dynamic", num_threads=n_threads):
         cols = &work[0] + threadid() * size
         memset(group_sums + group * sums, 0, sums * sizeof(floating))

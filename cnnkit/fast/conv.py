@@ -10,8 +10,10 @@ One algorithm per shape (_uses_winograd), the same for forward and backward:
   transforms only with enough channels, and for its 16 weight matrices only with enough tiles.
 - im2col + GEMM (cnnkit/_ext/conv.pyx) otherwise: work items of output rows, or of whole
   images on small maps, im2col into a per-thread buffer that stays in cache, single-threaded
-  BLAS calls without the GIL, col2im; a pointwise convolution (1x1, unit stride, no padding)
-  multiplies x itself, with no im2col.
+  BLAS calls without the GIL, col2im; where the weights outweigh the batch (N*OH*OW at most
+  twice F: small maps with many channels, batches of one or two) the whole batch is one item,
+  each product made once over all its columns in fixed slices of filters or rows; a pointwise
+  convolution (1x1, unit stride, no padding) multiplies x itself, with no im2col.
 
 Threads: cnnkit.set_num_threads, with one per CONV_GRAIN multiply-adds at most; BLAS's own pool
 is held at one thread meanwhile (both in cnnkit/fast/_threads.py). Results are bit for bit the

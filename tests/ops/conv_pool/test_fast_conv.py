@@ -73,15 +73,27 @@ def band_bytes(size):
         conv_kernels.BAND_BYTES = kept
 
 
-@settings(max_examples=120, deadline=None)
-@given(windows(), st.integers(1, 4), st.sampled_from([1, 600, conv_kernels.BAND_BYTES]), st.booleans(),
-       st.integers(0, 2**32 - 1))
-def test_conv_agrees_with_reference(g, filters, band_size, relu, seed):
-    """Any window, cut into bands of one output row, a few rows or whole images; conv2d or conv2d_relu."""
+@contextlib.contextmanager
+def whole_batch(positions_per_filter):
+    """The batch is one work item where N*P <= positions_per_filter * F (cnnkit/_ext/conv.pyx, 9.)."""
+    kept = conv_kernels.BATCH_POSITIONS_PER_FILTER
+    conv_kernels.BATCH_POSITIONS_PER_FILTER = positions_per_filter
+    try:
+        yield
+    finally:
+        conv_kernels.BATCH_POSITIONS_PER_FILTER = kept
+
+
+@settings(max_examples=160, deadline=None)
+@given(windows(), st.integers(1, 4), st.sampled_from([1, 600, conv_kernels.BAND_BYTES]),
+       st.sampled_from([0, conv_kernels.BATCH_POSITIONS_PER_FILTER, 10**6]), st.booleans(), st.integers(0, 2**32 - 1))
+def test_conv_agrees_with_reference(g, filters, band_size, positions_per_filter, relu, seed):
+    """Any window, cut into bands of one output row, a few rows or whole images, or the whole batch as one
+    item (never, by the rule, always); conv2d or conv2d_relu."""
     rng = np.random.default_rng(seed)
     cnnkit.set_num_threads(g["threads"])
     x, w, b = conv_arrays(rng, g["shape"], filters, g["kernel"], g["dtype"])
-    with band_bytes(band_size):
+    with band_bytes(band_size), whole_batch(positions_per_filter):
         assert_conv_agrees(x, w, b, g["stride"], g["padding"], rng, relu)
 
 

@@ -1,7 +1,7 @@
 """Every algorithm the fast conv2d picks agrees with the reference, on both sides of each boundary.
 
-im2col's work items are bands of output rows or groups of whole images (cnnkit/_ext/conv.pyx, 1.);
-the pointwise path skips im2col; Winograd is tested at its boundary in test_fast_winograd.py.
+im2col's work items are bands of output rows or groups of whole images (cnnkit/_ext/conv.pyx, 1.),
+or the whole batch where the weights outweigh it (9.); the pointwise path skips im2col; Winograd is tested at its boundary in test_fast_winograd.py.
 """
 import numpy as np
 import pytest
@@ -29,6 +29,10 @@ PATHS = [
     ((2 * GROUPS, 2, 5, 5), (3, 3), (1, 1), (1, 1), 51 * 25 * 8 - 1, (4, 1)),  # one image does not fit: bands
     ((2 * GROUPS, 4, 6, 5), (1, 1), (1, 1), (0, 0), None, (6, 1)),  # pointwise: bands of whole images, no im2col
     ((2 * GROUPS, 4, 6, 5), (1, 1), (2, 1), (0, 0), None, (3, 2)),  # strided 1x1: im2col, several images
+    ((4, 3, 4, 4), (3, 3), (1, 1), (1, 1), None, (4, 4)),  # N*P = 2F: the whole batch is one item
+    ((5, 3, 4, 4), (3, 3), (1, 1), (1, 1), None, (4, 1)),  # N*P > 2F: items of one image
+    ((2, 5, 7, 6), (3, 2), (2, 1), (1, 0), None, (4, 2)),  # strided, non-square: one item of the batch
+    ((1, 70, 2, 3), (3, 3), (1, 1), (1, 1), None, (2, 1)),  # one image, K = 630 > K_SLICE: two row slices
 ]
 
 
@@ -48,7 +52,7 @@ def test_every_work_item_agrees_with_reference(shape, kernel, stride, padding, s
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("shape, kernel, stride, padding, size, item", PATHS[:2] + PATHS[-2:])
+@pytest.mark.parametrize("shape, kernel, stride, padding, size, item", PATHS[:2] + PATHS[8:10] + PATHS[-4:-1:2])
 def test_work_items_match_numerical_gradients(shape, kernel, stride, padding, size, item, threads, rng):
     cnnkit.set_num_threads(threads)
     x, w, b = conv_arrays(rng, shape, FILTERS, kernel, np.float64)
@@ -70,6 +74,19 @@ def test_every_work_item_is_reproducible(shape, kernel, stride, padding, size, i
             first = runs.setdefault(threads, run)
             assert all(np.array_equal(got, want) for got, want in zip(run, first))
         assert all(np.array_equal(got, want) for got, want in zip(runs[1][2:], runs[2][2:]))
+
+
+def test_the_whole_batch_is_one_item_only_within_batch_bytes():
+    shape, filters = (4, 3, 4, 4), FILTERS  # batch-wide by the positions: 4 * 16 <= 2 * 32
+    columns = 4 * (3 * 9 + 1 + filters) * 16 * 8  # bytes of its columns and output in float64
+    kept = conv_kernels.BATCH_BYTES
+    try:
+        conv_kernels.BATCH_BYTES = columns
+        assert conv_kernels.work_item(shape, filters, 3, 3, 1, 1, 1, 1, 8) == (4, 4)
+        conv_kernels.BATCH_BYTES = columns - 1
+        assert conv_kernels.work_item(shape, filters, 3, 3, 1, 1, 1, 1, 8) == (4, 1)
+    finally:
+        conv_kernels.BATCH_BYTES = kept
 
 
 def test_winograd_takes_3x3_stride_1_only():
