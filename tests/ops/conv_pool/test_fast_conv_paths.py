@@ -1,7 +1,8 @@
 """Every algorithm the fast conv2d picks agrees with the reference, on both sides of each boundary.
 
 im2col's work items are bands of output rows or groups of whole images (cnnkit/_ext/conv.pyx, 1.),
-or the whole batch where the weights outweigh it (9.); the pointwise path skips im2col; Winograd is tested at its boundary in test_fast_winograd.py.
+or the whole batch where the weights outweigh it (9.); the pointwise path skips im2col; Winograd is
+tested at its boundary in test_fast_winograd.py.
 """
 import numpy as np
 import pytest
