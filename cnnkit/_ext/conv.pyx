@@ -277,14 +277,14 @@ cdef void _backward_item(const Conv* g, const floating* x, const floating* wb, c
 
 cdef inline Py_ssize_t _slice(Py_ssize_t total, Py_ssize_t most) noexcept nogil:
     """Size of the slices of `total` into an even number of equal parts of at most `most` (the last may be
-    shorter or empty): two threads get the same share, and the cut depends on the shape alone."""
+    shorter): two threads get the same share, and the cut depends on the shape alone."""
     cdef Py_ssize_t slices = 2 * ((total + 2 * most - 1) // (2 * most))
     return max(1, (total + slices - 1) // slices)
 
 
 cdef void _forward_batch(const Conv* g, const floating* x, const floating* wb, floating* out, floating* cols,
                          floating* product, int n_threads, bint relu) noexcept nogil:
-    """out (N, F, P) = wb @ the columns of the whole batch (their ReLU when relu), F_SLICE filters a product (see 9.).
+    """out (N, F, P) = wb @ the columns of the whole batch (their ReLU when relu), in slices of filters (see 9.).
 
     cols: (K+1, N*P), product: (F, N*P), both rows ld apart.
     """
