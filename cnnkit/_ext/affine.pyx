@@ -7,7 +7,8 @@ Design:
 1. One parallel region of T threads per call. Thread t takes a contiguous block of rows
    and calls the single-threaded BLAS GEMM (cnnkit/_ext/_blas.pxd) on it without the GIL;
    the caller keeps BLAS's own pool at one thread meanwhile, so only our threads run.
-2. Forward: out rows start as the bias and GEMM adds x @ w (beta = 1): no second pass.
+2. Forward: out rows start as the bias and GEMM adds x @ w (beta = 1): no second pass. With
+   fewer rows than threads (a batch of one), thread t takes a block of columns instead.
 3. Backward: dx = dout @ w.T splits the N rows; dw = x.T @ dout splits the D rows of dw,
    each block a whole product over N, so no thread sums another's partial result and
    dw is the same bit for bit for a given thread count. db, the column sums of dout, is
@@ -24,14 +25,16 @@ from cnnkit._ext._flat cimport chunk_start
 
 cdef void _product(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                    const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb, floating beta,
-                   floating* c) noexcept nogil:
-    """c (m, n), row stride n, = op(a) @ op(b) + beta * c; zeros (or c kept when beta = 1) if k = 0."""
+                   floating* c, Py_ssize_t ldc) noexcept nogil:
+    """c (m, n), row stride ldc, = op(a) @ op(b) + beta * c; zeros (or c kept when beta = 1) if k = 0."""
+    cdef Py_ssize_t i
     if m == 0 or n == 0:
         return
     if k > 0:
-        gemm(trans_a, trans_b, <int>m, <int>n, <int>k, <floating>1, a, <int>lda, b, <int>ldb, beta, c, <int>n)
+        gemm(trans_a, trans_b, <int>m, <int>n, <int>k, <floating>1, a, <int>lda, b, <int>ldb, beta, c, <int>ldc)
     elif beta == 0:
-        memset(c, 0, m * n * sizeof(floating))
+        for i in range(m):
+            memset(c + i * ldc, 0, n * sizeof(floating))
 
 
 cdef void _column_sums(const floating* a, floating* sums, Py_ssize_t rows, Py_ssize_t cols,
@@ -54,16 +57,20 @@ cdef _expect(str name, tuple shape, tuple expected):
 def affine_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
                    floating[:, ::1] out, int n_threads):
     """out (N, M) = x (N, D) @ w (D, M) + b (M,)."""
-    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], M = w.shape[1], n, r0, r1
+    cdef Py_ssize_t N = x.shape[0], D = x.shape[1], M = w.shape[1], n, r0, r1, m0, m1
     _expect("w", (w.shape[0], M), (D, M))
     _expect("b", (b.shape[0],), (M,))
     _expect("out", (out.shape[0], out.shape[1]), (N, M))
     cdef int t
+    cdef bint by_columns = N < n_threads
     for t in prange(n_threads, nogil=True, schedule="static", num_threads=n_threads):
-        r0, r1 = chunk_start(N, n_threads, t), chunk_start(N, n_threads, t + 1)
+        r0, r1, m0, m1 = chunk_start(N, n_threads, t), chunk_start(N, n_threads, t + 1), 0, M
+        if by_columns:
+            r0, r1, m0, m1 = 0, N, chunk_start(M, n_threads, t), chunk_start(M, n_threads, t + 1)
         for n in range(r0, r1):
-            memcpy(&out[0, 0] + n * M, &b[0], M * sizeof(floating))
-        _product(False, False, r1 - r0, M, D, &x[0, 0] + r0 * D, D, &w[0, 0], M, 1, &out[0, 0] + r0 * M)
+            memcpy(&out[0, 0] + n * M + m0, &b[0] + m0, (m1 - m0) * sizeof(floating))
+        _product(False, False, r1 - r0, m1 - m0, D, &x[0, 0] + r0 * D, D, &w[0, 0] + m0, M, 1,
+                 &out[0, 0] + r0 * M + m0, M)
 
 
 def affine_backward(const floating[:, ::1] dout, const floating[:, ::1] x, const floating[:, ::1] w,
@@ -82,7 +89,7 @@ def affine_backward(const floating[:, ::1] dout, const floating[:, ::1] x, const
     for t in prange(n_threads, nogil=True, schedule="static", num_threads=n_threads):
         r0, r1 = chunk_start(N, n_threads, t), chunk_start(N, n_threads, t + 1)
         if input_grad:
-            _product(False, True, r1 - r0, D, M, &dout[0, 0] + r0 * M, M, &w[0, 0], M, 0, &dx[0, 0] + r0 * D)
+            _product(False, True, r1 - r0, D, M, &dout[0, 0] + r0 * M, M, &w[0, 0], M, 0, &dx[0, 0] + r0 * D, D)
         d0, d1 = chunk_start(D, n_threads, t), chunk_start(D, n_threads, t + 1)
-        _product(True, False, d1 - d0, M, N, &x[0, 0] + d0, D, &dout[0, 0], M, 0, &dw[0, 0] + d0 * M)
+        _product(True, False, d1 - d0, M, N, &x[0, 0] + d0, D, &dout[0, 0], M, 0, &dw[0, 0] + d0 * M, M)
         _column_sums(&dout[0, 0], &db[0], N, M, chunk_start(M, n_threads, t), chunk_start(M, n_threads, t + 1))

@@ -21,7 +21,8 @@ Contract and rules:
    the parallel loop: no GIL, no numpy call. The caller keeps BLAS's own pool at one thread
    meanwhile (cnnkit/fast/_threads.py), so only our OpenMP threads run.
 3. Forward: the items are dealt out dynamically (the cores may be shared; one image alone
-   still keeps every thread busy when cut into bands). A band's out[n][:, band] = wb @ cols
+   still keeps every thread busy when cut into bands, which are cut thinner where there are
+   fewer items than threads: a batch of one small image). A band's out[n][:, band] = wb @ cols
    is written in place with row stride P (NCHW, no copy); B images' product goes to the
    thread's buffer and is copied to their NCHW planes.
 4. Backward, per item: its dout is first copied (staged) into the thread's buffer, rows ld
@@ -32,7 +33,8 @@ Contract and rules:
    into GRADIENT_GROUPS groups of consecutive images, fixed by N alone, and a group into
    items from its first image on; a group sums its [dw | db].T in item order and the groups
    are then added in order. Threads take groups dynamically, yet every call adds in the same
-   order: the weight gradients are bit for bit the same whatever the thread count.
+   order: the weight gradients are bit for bit the same whatever the thread count. (Fewer
+   images than groups, cut into bands: see 10.)
 5. The buffers (one per thread, plus the group sums) come from a workspace kept per Python
    thread between calls (cnnkit/_ext/_drivers.py); it holds nothing from one call to the
    next. Nothing of size N*K*P exists: the backward recomputes each item's columns.
@@ -51,6 +53,13 @@ Contract and rules:
    of at most K_SLICE column rows for the data gradient, then col2im per image. The slices
    depend on the shape alone, so every result is the same bit for bit at any thread count;
    each weight is read a few times per call, not once per item of a few images.
+10. Backward of fewer images than GRADIENT_GROUPS cut into bands (a batch of one would keep one
+   thread busy): the groups are runs of consecutive items (image, band), all N*bands of them
+   below four, else a multiple of four up to GRADIENT_GROUPS (each half then shares evenly
+   between two threads). The even groups run first, then the odd ones: an odd group holds a
+   whole band at least, so two groups that run at once add to different rows of dx when a band
+   of R output rows reaches past the kernel's height (KH <= (R+1)*SH; otherwise 4. as usual).
+   The groups, fixed by the shape alone, are added in order as in 4.
 """
 import numpy as np
 from cython cimport floating
@@ -101,7 +110,7 @@ cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, i
     g.batch = (not g.pointwise and g.N * g.P <= BATCH_POSITIONS_PER_FILTER * g.F
                and g.N * image_bytes <= BATCH_BYTES)
     if g.batch:
-        g.rows, g.images = g.OH, g.N
+        g.rows, g.images = g.OH, max(1, g.N)
     g.ld = _row_stride(g.images * g.rows * g.OW, itemsize)
     return g
 
@@ -332,6 +341,26 @@ cdef void _backward_batch(const Conv* g, const floating* x, const floating* wb, 
         _col2im_band(g, cols + n * g.P, dx + n * plane, 0, g.OH)
 
 
+cdef void _backward_bands(const Conv* g, const floating* x, const floating* wb, const floating* dout,
+                          const floating* out, floating* dx, floating* group_sums, floating* work, Py_ssize_t size,
+                          Py_ssize_t groups, bint staging, int n_threads) noexcept nogil:
+    """group_sums (groups, K+1, F): the [dw | db].T of `groups` runs of consecutive items (image, band), and dx
+    (N, C, H, W) unless NULL: even runs first, then odd ones (see 10.). work: a buffer of `size` per thread."""
+    cdef Py_ssize_t bands = _bands(g), items = g.N * bands, sums = g.F * (g.K + 1), plane = g.C * g.H * g.W
+    cdef Py_ssize_t n, phase, group, item
+    cdef floating* cols
+    if dx != NULL:
+        for n in prange(g.N, schedule="static", num_threads=n_threads):
+            memset(dx + n * plane, 0, plane * sizeof(floating))
+    for phase in range(2):
+        for group in prange(phase, groups, 2, schedule="dynamic", num_threads=n_threads):
+            cols = work + threadid() * size
+            memset(group_sums + group * sums, 0, sums * sizeof(floating))
+            for item in range(group * items // groups, (group + 1) * items // groups):
+                _backward_item(g, x, wb, dout, out, dx, group_sums + group * sums, cols,
+                               cols + _band_columns(g) if staging else NULL, item // bands, 1, (item % bands) * g.rows)
+
+
 cdef void _add_groups(floating* dwb, floating* parts, Py_ssize_t groups, Py_ssize_t rows,
                       Py_ssize_t F) noexcept nogil:
     """dwb (F, rows) = the sum of the `groups` (rows, F) parts (consecutive), added in order, transposed.
@@ -368,7 +397,11 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, floa
     cdef Conv g = _conv(tuple(x.shape)[:4], tuple(wb.shape)[:2], kh, kw, sh, sw, ph, pw, sizeof(floating))
     expect_shape(tuple(out.shape)[:3], (x.shape[0], g.F, g.P), "out")
     check_threads(n_threads)
-    cdef Py_ssize_t bands = _bands(&g), chunks = (g.N + g.images - 1) // g.images, item
+    cdef Py_ssize_t chunks = (g.N + g.images - 1) // g.images, per_image, item
+    if not g.batch and 0 < chunks * _bands(&g) < n_threads:  # thinner bands, one item per thread at least (see 3.)
+        per_image = (n_threads + chunks - 1) // chunks
+        g.rows = (g.OH + per_image - 1) // per_image
+    cdef Py_ssize_t bands = _bands(&g)
     cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if g.images > 1 or g.batch else 0)
     cdef floating[::1] work = workspace(np.asarray(out).dtype, size if g.batch else n_threads * size)
     cdef floating* buffer
@@ -405,6 +438,9 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
     cdef Py_ssize_t N = g.N, groups = min(N, GRADIENT_GROUPS), plane = g.C * g.H * g.W
     cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if staging else 0)
     cdef Py_ssize_t sums = g.F * (g.K + 1), bands = _bands(&g), group, n, nb, last, band
+    cdef bint split = bands > 1 and 0 < N < GRADIENT_GROUPS and g.kh <= (g.rows + 1) * g.sh  # see 10.
+    if split:
+        groups = N * bands if N * bands < 4 else min(N * bands, GRADIENT_GROUPS) // 4 * 4
     cdef floating[::1] work = workspace(np.asarray(dwb).dtype, size if g.batch else n_threads * size + groups * sums)
     cdef floating* group_sums
     cdef floating* cols
@@ -415,17 +451,23 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
                             &work[0] + _band_columns(&g), n_threads)
         return
     group_sums = &work[0] + n_threads * size
-    for group in prange(groups, nogil=True, schedule="dynamic", num_threads=n_threads):
-        cols = &work[0] + threadid() * size
-        memset(group_sums + group * sums, 0, sums * sizeof(floating))
-        n, last = group * N // groups, (group + 1) * N // groups
-        while n < last:
-            nb = min(g.images, last - n)
-            if input_grad and not g.pointwise:
-                memset(&dx[n, 0, 0, 0], 0, nb * plane * sizeof(floating))
-            for band in range(bands):
-                _backward_item(&g, &x[0, 0, 0, 0], &wb[0, 0], &dout[0, 0, 0], &out[0, 0, 0] if relu else NULL,
-                               &dx[0, 0, 0, 0] if input_grad else NULL, group_sums + group * sums, cols,
-                               cols + _band_columns(&g) if staging else NULL, n, nb, band * g.rows)
-            n = n + nb
+    if split:
+        with nogil:
+            _backward_bands(&g, &x[0, 0, 0, 0], &wb[0, 0], &dout[0, 0, 0], &out[0, 0, 0] if relu else NULL,
+                            &dx[0, 0, 0, 0] if input_grad else NULL, group_sums, &work[0], size, groups, staging,
+                            n_threads)
+    else:
+        for group in prange(groups, nogil=True, schedule="dynamic", num_threads=n_threads):
+            cols = &work[0] + threadid() * size
+            memset(group_sums + group * sums, 0, sums * sizeof(floating))
+            n, last = group * N // groups, (group + 1) * N // groups
+            while n < last:
+                nb = min(g.images, last - n)
+                if input_grad and not g.pointwise:
+                    memset(&dx[n, 0, 0, 0], 0, nb * plane * sizeof(floating))
+                for band in range(bands):
+                    _backward_item(&g, &x[0, 0, 0, 0], &wb[0, 0], &dout[0, 0, 0], &out[0, 0, 0] if relu else NULL,
+                                   &dx[0, 0, 0, 0] if input_grad else NULL, group_sums + group * sums, cols,
+                                   cols + _band_columns(&g) if staging else NULL, n, nb, band * g.rows)
+                n = n + nb
     _add_groups(&dwb[0, 0], group_sums, groups, g.K + 1, g.F)  # serial: one pass over the weights per group

@@ -13,12 +13,17 @@
 from cnnkit._runtime import get_num_threads
 
 POOL_GRAIN = 1 << 17  # input elements per thread for pooling and im2col/col2im
-CONV_GRAIN = 1 << 23  # multiply-adds per thread for a convolution pass
+CONV_GRAIN = 1 << 17  # multiply-adds per thread for a convolution pass or a product: a few microseconds
 
 
 def kernel_threads(work, grain):
     """Threads for `work` units: at most get_num_threads(), at least one, one per `grain` units."""
     return max(1, min(get_num_threads(), work // grain))
+
+
+def product_threads(multiply_adds):
+    """Threads for a convolution pass or matrix product of `multiply_adds`."""
+    return kernel_threads(multiply_adds, CONV_GRAIN)
 
 
 def pool_threads(elements):

@@ -1,9 +1,10 @@
 """Affine (fully connected) layer on the BLAS kernels of cnnkit._ext.affine; same contract as
 cnnkit.reference.affine.
 
-The kernel threads each take a block of rows and call BLAS single-threaded without the GIL
-while BLAS's own pool is held at one thread (cnnkit/_runtime.py). The cache is (x as (N, D), w,
-x's shape): the caller's own arrays when C-contiguous.
+The kernel threads each take a block of rows (of columns in a forward of fewer rows than threads)
+and call BLAS single-threaded without the GIL while BLAS's own pool is held at one thread
+(cnnkit/_runtime.py). The cache is (x as (N, D), w, x's shape): the caller's own arrays when
+C-contiguous.
 """
 import math
 
@@ -12,7 +13,7 @@ import numpy as np
 from cnnkit._ext import affine as _kernels
 from cnnkit._runtime import single_threaded_blas
 from cnnkit.fast._checks import checked_float_arrays, checked_gradient
-from cnnkit.fast._threads import CONV_GRAIN, kernel_threads
+from cnnkit.fast._threads import product_threads
 
 
 def affine_forward(x, w, b):
@@ -24,7 +25,7 @@ def affine_forward(x, w, b):
                               ["(N, D)", "(D, M)", "(M,)"])
     out = np.empty((len(rows), w.shape[1]), dtype=rows.dtype)
     with single_threaded_blas():
-        _kernels.affine_forward(rows, w, b, out, _threads(len(rows), rows.size * w.shape[1]))
+        _kernels.affine_forward(rows, w, b, out, _threads(max(len(rows), w.shape[1]), rows.size * w.shape[1]))
     return out, (rows, w, x.shape)
 
 
@@ -43,5 +44,5 @@ def affine_backward(dout, cache, input_grad=True):
 
 
 def _threads(blocks, multiply_adds):
-    """Kernel threads for a product of `multiply_adds` split into at most `blocks` row blocks."""
-    return min(kernel_threads(multiply_adds, CONV_GRAIN), max(1, blocks))
+    """Kernel threads for a product of `multiply_adds` split into at most `blocks` row (or column) blocks."""
+    return min(product_threads(multiply_adds), max(1, blocks))

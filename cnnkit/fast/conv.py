@@ -33,7 +33,7 @@ from cnnkit._ext import conv as _kernels
 from cnnkit._ext import winograd as _winograd_kernels
 from cnnkit._runtime import single_threaded_blas
 from cnnkit.fast._checks import checked_float_arrays, checked_gradient, checked_window
-from cnnkit.fast._threads import CONV_GRAIN, kernel_threads
+from cnnkit.fast._threads import product_threads
 
 if _winograd_kernels.cpu_has_avx2():  # the same drivers built for AVX2 (not built off x86-64): same bits, faster
     with contextlib.suppress(ImportError):
@@ -81,7 +81,7 @@ def _forward(x, w, b, stride, padding, relu):
                          f"w (F, C, KH, KW), b (F,)")
     kernel, stride, padding, out_hw = checked_window(x.shape, w.shape[2:], stride, padding)
     out = np.empty(x.shape[:1] + w.shape[:1] + out_hw, dtype=x.dtype)
-    threads = kernel_threads(_multiply_adds(out, w), CONV_GRAIN)
+    threads = product_threads(_multiply_adds(out, w))
     with single_threaded_blas():
         if _uses_winograd(x.shape, w.shape, kernel, stride, out_hw):
             _winograd_kernels.winograd_forward(x, w, b, out, *padding, threads, relu)
@@ -98,7 +98,7 @@ def _backward(dout, cache, relu_out, input_grad):
     x, w, b, (kernel, stride, padding) = cache
     out_hw = checked_window(x.shape, kernel, stride, padding)[3]
     dout = checked_gradient(dout, x.dtype, x.shape[:1] + w.shape[:1] + out_hw)
-    threads = kernel_threads((1 + input_grad) * _multiply_adds(dout, w), CONV_GRAIN)
+    threads = product_threads((1 + input_grad) * _multiply_adds(dout, w))
     dx = np.empty_like(x) if input_grad else None
     with single_threaded_blas():
         if _uses_winograd(x.shape, w.shape, kernel, stride, out_hw):

@@ -20,7 +20,7 @@ from cnnkit._ext.activations import Activation
 from cnnkit._runtime import single_threaded_blas
 from cnnkit.fast._checks import checked_window
 from cnnkit.fast._elementwise import element_threads
-from cnnkit.fast._threads import CONV_GRAIN, kernel_threads, pool_threads
+from cnnkit.fast._threads import pool_threads, product_threads
 from cnnkit.fast.affine import _threads as _affine_threads
 from cnnkit.fast.conv import _uses_winograd, _winograd_kernels
 
@@ -34,7 +34,7 @@ def conv2d(x_shape, w_shape, dtype, stride, padding, relu):
     """
     kernel, stride, padding, out_hw = checked_window(x_shape, w_shape[2:], stride, padding)
     out = np.empty((x_shape[0], w_shape[0], *out_hw), dtype)
-    threads = kernel_threads(out.size * math.prod(w_shape[1:]), CONV_GRAIN)  # as cnnkit.fast.conv counts
+    threads = product_threads(out.size * math.prod(w_shape[1:]))  # as cnnkit.fast.conv counts
     if _uses_winograd(x_shape, w_shape, kernel, stride, out_hw):
         def winograd(x, w, b):
             _winograd_kernels.winograd_forward(x, w, b, out, *padding, threads, relu)
@@ -59,7 +59,7 @@ def affine(x_shape, w_shape, dtype, relu):
     """
     n, features, units = x_shape[0], math.prod(x_shape[1:]), math.prod(w_shape[1:])
     out = np.empty((n, units), dtype)
-    threads = _affine_threads(n, n * features * units)
+    threads = _affine_threads(max(n, units), n * features * units)
     flat_out, relu_threads = out.reshape(-1), element_threads(out.size)
 
     def step(x, w, b):

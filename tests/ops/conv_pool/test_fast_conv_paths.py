@@ -1,8 +1,8 @@
 """Every algorithm the fast conv2d picks agrees with the reference, on both sides of each boundary.
 
 im2col's work items are bands of output rows or groups of whole images (cnnkit/_ext/conv.pyx, 1.),
-or the whole batch where the weights outweigh it (9.); the pointwise path skips im2col; Winograd is
-tested at its boundary in test_fast_winograd.py.
+or the whole batch where the weights outweigh it (9.); the backward of a few images groups bands (10.);
+the pointwise path skips im2col; Winograd is tested at its boundary in test_fast_winograd.py.
 """
 import numpy as np
 import pytest
@@ -30,6 +30,9 @@ PATHS = [
     ((2 * GROUPS, 2, 5, 5), (3, 3), (1, 1), (1, 1), 51 * 25 * 8 - 1, (4, 1)),  # one image does not fit: bands
     ((2 * GROUPS, 4, 6, 5), (1, 1), (1, 1), (0, 0), None, (6, 1)),  # pointwise: bands of whole images, no im2col
     ((2 * GROUPS, 4, 6, 5), (1, 1), (2, 1), (0, 0), None, (3, 2)),  # strided 1x1: im2col, several images
+    ((1, 2, 9, 9), (3, 3), (1, 1), (1, 1), 2 * 51 * 9 * 8, (2, 1)),  # one image in 5 bands: 4 groups of bands (10.)
+    ((3, 2, 9, 9), (3, 3), (1, 1), (1, 1), 3 * 51 * 9 * 8, (3, 1)),  # 9 bands of 3 images: 8 groups of bands
+    ((3, 2, 9, 9), (3, 3), (1, 1), (1, 1), 51 * 9 * 8, (1, 1)),  # bands of a row, the kernel reaches past: 4.
     ((4, 3, 4, 4), (3, 3), (1, 1), (1, 1), None, (4, 4)),  # N*P = 2F: the whole batch is one item
     ((5, 3, 4, 4), (3, 3), (1, 1), (1, 1), None, (4, 1)),  # N*P > 2F: items of one image
     ((2, 5, 7, 6), (3, 2), (2, 1), (1, 0), None, (4, 2)),  # strided, non-square: one item of the batch
@@ -53,7 +56,7 @@ def test_every_work_item_agrees_with_reference(shape, kernel, stride, padding, s
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("shape, kernel, stride, padding, size, item", PATHS[:2] + PATHS[8:10] + PATHS[-4:-1:2])
+@pytest.mark.parametrize("shape, kernel, stride, padding, size, item", PATHS[:2] + PATHS[8:12] + PATHS[-4:-1:2])
 def test_work_items_match_numerical_gradients(shape, kernel, stride, padding, size, item, threads, rng):
     cnnkit.set_num_threads(threads)
     x, w, b = conv_arrays(rng, shape, FILTERS, kernel, np.float64)
