@@ -33,6 +33,10 @@ Design:
    column, the sum over the windows covering it: KW strided passes of OW), which is then
    added to the KH input rows of its windows in contiguous, vectorised passes; input rows
    longer than ROW_BUFFER add kernel offset by kernel offset instead.
+7. Average pooling's forward by rows is separable, its adjoint: the KH input rows of an output
+   row's windows are summed into one row of column sums (contiguous, vectorised passes), whose
+   KW strided passes of OW then make the outputs: KH*W + KW*OW additions per output row instead
+   of KH*KW*OW strided ones. Input rows longer than ROW_BUFFER go kernel offset by kernel offset.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -48,7 +52,7 @@ cdef enum:
     BLOCK = 64  # outputs of a row of 2x2 windows computed into arrays on the stack first (see 5.)
     LANES = 8  # interleaved partial results of a run (see 3.): two SSE vectors of float32
     ROW_MIN = 8  # outputs a row needs to be done by rows (see 3.): fewer leave its loops too short
-    ROW_BUFFER = 1024  # longest input row average pooling's backward spreads on the stack (see 6.)
+    ROW_BUFFER = 1024  # longest input row average pooling sums (see 7.) or spreads (see 6.) on the stack
 
 
 cdef struct Geometry:
@@ -219,18 +223,28 @@ cdef void _avg_windows(const floating* plane, floating* out, Geometry g) noexcep
 
 
 cdef void _avg_rows(const floating* plane, floating* out, Geometry g, const Py_ssize_t* spans) noexcept nogil:
-    """Average pooling of one plane by rows (see 3.); spans as for _max_rows."""
-    cdef Py_ssize_t y, x, i, j, start, top
+    """Average pooling of one plane by rows (see 3. and 7.); spans as for _max_rows."""
+    cdef Py_ssize_t y, x, i, j, t, start, top
     cdef floating* row
+    cdef floating column_sums[ROW_BUFFER]
     for y in range(g.oh):
         row, top = out + y * g.ow, y * g.sh - g.ph
         for x in range(g.ow):
             row[x] = 0
-        for i in range(max(0, -top), min(g.kh, g.H - top)):
+        if g.W <= ROW_BUFFER:
+            memset(column_sums, 0, g.W * sizeof(floating))
+            for i in range(max(0, -top), min(g.kh, g.H - top)):
+                for t in range(g.W):
+                    column_sums[t] += plane[(top + i) * g.W + t]
             for j in range(g.kw):
-                start = (top + i) * g.W + j - g.pw
                 for x in range(spans[j], spans[g.kw + j]):
-                    row[x] += plane[start + x * g.sw]
+                    row[x] += column_sums[x * g.sw + j - g.pw]
+        else:
+            for i in range(max(0, -top), min(g.kh, g.H - top)):
+                for j in range(g.kw):
+                    start = (top + i) * g.W + j - g.pw
+                    for x in range(spans[j], spans[g.kw + j]):
+                        row[x] += plane[start + x * g.sw]
         for x in range(g.ow):
             row[x] = row[x] / <floating>(g.kh * g.kw)
 
