@@ -32,11 +32,15 @@ Design:
    KH*KW once. By rows, each output row is first spread over one input row (for each
    column, the sum over the windows covering it: KW strided passes of OW), which is then
    added to the KH input rows of its windows in contiguous, vectorised passes; input rows
-   longer than ROW_BUFFER add kernel offset by kernel offset instead.
+   longer than ROW_BUFFER add kernel offset by kernel offset instead. Windows that tile the
+   plane (stride = kernel, no padding: global pooling, 2x2 at stride 2) overlap nowhere: each
+   input is written once, its window's dout / (KH*KW) (zero beyond the last window).
 7. Average pooling's forward by rows is separable, its adjoint: the KH input rows of an output
    row's windows are summed into one row of column sums (contiguous, vectorised passes), whose
    KW strided passes of OW then make the outputs: KH*W + KW*OW additions per output row instead
    of KH*KW*OW strided ones. Input rows longer than ROW_BUFFER go kernel offset by kernel offset.
+8. Global average pooling (the window is the plane) runs over the planes in one flat loop, a
+   run each forward (as by windows) and one write of dout / (H*W) per input backward.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -68,6 +72,11 @@ cdef inline bint _beats(floating value, floating best) noexcept nogil:
 cdef inline bint _by_windows(Geometry g) noexcept nogil:
     """Whether a plane is done by windows rather than by rows (see 3.)."""
     return g.ow < ROW_MIN
+
+
+cdef inline bint _global(Geometry g) noexcept nogil:
+    """Whether the one window is the whole plane (global average pooling, see 8.)."""
+    return g.kh == g.H and g.kw == g.W and g.ph == 0 and g.pw == 0
 
 
 cdef inline void _max_run(const floating* run, Py_ssize_t n, int start, floating* best, int* index) noexcept nogil:
@@ -258,6 +267,24 @@ cdef void _spread_row(const floating* row, floating* spread, Geometry g, const P
             spread[x * g.sw + j - g.pw] += row[x]
 
 
+cdef void _avg_backward_tiles(const floating* dout, floating* plane, Geometry g) noexcept nogil:
+    """One plane of average pooling's backward where the windows tile it (see 6.): one pass of writes."""
+    cdef Py_ssize_t h, x, j, y
+    cdef floating value
+    cdef floating* row
+    for h in range(g.H):
+        row, y = plane + h * g.W, h // g.kh
+        if y >= g.oh:
+            memset(row, 0, g.W * sizeof(floating))
+            continue
+        for x in range(g.ow):
+            value = dout[y * g.ow + x] / <floating>(g.kh * g.kw)
+            for j in range(g.kw):
+                row[x * g.kw + j] = value
+        for x in range(g.ow * g.kw, g.W):
+            row[x] = 0
+
+
 cdef void _avg_backward_plane(const floating* dout, floating* plane, Geometry g, const Py_ssize_t* spans) noexcept nogil:
     """One plane of average pooling's backward (see 6.), by windows or by rows as the forward goes."""
     cdef Py_ssize_t y, x, i, j, h, t, start, top
@@ -266,6 +293,9 @@ cdef void _avg_backward_plane(const floating* dout, floating* plane, Geometry g,
     cdef const floating* row
     cdef floating value
     cdef floating spread[ROW_BUFFER]
+    if g.sh == g.kh and g.sw == g.kw and g.ph == 0 and g.pw == 0:
+        _avg_backward_tiles(dout, plane, g)
+        return
     memset(plane, 0, g.H * g.W * sizeof(floating))
     for y in range(g.oh):
         row, top = dout + y * g.ow, y * g.sh - g.ph
@@ -355,8 +385,12 @@ def avg_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                      int kh, int kw, int sh, int sw, int ph, int pw, int n_threads):
     """Fill out (N, C, OH, OW) with the sum of each zero-padded window divided by KH*KW."""
     cdef Geometry g = _geometry(tuple(x.shape)[:4], tuple(out.shape)[:4], kh, kw, sh, sw, ph, pw)
-    cdef Py_ssize_t C = x.shape[1], q
+    cdef Py_ssize_t C = x.shape[1], q, size = g.H * g.W
     cdef Py_ssize_t[::1] spans = _spans(g)
+    if _global(g) and x.shape[0] * C:
+        for q in prange(x.shape[0] * C, nogil=True, schedule="static", num_threads=n_threads):
+            (&out[0, 0, 0, 0])[q] = _add_run(&x[0, 0, 0, 0] + q * size, size, 0) / <floating>(kh * kw)
+        return
     for q in prange(x.shape[0] * C, nogil=True, schedule="guided", num_threads=n_threads):
         if _by_windows(g):
             _avg_windows(&x[q // C, q % C, 0, 0], &out[q // C, q % C, 0, 0], g)
@@ -368,7 +402,14 @@ def avg_pool_backward(const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] 
                       int kh, int kw, int sh, int sw, int ph, int pw, int n_threads):
     """Overwrite dx (N, C, H, W) with each dout (N, C, OH, OW) entry / (KH*KW) spread over its window."""
     cdef Geometry g = _geometry(tuple(dx.shape)[:4], tuple(dout.shape)[:4], kh, kw, sh, sw, ph, pw)
-    cdef Py_ssize_t C = dx.shape[1], q
+    cdef Py_ssize_t C = dx.shape[1], q, t, size = g.H * g.W
     cdef Py_ssize_t[::1] spans = _spans(g)
+    cdef floating value
+    if _global(g) and dx.shape[0] * C:
+        for q in prange(dx.shape[0] * C, nogil=True, schedule="static", num_threads=n_threads):
+            value = (&dout[0, 0, 0, 0])[q] / <floating>(kh * kw)
+            for t in range(q * size, q * size + size):
+                (&dx[0, 0, 0, 0])[t] = value
+        return
     for q in prange(dx.shape[0] * C, nogil=True, schedule="guided", num_threads=n_threads):
         _avg_backward_plane(&dout[q // C, q % C, 0, 0], &dx[q // C, q % C, 0, 0], g, &spans[0])

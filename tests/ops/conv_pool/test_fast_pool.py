@@ -129,6 +129,7 @@ def test_global_pooling_agrees_with_reference(op, shape, rng, dtype):
     ((1, 2, 11, 23), (2, 9), (2, 1), (0, 4)),  # by rows, window rows of 9 (lanes), padding
     ((1, 1, 3, 1030), (2, 3), (1, 2), (0, 1)),  # by rows, input rows longer than ROW_BUFFER (1024)
     ((2, 2, 8, 8), (2, 2), (2, 2), (0, 0)),  # the 2x2/2 loop
+    ((2, 2, 7, 11), (3, 2), (3, 2), (0, 0)),  # windows that tile the plane, a row and a column beyond them
 ])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_pool_backward_matches_numerical_gradient(op, x_shape, kernel, stride, padding, threads, rng):
