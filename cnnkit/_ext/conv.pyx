@@ -57,9 +57,10 @@ Contract and rules:
    thread busy): the groups are runs of consecutive items (image, band), all N*bands of them
    below four, else a multiple of four up to GRADIENT_GROUPS (each half then shares evenly
    between two threads). The even groups run first, then the odd ones: an odd group holds a
-   whole band at least, so two groups that run at once add to different rows of dx when a band
-   of R output rows reaches past the kernel's height (KH <= (R+1)*SH; otherwise 4. as usual).
-   The groups, fixed by the shape alone, are added in order as in 4.
+   whole band at least, and for such batches a band of R output rows reaches past the kernel's
+   height (R is raised to KH/SH - 1, rounded up, where the bytes allow fewer: KH <= (R+1)*SH), so
+   two groups that run at once add to different rows of dx. The groups, fixed by the shape
+   alone, are added in order as in 4.
 """
 import numpy as np
 from cython cimport floating
@@ -104,6 +105,8 @@ cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, i
     g.pointwise = kh == kw == sh == sw == 1 and ph == pw == 0
     image_bytes = (g.K + 1 + g.F) * g.P * itemsize
     g.rows = g.OH if g.pointwise else max(1, min(g.OH, BAND_BYTES // ((g.K + 1 + g.F) * g.OW * itemsize)))
+    if g.N < GRADIENT_GROUPS and not g.pointwise:  # bands the kernel does not reach past (see 10.)
+        g.rows = max(g.rows, min(g.OH, (kh + sh - 1) // sh - 1))
     g.images = 1
     if not g.pointwise and g.rows == g.OH and g.P < g.F:
         g.images = max(1, min(BAND_BYTES // max(1, image_bytes), g.N // GRADIENT_GROUPS))
@@ -438,7 +441,7 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
     cdef Py_ssize_t N = g.N, groups = min(N, GRADIENT_GROUPS), plane = g.C * g.H * g.W
     cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if staging else 0)
     cdef Py_ssize_t sums = g.F * (g.K + 1), bands = _bands(&g), group, n, nb, last, band
-    cdef bint split = bands > 1 and 0 < N < GRADIENT_GROUPS and g.kh <= (g.rows + 1) * g.sh  # see 10.
+    cdef bint split = bands > 1 and 0 < N < GRADIENT_GROUPS  # see 10.
     if split:
         groups = N * bands if N * bands < 4 else min(N * bands, GRADIENT_GROUPS) // 4 * 4
     cdef floating[::1] work = workspace(np.asarray(dwb).dtype, size if g.batch else n_threads * size + groups * sums)

@@ -32,7 +32,8 @@ PATHS = [
     ((2 * GROUPS, 4, 6, 5), (1, 1), (2, 1), (0, 0), None, (3, 2)),  # strided 1x1: im2col, several images
     ((1, 2, 9, 9), (3, 3), (1, 1), (1, 1), 2 * 51 * 9 * 8, (2, 1)),  # one image in 5 bands: 4 groups of bands (10.)
     ((3, 2, 9, 9), (3, 3), (1, 1), (1, 1), 3 * 51 * 9 * 8, (3, 1)),  # 9 bands of 3 images: 8 groups of bands
-    ((3, 2, 9, 9), (3, 3), (1, 1), (1, 1), 51 * 9 * 8, (1, 1)),  # bands of a row, the kernel reaches past: 4.
+    ((3, 2, 9, 9), (3, 3), (1, 1), (1, 1), 51 * 9 * 8, (2, 1)),  # a row fits, two reach past the kernel (10.)
+    ((2 * GROUPS, 2, 9, 9), (3, 3), (1, 1), (1, 1), 51 * 9 * 8, (1, 1)),  # as many images as groups: a row (4.)
     ((4, 3, 4, 4), (3, 3), (1, 1), (1, 1), None, (4, 4)),  # N*P = 2F: the whole batch is one item
     ((5, 3, 4, 4), (3, 3), (1, 1), (1, 1), None, (4, 1)),  # N*P > 2F: items of one image
     ((2, 5, 7, 6), (3, 2), (2, 1), (1, 0), None, (4, 2)),  # strided, non-square: one item of the batch
