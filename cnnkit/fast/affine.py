@@ -25,7 +25,7 @@ def affine_forward(x, w, b):
                               ["(N, D)", "(D, M)", "(M,)"])
     out = np.empty((len(rows), w.shape[1]), dtype=rows.dtype)
     with single_threaded_blas():
-        _kernels.affine_forward(rows, w, b, out, _threads(max(len(rows), w.shape[1]), rows.size * w.shape[1]))
+        _kernels.affine_forward(rows, w, b, out, forward_threads(*rows.shape, w.shape[1]))
     return out, (rows, w, x.shape)
 
 
@@ -41,6 +41,12 @@ def affine_backward(dout, cache, input_grad=True):
         _kernels.affine_backward(dout, rows, w, dx, dw, db,
                                  _threads(max(len(rows), len(w)), (1 + input_grad) * rows.size * len(db)))
     return None if dx is None else dx.reshape(x_shape), dw, db
+
+
+def forward_threads(n, features, units):
+    """Kernel threads of the forward product (n, features) @ (features, units): blocks of rows, or of columns
+    with fewer rows than threads (cnnkit/_ext/affine.pyx, 2.)."""
+    return _threads(max(n, units), n * features * units)
 
 
 def _threads(blocks, multiply_adds):

@@ -21,7 +21,7 @@ from cnnkit._runtime import single_threaded_blas
 from cnnkit.fast._checks import checked_window
 from cnnkit.fast._elementwise import element_threads
 from cnnkit.fast._threads import pool_threads, product_threads
-from cnnkit.fast.affine import _threads as _affine_threads
+from cnnkit.fast.affine import forward_threads as affine_threads
 from cnnkit.fast.conv import _uses_winograd, _winograd_kernels
 
 __all__ = ["affine", "avg_pool2d", "conv2d", "max_pool2d", "maxout", "relu", "single_threaded_blas"]
@@ -59,7 +59,7 @@ def affine(x_shape, w_shape, dtype, relu):
     """
     n, features, units = x_shape[0], math.prod(x_shape[1:]), math.prod(w_shape[1:])
     out = np.empty((n, units), dtype)
-    threads = _affine_threads(max(n, units), n * features * units)
+    threads = affine_threads(n, features, units)
     flat_out, relu_threads = out.reshape(-1), element_threads(out.size)
 
     def step(x, w, b):
