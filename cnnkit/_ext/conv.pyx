@@ -22,7 +22,8 @@ Contract and rules:
    meanwhile (cnnkit/fast/_threads.py), so only our OpenMP threads run.
 3. Forward: the items are dealt out dynamically (the cores may be shared; one image alone
    still keeps every thread busy when cut into bands, which are cut thinner where there are
-   fewer items than threads: a batch of one small image). A band's out[n][:, band] = wb @ cols
+   fewer items than threads: a batch of one small image, into bands of an even number of rows,
+   which pooling (11.) takes whole). A band's out[n][:, band] = wb @ cols
    is written in place with row stride P (NCHW, no copy); B images' product goes to the
    thread's buffer and is copied to their NCHW planes.
 4. Backward, per item: its dout is first copied (staged) into the thread's buffer, rows ld
@@ -61,6 +62,14 @@ Contract and rules:
    height (R is raised to KH/SH - 1, rounded up, where the bytes allow fewer: KH <= (R+1)*SH), so
    two groups that run at once add to different rows of dx. The groups, fixed by the shape
    alone, are added in order as in 4.
+11. Pooling fused (pool=True; the inference plan's convolution, ReLU or not, then 2x2 max pooling
+   at stride 2): each item's product goes to the thread's buffer, whose 2x2 windows are pooled
+   into out (N, F, OH//2 * OW//2) (cnnkit/_ext/_max2x2.pxd) while it is in cache, then their ReLU
+   taken (the ReLU of a maximum is the maximum of the ReLUs); the full output is never written. So that no window spans two items, an item of
+   bands of an odd number of rows (but the last) takes two of them, one GEMM each: the GEMMs
+   are the unfused forward's, call for call (OpenBLAS's sums depend on a product's width), and
+   the values the unfused convolution, ReLU and pooling's (but for which of two equal zeros or
+   NaNs comes out, as with the 2x2 pooling alone). Not pointwise.
 """
 import numpy as np
 from cython cimport floating
@@ -71,6 +80,7 @@ from libc.string cimport memcpy, memset
 from cnnkit._ext._blas cimport gemm
 from cnnkit._ext._drivers import check_threads, expect_shape, workspace
 from cnnkit._ext._im2col cimport col2im_channel, im2col_channel, output_hw
+from cnnkit._ext._max2x2 cimport max_plane_2x2
 
 GRADIENT_GROUPS = 8  # groups of images whose weight gradients are summed apart (see 4.)
 BAND_BYTES = 1 << 20  # largest columns + output (gradient) of one item: about an L2 (see 1.)
@@ -85,8 +95,9 @@ cdef enum:
 
 cdef struct Conv:
     Py_ssize_t N, C, H, W, F, K, OH, OW, P, rows, images, ld  # rows: R; images: B; ld: see _row_stride
+    Py_ssize_t gemm_rows  # output rows of a forward GEMM: R, or R/2 where pooling pairs bands (see 11.)
     int kh, kw, sh, sw, ph, pw
-    bint pointwise, batch  # batch: the whole batch is one item (see 9.)
+    bint pointwise, batch, pool  # batch: the whole batch is one item (see 9.); pool: see 11.
 
 
 cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, int ph, int pw,
@@ -103,6 +114,7 @@ cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, i
         raise ValueError(f"C*KH*KW + 1 = {g.K + 1}, OH*OW = {g.P} and F = {g.F} must each fit BLAS's int")
     g.kh, g.kw, g.sh, g.sw, g.ph, g.pw = kh, kw, sh, sw, ph, pw
     g.pointwise = kh == kw == sh == sw == 1 and ph == pw == 0
+    g.pool = False
     image_bytes = (g.K + 1 + g.F) * g.P * itemsize
     g.rows = g.OH if g.pointwise else max(1, min(g.OH, BAND_BYTES // ((g.K + 1 + g.F) * g.OW * itemsize)))
     if g.N < GRADIENT_GROUPS and not g.pointwise:  # bands the kernel does not reach past (see 10.)
@@ -115,6 +127,7 @@ cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, i
     if g.batch:
         g.rows, g.images = g.OH, max(1, g.N)
     g.ld = _row_stride(g.images * g.rows * g.OW, itemsize)
+    g.gemm_rows = g.rows
     return g
 
 
@@ -136,6 +149,11 @@ cdef inline Py_ssize_t _band_columns(const Conv* g) noexcept nogil:
 cdef inline Py_ssize_t _bands(const Conv* g) noexcept nogil:
     """Bands of R output rows (the last one may be shorter) per image."""
     return (g.OH + g.rows - 1) // g.rows
+
+
+cdef inline Py_ssize_t _out_plane(const Conv* g) noexcept nogil:
+    """Entries of one output plane: OH*OW, or (OH//2) * (OW//2) pooled (see 11.)."""
+    return (g.OH // 2) * (g.OW // 2) if g.pool else g.P
 
 
 cdef inline Py_ssize_t _skipped(const Conv* g, Py_ssize_t y0) noexcept nogil:
@@ -189,17 +207,35 @@ cdef void _store(const floating* src, floating* dst, Py_ssize_t rows, Py_ssize_t
             dst[f * stride + p] = 0 if value < 0 else value
 
 
+cdef void _emit(const Conv* g, floating* product, floating* out, Py_ssize_t filters, Py_ssize_t y0,
+                Py_ssize_t rows, bint relu) noexcept nogil:
+    """Output rows [y0, y0+rows) of `filters` planes of one image from product (filters, rows*OW), rows ld apart,
+    into out (those planes, _out_plane apart): stored (their ReLU when relu), or their 2x2 maxima, then the ReLU of
+    those (see 11.), one of the ReLUs' maxima (NaN, or which of two equal zeros, may differ)."""
+    cdef Py_ssize_t f, q = rows * g.OW, plane = _out_plane(g), width = g.OW // 2
+    if not g.pool:
+        _store(product, out + y0 * g.OW, filters, q, g.ld, plane, relu)
+        return
+    out += y0 // 2 * width
+    for f in range(filters):
+        max_plane_2x2(product + f * g.ld, out + f * plane, g.OW, rows // 2, width)
+    if relu:
+        _store(out, out, filters, rows // 2 * width, plane, plane, relu)
+
+
 cdef void _forward_item(const Conv* g, const floating* x, const floating* wb, floating* out,
                         floating* cols, floating* product, Py_ssize_t n0, Py_ssize_t y0, bint relu) noexcept nogil:
-    """Output rows [y0, y0+R) of images [n0, n0+B) of out (N, F, P) = wb @ their patches (their ReLU when relu).
+    """Output rows [y0, y0+R) of images [n0, n0+B) of out (N, F, P) = wb @ their patches (their ReLU when relu;
+    pooled into out (N, F, OH//2 * OW//2) when g.pool).
 
-    product: a thread's (F, B*P) buffer, rows ld apart, used when the item has more than one image.
+    product: a thread's (F, B*P) buffer, rows ld apart, used when the item has more than one image or pools.
     """
     cdef Py_ssize_t rows = min(g.rows, g.OH - y0), q = rows * g.OW, nb = min(g.images, g.N - n0), i, f, p
-    cdef Py_ssize_t plane = g.C * g.H * g.W, planes = g.F * g.P
+    cdef Py_ssize_t plane = g.C * g.H * g.W, planes = g.F * _out_plane(g)
     x += n0 * plane
-    out += n0 * planes + y0 * g.OW
+    out += n0 * planes
     if g.pointwise:
+        out += y0 * g.OW
         gemm(False, False, <int>g.F, <int>q, <int>g.K, <floating>1, wb, <int>(g.K + 1),
              x + y0 * g.OW, <int>g.P, <floating>0, out, <int>g.P)
         for f in range(g.F):
@@ -208,9 +244,13 @@ cdef void _forward_item(const Conv* g, const floating* x, const floating* wb, fl
         if relu:
             _store(out, out, g.F, q, g.P, g.P, relu)
         return
+    if g.pool and nb == 1:
+        _pooled_item(g, x, wb, out, cols, product, y0, rows, relu)
+        return
     for i in range(nb):
         _im2col_band(g, x + i * plane, cols + i * q, y0, rows)
     if nb == 1:
+        out += y0 * g.OW
         gemm(False, False, <int>g.F, <int>q, <int>(g.K + 1), <floating>1, wb, <int>(g.K + 1),
              cols, <int>g.ld, <floating>0, out, <int>g.P)
         if relu:
@@ -219,7 +259,21 @@ cdef void _forward_item(const Conv* g, const floating* x, const floating* wb, fl
     gemm(False, False, <int>g.F, <int>(nb * q), <int>(g.K + 1), <floating>1, wb, <int>(g.K + 1),
          cols, <int>g.ld, <floating>0, product, <int>g.ld)
     for i in range(nb):
-        _store(product + i * q, out + i * planes, g.F, q, g.ld, g.P, relu)
+        _emit(g, product + i * q, out + i * planes, g.F, y0, rows, relu)
+
+
+cdef void _pooled_item(const Conv* g, const floating* image, const floating* wb, floating* out, floating* cols,
+                       floating* product, Py_ssize_t y0, Py_ssize_t rows, bint relu) noexcept nogil:
+    """Output rows [y0, y0+rows) of one image (C, H, W) into product (F, rows*OW), one GEMM per gemm_rows, then
+    pooled into out (its F planes) (see 11.)."""
+    cdef Py_ssize_t y = y0, part
+    while y < y0 + rows:
+        part = min(g.gemm_rows, y0 + rows - y)
+        _im2col_band(g, image, cols, y, part)
+        gemm(False, False, <int>g.F, <int>(part * g.OW), <int>(g.K + 1), <floating>1, wb, <int>(g.K + 1),
+             cols, <int>g.ld, <floating>0, product + (y - y0) * g.OW, <int>g.ld)
+        y += part
+    _emit(g, product, out, g.F, y0, rows, relu)
 
 
 cdef void _stage(const floating* dout, const floating* out, floating* staged, Py_ssize_t rows, Py_ssize_t q,
@@ -296,12 +350,13 @@ cdef inline Py_ssize_t _slice(Py_ssize_t total, Py_ssize_t most) noexcept nogil:
 
 cdef void _forward_batch(const Conv* g, const floating* x, const floating* wb, floating* out, floating* cols,
                          floating* product, int n_threads, bint relu) noexcept nogil:
-    """out (N, F, P) = wb @ the columns of the whole batch (their ReLU when relu), in slices of filters (see 9.).
+    """out (N, F, P) = wb @ the columns of the whole batch (their ReLU when relu; pooled when g.pool), in slices of
+    filters (see 9.).
 
     cols: (K+1, N*P), product: (F, N*P), both rows ld apart.
     """
     cdef Py_ssize_t n, image, s, f0, fs, size = _slice(g.F, F_SLICE), slices = (g.F + size - 1) // size
-    cdef Py_ssize_t plane = g.C * g.H * g.W, planes = g.F * g.P
+    cdef Py_ssize_t plane = g.C * g.H * g.W, out_plane = _out_plane(g)
     for n in prange(g.N, schedule="static", num_threads=n_threads):
         _im2col_band(g, x + n * plane, cols + n * g.P, 0, g.OH)
     for s in prange(slices, schedule="dynamic", num_threads=n_threads):
@@ -310,7 +365,7 @@ cdef void _forward_batch(const Conv* g, const floating* x, const floating* wb, f
         gemm(False, False, <int>fs, <int>(g.N * g.P), <int>(g.K + 1), <floating>1, wb + f0 * (g.K + 1),
              <int>(g.K + 1), cols, <int>g.ld, <floating>0, product + f0 * g.ld, <int>g.ld)
         for image in range(g.N):
-            _store(product + f0 * g.ld + image * g.P, out + image * planes + f0 * g.P, fs, g.P, g.ld, g.P, relu)
+            _emit(g, product + f0 * g.ld + image * g.P, out + (image * g.F + f0) * out_plane, fs, 0, g.OH, relu)
 
 
 cdef void _backward_batch(const Conv* g, const floating* x, const floating* wb, const floating* dout,
@@ -392,23 +447,32 @@ def work_item(tuple x_shape, int filters, int kh, int kw, int sh, int sw, int ph
 
 
 def conv_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, floating[:, :, ::1] out,
-                 int kh, int kw, int sh, int sw, int ph, int pw, int n_threads, bint relu=False):
+                 int kh, int kw, int sh, int sw, int ph, int pw, int n_threads, bint relu=False, bint pool=False):
     """out (N, F, OH*OW) = wb @ columns(x[n]) for each image of x (N, C, H, W); wb is (F, K+1).
 
-    relu: out is the ReLU of that (conv2d_relu's forward).
+    relu: out is the ReLU of that (conv2d_relu's forward). pool: out (N, F, OH//2 * OW//2) is the
+    maxima of that's 2x2 windows at stride 2 (see 11.); not for a pointwise convolution.
     """
     cdef Conv g = _conv(tuple(x.shape)[:4], tuple(wb.shape)[:2], kh, kw, sh, sw, ph, pw, sizeof(floating))
-    expect_shape(tuple(out.shape)[:3], (x.shape[0], g.F, g.P), "out")
+    if pool and g.pointwise:
+        raise ValueError("pooling is fused into convolutions with im2col only, not a pointwise one "
+                         "(1x1 kernel, stride 1, no padding)")
+    g.pool = pool
+    expect_shape(tuple(out.shape)[:3], (x.shape[0], g.F, _out_plane(&g)), "out")
     check_threads(n_threads)
     cdef Py_ssize_t chunks = (g.N + g.images - 1) // g.images, per_image, item
     if not g.batch and 0 < chunks * _bands(&g) < n_threads:  # thinner bands, one item per thread at least (see 3.)
         per_image = (n_threads + chunks - 1) // chunks
         g.rows = (g.OH + per_image - 1) // per_image
+        g.rows = g.gemm_rows = min(g.OH, g.rows + g.rows % 2)
+    if pool and g.rows < g.OH and g.rows % 2:  # items of two bands: whole pooling windows (see 11.)
+        g.rows = min(g.OH, 2 * g.rows)
+        g.ld = _row_stride(g.rows * g.OW, sizeof(floating))
     cdef Py_ssize_t bands = _bands(&g)
-    cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if g.images > 1 or g.batch else 0)
+    cdef Py_ssize_t size = _band_columns(&g) + (g.F * g.ld if g.images > 1 or g.batch or pool else 0)
     cdef floating[::1] work = workspace(np.asarray(out).dtype, size if g.batch else n_threads * size)
     cdef floating* buffer
-    if g.N == 0 or g.F == 0:
+    if g.N == 0 or g.F == 0 or _out_plane(&g) == 0:
         return
     if g.batch:
         with nogil:

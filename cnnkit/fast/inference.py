@@ -27,19 +27,27 @@ from cnnkit.fast.conv import _uses_winograd, _winograd_kernels
 __all__ = ["affine", "avg_pool2d", "conv2d", "max_pool2d", "maxout", "relu", "single_threaded_blas"]
 
 
-def conv2d(x_shape, w_shape, dtype, stride, padding, relu):
-    """Step(x, w, b) -> out (N, F, OH, OW): conv2d_forward of x (N, C, H, W), its ReLU when relu.
+def conv2d(x_shape, w_shape, dtype, stride, padding, relu, pool=False):
+    """Step(x, w, b) -> out (N, F, OH, OW): conv2d_forward of x (N, C, H, W), its ReLU when relu; with pool,
+    the 2x2 max pooling at stride 2 of that (N, F, OH // 2, OW // 2), fused into the convolution's output
+    pass where it runs on im2col (cnnkit/_ext/conv.pyx, 11.), a step of its own after it elsewhere.
 
     w (F, C, KH, KW) and b (F,) are passed on each call (they may have changed in place).
     """
     kernel, stride, padding, out_hw = checked_window(x_shape, w_shape[2:], stride, padding)
-    out = np.empty((x_shape[0], w_shape[0], *out_hw), dtype)
-    threads = product_threads(out.size * math.prod(w_shape[1:]))  # as cnnkit.fast.conv counts
-    if _uses_winograd(x_shape, w_shape, kernel, stride, out_hw):
-        def winograd(x, w, b):
+    out_shape = (x_shape[0], w_shape[0], *out_hw)
+    threads = product_threads(math.prod(out_shape) * math.prod(w_shape[1:]))  # as cnnkit.fast.conv counts
+    winograd = _uses_winograd(x_shape, w_shape, kernel, stride, out_hw)
+    if pool and (winograd or (kernel == stride == (1, 1) and padding == (0, 0))):
+        convolution, pooling = (conv2d(x_shape, w_shape, dtype, stride, padding, relu),
+                                  _halving_max_pool(out_shape, dtype))
+        return lambda x, w, b: pooling(convolution(x, w, b))
+    out = np.empty(out_shape[:2] + tuple(size // 2 for size in out_hw) if pool else out_shape, dtype)
+    if winograd:
+        def winograd_run(x, w, b):
             _winograd_kernels.winograd_forward(x, w, b, out, *padding, threads, relu)
             return out
-        return winograd
+        return winograd_run
     filters, rows = w_shape[0], math.prod(w_shape[1:])
     wb = np.empty((filters, rows + 1), dtype)  # [w.reshape(F, C*KH*KW) | b], the drivers' weight matrix
     flat_out = out.reshape(out.shape[:2] + (-1,))
@@ -47,7 +55,7 @@ def conv2d(x_shape, w_shape, dtype, stride, padding, relu):
     def im2col(x, w, b):
         wb[:, :rows] = w.reshape(filters, rows)
         wb[:, rows] = b
-        _conv.conv_forward(x, wb, flat_out, *kernel, *stride, *padding, threads, relu)
+        _conv.conv_forward(x, wb, flat_out, *kernel, *stride, *padding, threads, relu, pool)
         return out
     return im2col
 
@@ -81,20 +89,25 @@ def maxout(x_shape, w_shape, dtype):
 
 
 def max_pool2d(x_shape, dtype, kernel_size, stride, padding):
-    """Step(x) -> out (N, C, OH, OW): max_pool2d_forward of x (N, C, H, W).
-
-    2x2 windows at stride 2 without padding run on a kernel that records no argmax (cnnkit/_ext/inference.pyx).
-    """
+    """Step(x) -> out (N, C, OH, OW): max_pool2d_forward of x (N, C, H, W)."""
     out, args, threads = _pooled(x_shape, dtype, kernel_size, stride, padding)
     if args == [2, 2, 2, 2, 0, 0]:
-        def halving(x):
-            _inference.max_pool_2x2(x, out, threads)
-            return out
-        return halving
+        return _halving_max_pool(x_shape, dtype)
     argmax = np.empty(out.shape, np.intc)  # the kernel records it; nothing reads it here
 
     def step(x):
         _pool.max_pool_forward(x, out, argmax, *args, threads)
+        return out
+    return step
+
+
+def _halving_max_pool(x_shape, dtype):
+    """Step(x) -> out (N, C, H // 2, W // 2): max_pool2d_forward of x (N, C, H, W) over 2x2 windows at stride 2,
+    on a kernel that records no argmax (cnnkit/_ext/inference.pyx)."""
+    out, _, threads = _pooled(x_shape, dtype, 2, 2, 0)
+
+    def step(x):
+        _inference.max_pool_2x2(x, out, threads)
         return out
     return step
 

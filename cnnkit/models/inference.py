@@ -2,10 +2,12 @@
 
 A plan turns the layers into steps once: a Conv2d or Linear takes a BatchNorm right after
 it folded into its weights and the ReLU after those in the same step (a convolution's in
-its output pass), Dropout (the identity in eval mode) is left out, Flatten is a view, and
-a layer the planner does not know (a subclass included) runs its own eval forward. For
-each input shape and kernel thread count the plan keeps, per Python thread, a program:
-the steps of cnnkit.fast.inference made for that shape after the layers checked it (their
+its output pass), and a Conv2d the 2x2 max pooling at stride 2 after those too (pooled in
+its output pass where it runs on im2col, so its full output is never written), Dropout
+(the identity in eval mode) is left out, Flatten is a view, and a layer the planner does
+not know (a subclass included) runs its own eval forward. For each input shape and kernel
+thread count the plan keeps, per Python thread, a program: the steps of
+cnnkit.fast.inference made for that shape after the layers checked it (their
 output_shape), each writing into a buffer of its own. Inputs of more than CHUNK samples
 run CHUNK at a time; with SAMPLES_PER_THREAD samples per kernel thread or more, each thread
 runs a share of the samples alone, on kernels of one thread. The weights are read (and
@@ -143,9 +145,9 @@ def _steps(layers):
     while index < len(layers):
         layer, following = layers[index], layers[index + 1:]
         if type(layer) in (nn.Conv2d, nn.Linear):
-            step = _Weighted(layer, *_norm_and_relu(layer, following))
+            step = _Weighted(layer, *_taken_in(layer, following))
         elif type(layer) is nn.Maxout:
-            step = _Weighted(layer, None, None)
+            step = _Weighted(layer, None, None, None)
         elif type(layer) in _SIMPLE:
             step = _SIMPLE[type(layer)](layer)
         elif type(layer) is nn.Dropout:
@@ -157,13 +159,21 @@ def _steps(layers):
     return [step for step in steps if not isinstance(step, _Skipped)]
 
 
-def _norm_and_relu(layer, following):
-    """(the BatchNorm right after layer that folds into it or None, whether a ReLU comes next): the layers
-    `following` it, which a Conv2d or Linear step takes in."""
+def _taken_in(layer, following):
+    """The layers `following` layer (a Conv2d or Linear) that its step takes in, each None where absent: the
+    BatchNorm right after it that folds into it, the ReLU next, then (a Conv2d's) a 2x2 max pooling at stride 2."""
     norm_type = nn.BatchNorm2d if type(layer) is nn.Conv2d else nn.BatchNorm1d
     norm = following[0] if following and type(following[0]) is norm_type else None
     rest = following[norm is not None:]
-    return norm, rest[0] if rest and type(rest[0]) is nn.ReLU else None
+    relu = rest[0] if rest and type(rest[0]) is nn.ReLU else None
+    rest = rest[relu is not None:]
+    pool = rest[0] if type(layer) is nn.Conv2d and rest and _halves(rest[0]) else None
+    return norm, relu, pool
+
+
+def _halves(layer):
+    """Whether layer is a MaxPool2d over 2x2 windows at stride 2 without padding."""
+    return type(layer) is nn.MaxPool2d and (layer.kernel_size, layer.stride, layer.padding) == ((2, 2), (2, 2), (0, 0))
 
 
 class _Step:
@@ -178,12 +188,12 @@ class _Step:
 
 
 class _Weighted(_Step):
-    """A Conv2d or Linear, a BatchNorm after it folded into its weights, then its ReLU, in one kernel call;
-    or a Maxout alone."""
+    """A Conv2d or Linear, a BatchNorm after it folded into its weights, then its ReLU, then (a Conv2d's) 2x2 max
+    pooling, in one kernel call; or a Maxout alone."""
 
-    def __init__(self, layer, norm, relu):
-        super().__init__(layer, norm, relu)
-        self.layer, self.norm, self.relu = layer, norm, relu is not None
+    def __init__(self, layer, norm, relu, pool):
+        super().__init__(layer, norm, relu, pool)
+        self.layer, self.norm, self.relu, self.pool = layer, norm, relu is not None, pool is not None
         weight = layer.params["weight"]
         conv = type(layer) is nn.Conv2d
         self._units = (-1, 1, 1, 1) if conv else (1, -1)  # how a per-output-unit vector broadcasts on the weight
@@ -198,7 +208,8 @@ class _Weighted(_Step):
     def make(self, kernels, x_shape, dtype):
         weight_shape = self.layer.params["weight"].shape
         if type(self.layer) is nn.Conv2d:
-            return kernels.conv2d(x_shape, weight_shape, dtype, self.layer.stride, self.layer.padding, self.relu)
+            return kernels.conv2d(x_shape, weight_shape, dtype, self.layer.stride, self.layer.padding, self.relu,
+                                  self.pool)
         if type(self.layer) is nn.Maxout:
             return kernels.maxout(x_shape, weight_shape, dtype)
         return kernels.affine(x_shape, weight_shape, dtype, self.relu)
