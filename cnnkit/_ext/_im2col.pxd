@@ -6,8 +6,57 @@
 # per-element bounds test and write zeros around it. Stride-1 rows are contiguous, so the
 # compiler vectorises them; when, besides, the output keeps the input's width (OW == W),
 # a kernel offset's whole rectangle is one run, with its few edge entries fixed after.
+#
+# Small maps (at most TABLE_POSITIONS outputs) would spend more on each kernel offset's
+# rectangle than on its few entries: there, a table of every entry's input index (-1 in
+# the padding), made once for all the channels of a call, drives both loops instead. Each
+# input still receives its additions in kernel-offset order: the same bits either way.
 from cython cimport floating
+from libc.limits cimport INT_MAX
 from libc.string cimport memset
+
+
+cdef enum:
+    TABLE_POSITIONS = 16  # output positions of a window's map up to which the table drives the loops
+    TABLE_ENTRIES = 4096  # entries of the table (KH*KW*positions) at most: 16 KiB on the stack
+
+
+cdef inline bint tabled(int kh, int kw, Py_ssize_t positions, Py_ssize_t plane) noexcept nogil:
+    """Whether the loops over a map of `positions` outputs of input planes of `plane` entries go through an
+    index table (whose entries are C ints)."""
+    return positions <= TABLE_POSITIONS and kh * kw * positions <= TABLE_ENTRIES and plane <= INT_MAX
+
+
+cdef inline void window_table(int* table, Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh, int sw,
+                              int ph, int pw, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """table (KH*KW, OH*OW): the flat index y*W + x in a plane (H, W) that kernel offset (i, j) reads for each
+    output position, or -1 where that falls in the padding."""
+    cdef Py_ssize_t i, j, y, x, row, col
+    cdef int* entry = table
+    for i in range(kh):
+        for j in range(kw):
+            for y in range(oh):
+                row = y * sh + i - ph
+                for x in range(ow):
+                    col = x * sw + j - pw
+                    entry[0] = <int>(row * W + col) if 0 <= row < H and 0 <= col < W else -1
+                    entry += 1
+
+
+cdef inline void tabled_channel(floating* plane, floating* rows, const int* table, Py_ssize_t offsets,
+                                Py_ssize_t positions, Py_ssize_t ld, bint gather) noexcept nogil:
+    """Through window_table's table (offsets = KH*KW rows of `positions`, ld apart): gather, im2col_channel (rows
+    = the plane's entries, zero in the padding; plane only read), or else col2im_channel (plane += rows, its
+    entries' additions in kernel-offset order)."""
+    cdef Py_ssize_t t, p
+    cdef int index
+    for t in range(offsets):
+        for p in range(positions):
+            index = table[t * positions + p]
+            if gather:
+                rows[t * ld + p] = plane[index] if index >= 0 else 0
+            elif index >= 0:
+                plane[index] += rows[t * ld + p]
 
 
 cdef inline Py_ssize_t first_inside(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t count) noexcept nogil:

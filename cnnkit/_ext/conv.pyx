@@ -75,12 +75,33 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.limits cimport INT_MAX
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 from cnnkit._ext._blas cimport gemm
 from cnnkit._ext._drivers import check_threads, expect_shape, workspace
-from cnnkit._ext._im2col cimport col2im_channel, im2col_channel, output_hw
+from cnnkit._ext._im2col cimport (TABLE_ENTRIES, col2im_channel, im2col_channel, output_hw, tabled, tabled_channel,
+                                  window_table)
 from cnnkit._ext._max2x2 cimport max_plane_2x2
+
+cdef extern from *:
+    """
+    #include <string.h>
+    /* Rows of a few entries (small maps) copied in a loop: a memcpy call costs more than such a
+       copy. GCC would turn the loop back into the call but for this attribute. */
+    #if defined(__GNUC__) && !defined(__clang__)
+    __attribute__((optimize("no-tree-loop-distribute-patterns")))
+    #endif
+    static void cnnkit_copy(void* dst, const void* src, size_t bytes) {
+        if (bytes >= 256) {
+            memcpy(dst, src, bytes);
+            return;
+        }
+        for (size_t i = 0; i < bytes; i++)
+            ((char*)dst)[i] = ((const char*)src)[i];
+    }
+    """
+    void _copy "cnnkit_copy"(void* dst, const void* src, size_t bytes) noexcept nogil
+
 
 GRADIENT_GROUPS = 8  # groups of images whose weight gradients are summed apart (see 4.)
 BAND_BYTES = 1 << 20  # largest columns + output (gradient) of one item: about an L2 (see 1.)
@@ -170,9 +191,16 @@ cdef void _im2col_band(const Conv* g, const floating* image, floating* cols, Py_
     """
     cdef Py_ssize_t c, i, q = rows * g.OW, skip = _skipped(g, y0), plane = g.H * g.W
     cdef int top_padding = <int>(skip - (y0 * g.sh - g.ph))
-    for c in range(g.C):
-        im2col_channel(image + c * plane + skip * g.W, cols + c * g.kh * g.kw * g.ld, g.H - skip, g.W,
-                       g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW, g.ld)
+    cdef int table[TABLE_ENTRIES]
+    if tabled(g.kh, g.kw, q, plane):
+        window_table(table, g.H - skip, g.W, g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW)
+        for c in range(g.C):
+            tabled_channel(<floating*>image + c * plane + skip * g.W, cols + c * g.kh * g.kw * g.ld, table,
+                           g.kh * g.kw, q, g.ld, True)
+    else:
+        for c in range(g.C):
+            im2col_channel(image + c * plane + skip * g.W, cols + c * g.kh * g.kw * g.ld, g.H - skip, g.W,
+                           g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW, g.ld)
     for i in range(q):
         cols[g.K * g.ld + i] = 1
 
@@ -183,11 +211,18 @@ cdef void _col2im_band(const Conv* g, floating* cols, floating* image, Py_ssize_
 
     Entries of cols that fall in the padding may be overwritten.
     """
-    cdef Py_ssize_t c, skip = _skipped(g, y0), plane = g.H * g.W
+    cdef Py_ssize_t c, skip = _skipped(g, y0), plane = g.H * g.W, q = rows * g.OW
     cdef int top_padding = <int>(skip - (y0 * g.sh - g.ph))
-    for c in range(g.C):
-        col2im_channel(cols + c * g.kh * g.kw * g.ld, image + c * plane + skip * g.W, g.H - skip, g.W,
-                       g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW, g.ld, True)
+    cdef int table[TABLE_ENTRIES]
+    if tabled(g.kh, g.kw, q, plane):
+        window_table(table, g.H - skip, g.W, g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW)
+        for c in range(g.C):
+            tabled_channel(image + c * plane + skip * g.W, cols + c * g.kh * g.kw * g.ld, table, g.kh * g.kw, q,
+                           g.ld, False)
+    else:
+        for c in range(g.C):
+            col2im_channel(cols + c * g.kh * g.kw * g.ld, image + c * plane + skip * g.W, g.H - skip, g.W,
+                           g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW, g.ld, True)
 
 
 cdef void _store(const floating* src, floating* dst, Py_ssize_t rows, Py_ssize_t q, Py_ssize_t ld,
@@ -200,7 +235,7 @@ cdef void _store(const floating* src, floating* dst, Py_ssize_t rows, Py_ssize_t
     cdef floating value
     for f in range(rows):
         if not relu:
-            memcpy(dst + f * stride, src + f * ld, q * sizeof(floating))
+            _copy(dst + f * stride, src + f * ld, q * sizeof(floating))
             continue
         for p in range(q):
             value = src[f * ld + p]
@@ -288,7 +323,7 @@ cdef void _stage(const floating* dout, const floating* out, floating* staged, Py
     cdef floating value
     for f in range(rows):
         if out == NULL:
-            memcpy(staged + f * ld, dout + f * stride, q * sizeof(floating))
+            _copy(staged + f * ld, dout + f * stride, q * sizeof(floating))
             continue
         for p in range(q):
             value = dout[f * stride + p]
