@@ -13,7 +13,7 @@
 # input still receives its additions in kernel-offset order: the same bits either way.
 from cython cimport floating
 from libc.limits cimport INT_MAX
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 
 cdef enum:
@@ -99,12 +99,13 @@ cdef inline void _copy_shifted(const floating* src, floating* dst, Py_ssize_t ro
                                Py_ssize_t x0, Py_ssize_t x1) noexcept nogil:
     """dst (rows, W) = src (rows, W) where x0 <= x < x1, zero elsewhere; src rows W apart too.
 
-    One run from the first row's x0 to the last row's x1, then the few entries outside
-    [x0, x1) (which the run filled from the neighbouring rows) set to zero.
+    One run from the first row's x0 to the last row's x1 (a memcpy: wider moves than the
+    baseline build's loop), then the few entries outside [x0, x1) (which the run filled from
+    the neighbouring rows) set to zero.
     """
-    cdef Py_ssize_t t, y, x, end = (rows - 1) * W + x1
-    for t in range(x0, end):
-        dst[t] = src[t]
+    cdef Py_ssize_t y, x, end = (rows - 1) * W + x1
+    if end > x0:
+        memcpy(dst + x0, src + x0, (end - x0) * sizeof(floating))
     for y in range(rows):
         for x in range(x0):
             dst[y * W + x] = 0
