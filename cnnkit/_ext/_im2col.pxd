@@ -7,9 +7,10 @@
 # compiler vectorises them; when, besides, the output keeps the input's width (OW == W),
 # a kernel offset's whole rectangle is one run, with its few edge entries fixed after.
 #
-# Small maps (at most TABLE_POSITIONS outputs) would spend more on each kernel offset's
-# rectangle than on its few entries: there, a table of every entry's input index (-1 in
-# the padding), made once for all the channels of a call, drives both loops instead. Each
+# Small maps (at most TABLE_POSITIONS outputs, or STRIDED_POSITIONS where a kernel offset's
+# rectangle is not one run) would spend more on each offset's rectangle than on its few
+# entries: there, a table of every entry's input index (-1 in the padding), made once for
+# all the channels of a call, drives both loops instead. Each
 # input still receives its additions in kernel-offset order: the same bits either way.
 from cython cimport floating
 from libc.limits cimport INT_MAX
@@ -18,13 +19,17 @@ from libc.string cimport memcpy, memset
 
 cdef enum:
     TABLE_POSITIONS = 16  # output positions of a window's map up to which the table drives the loops
+    STRIDED_POSITIONS = 64  # the same for windows whose rows are not one run (see tabled)
     TABLE_ENTRIES = 4096  # entries of the table (KH*KW*positions) at most: 16 KiB on the stack
 
 
-cdef inline bint tabled(int kh, int kw, Py_ssize_t positions, Py_ssize_t plane) noexcept nogil:
-    """Whether the loops over a map of `positions` outputs of input planes of `plane` entries go through an
-    index table (whose entries are C ints)."""
-    return positions <= TABLE_POSITIONS and kh * kw * positions <= TABLE_ENTRIES and plane <= INT_MAX
+cdef inline bint tabled(int kh, int kw, int sh, int sw, Py_ssize_t positions, Py_ssize_t W, Py_ssize_t ow,
+                        Py_ssize_t plane) noexcept nogil:
+    """Whether the loops over a map of `positions` (rows of ow) outputs of input planes (H, W) of `plane` entries
+    go through an index table (whose entries are C ints): up to TABLE_POSITIONS outputs, or STRIDED_POSITIONS
+    where no window is one run (a stride-1 window that keeps the width is)."""
+    cdef Py_ssize_t most = TABLE_POSITIONS if sh == sw == 1 and ow == W else STRIDED_POSITIONS
+    return positions <= most and kh * kw * positions <= TABLE_ENTRIES and plane <= INT_MAX
 
 
 cdef inline void window_table(int* table, Py_ssize_t H, Py_ssize_t W, int kh, int kw, int sh, int sw,

@@ -192,7 +192,7 @@ cdef void _im2col_band(const Conv* g, const floating* image, floating* cols, Py_
     cdef Py_ssize_t c, i, q = rows * g.OW, skip = _skipped(g, y0), plane = g.H * g.W
     cdef int top_padding = <int>(skip - (y0 * g.sh - g.ph))
     cdef int table[TABLE_ENTRIES]
-    if tabled(g.kh, g.kw, q, plane):
+    if tabled(g.kh, g.kw, g.sh, g.sw, q, g.W, g.OW, plane):
         window_table(table, g.H - skip, g.W, g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW)
         for c in range(g.C):
             tabled_channel(<floating*>image + c * plane + skip * g.W, cols + c * g.kh * g.kw * g.ld, table,
@@ -214,7 +214,7 @@ cdef void _col2im_band(const Conv* g, floating* cols, floating* image, Py_ssize_
     cdef Py_ssize_t c, skip = _skipped(g, y0), plane = g.H * g.W, q = rows * g.OW
     cdef int top_padding = <int>(skip - (y0 * g.sh - g.ph))
     cdef int table[TABLE_ENTRIES]
-    if tabled(g.kh, g.kw, q, plane):
+    if tabled(g.kh, g.kw, g.sh, g.sw, q, g.W, g.OW, plane):
         window_table(table, g.H - skip, g.W, g.kh, g.kw, g.sh, g.sw, top_padding, g.pw, rows, g.OW)
         for c in range(g.C):
             tabled_channel(image + c * plane + skip * g.W, cols + c * g.kh * g.kw * g.ld, table, g.kh * g.kw, q,

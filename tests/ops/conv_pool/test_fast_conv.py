@@ -107,6 +107,8 @@ def test_conv_agrees_with_reference(g, filters, band_size, positions_per_filter,
     ((2, 3, 7, 6), (5, 3), (1, 1), (2, 1)),  # output as wide as the input: one run per kernel offset
     ((2, 2, 3, 4), (3, 5), (1, 1), (3, 2)),  # as wide, padding rows above and below
     ((2, 3, 32, 32), (3, 3), (1, 1), (1, 1)),  # rows of 4 or 8 KiB: the buffers' rows get padded
+    ((2, 3, 16, 15), (3, 3), (2, 2), (1, 1)),  # strided, 64 outputs: the largest map on an index table
+    ((2, 3, 17, 15), (3, 3), (2, 2), (1, 1)),  # 72 outputs: the rectangles again
 ])
 @pytest.mark.parametrize("band_size", [600, conv_kernels.BAND_BYTES])
 def test_conv_special_windows(shape, kernel, stride, padding, threads, band_size, dtype, rng):
