@@ -15,7 +15,7 @@ CACHE_LINE = 64  # bytes
 
 def workspace(dtype, size):
     """A 1-D array of at least `size` elements of dtype, kept per Python thread between calls."""
-    key = np.dtype(dtype).name
+    key = np.dtype(dtype).char  # not .name: a Python property, microseconds on every call
     buffer = getattr(_kept, key, None)
     if buffer is None or len(buffer) < size:
         buffer = _aligned(max(size, 1), np.dtype(dtype))
