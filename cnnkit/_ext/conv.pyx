@@ -65,11 +65,12 @@ Contract and rules:
 11. Pooling fused (pool=True; the inference plan's convolution, ReLU or not, then 2x2 max pooling
    at stride 2): each item's product goes to the thread's buffer, whose 2x2 windows are pooled
    into out (N, F, OH//2 * OW//2) (cnnkit/_ext/_max2x2.pxd) while it is in cache, then their ReLU
-   taken (the ReLU of a maximum is the maximum of the ReLUs); the full output is never written. So that no window spans two items, an item of
-   bands of an odd number of rows (but the last) takes two of them, one GEMM each: the GEMMs
-   are the unfused forward's, call for call (OpenBLAS's sums depend on a product's width), and
-   the values the unfused convolution, ReLU and pooling's (but for which of two equal zeros or
-   NaNs comes out, as with the 2x2 pooling alone). Not pointwise.
+   taken (the ReLU of a maximum is the maximum of the ReLUs); the full output is never written.
+   So that no window spans two items, an item of bands of an odd number of rows (but the last)
+   takes two of them, one GEMM each: the GEMMs are the unfused forward's, call for call
+   (OpenBLAS's sums depend on a product's width), and the values the unfused convolution, ReLU
+   and pooling's (but for which of two equal zeros or NaNs comes out, as with the 2x2 pooling
+   alone). Not pointwise.
 """
 import numpy as np
 from cython cimport floating
