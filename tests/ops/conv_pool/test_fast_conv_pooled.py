@@ -11,6 +11,7 @@ import cnnkit
 from cnnkit import fast
 from cnnkit._ext import conv as conv_kernels
 from cnnkit.fast import inference as steps
+from cnnkit.fast._checks import checked_window
 from cnnkit.fast.conv import _weights_with_bias
 
 pytestmark = pytest.mark.usefixtures("tiny_grains")
@@ -27,7 +28,7 @@ def unfused(x, w, b, stride, padding, relu):
 def fused(x, w, b, stride, padding, relu, threads):
     """conv_forward with pool=True, straight on the kernel."""
     n, f, (kh, kw) = len(x), len(w), w.shape[2:]
-    oh, ow = ((size + 2 * p - k) // s + 1 for size, p, k, s in zip(x.shape[2:], padding, (kh, kw), stride))
+    oh, ow = checked_window(x.shape, (kh, kw), stride, padding)[3]
     out = np.full((n, f, oh // 2, ow // 2), 7, x.dtype)
     conv_kernels.conv_forward(x, _weights_with_bias(w, b), out.reshape(n, f, -1), kh, kw, *stride, *padding,
                               threads, relu, True)
