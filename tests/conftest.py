@@ -42,6 +42,7 @@ def winograd_everywhere(monkeypatch):
     monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(conv, "WINOGRAD_MIN_WIDTH", 1)
     monkeypatch.setattr(conv, "WINOGRAD_MIN_TILES", 0)
+    monkeypatch.setattr(conv, "WINOGRAD_FEW_TILES", 0)
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,11 @@ Contract and rules:
    and M (16 * (C + F) * rows * TW entries) fill at most BAND_BYTES, and small enough for
    MIN_BANDS bands, so that the threads and the gradient groups (5.) get even shares. The
    input transform writes V while the band's input is in cache, the 16 GEMMs read it, the
-   output transform writes out (NCHW) from M.
+   output transform writes out (NCHW) from M. Where the weights outweigh the batch (its tiles
+   times C + F at most WHOLE_BATCH times F * C: small maps with many channels, few images),
+   the whole batch is one band and the threads split its steps instead, each step's even
+   shares of the channels or filters and the 16 GEMMs a k at a time: U_k is then read once
+   per call, not once per band, and the GEMMs are as wide as the batch.
 2. The 1-D transforms are written out by hand (_input_1d and friends) and applied along
    rows, then along columns, of each tile. BLOCK tiles of one channel at a time: their input
    rows are copied, zero-padded, into an array on the stack, transformed into another and
@@ -27,8 +31,10 @@ Contract and rules:
    it (plain loops, not memcpy calls per block). Channel by channel, then tile row: reads run
    along each plane rather than jumping from plane to plane. The 16 matrices of a band lie
    SKEW entries more than their size apart, so that the 16 streams of a block's stores do not
-   fall in one cache set when that size is a power of two.
-3. Forward: bands dealt out dynamically; U is computed once per call (serial: F*C filters).
+   fall in one cache set when that size is a power of two. The filter transforms take BLOCK
+   filters at a time the same way, vectorised across filters.
+3. Forward: bands dealt out dynamically; U is computed once per call, the threads taking
+   even shares of the filters.
 4. Backward: one pass over the bands for all three gradients. A band transforms x (V) and
    dout (dM, summing db), adds dM_k @ V_k.T into dU, then computes dV_k = U_k.T @ dM_k in
    V's place and transforms it into dx; dM is shared by both products. The backward stores V
@@ -43,10 +49,13 @@ Contract and rules:
 5. The bands are cut into GRADIENT_GROUPS groups of consecutive bands, fixed by the shapes
    alone. A group sums its dU (16, F, C) and db in band order, the groups are then added in
    order and dU transformed back once: dw, db and dx are bit for bit the same on every call,
-   whatever the thread count. V is computed again from x: the cache keeps x, w and b only (a
-   kept V would take 4 times the memory of x).
+   whatever the thread count. A batch that is one band (1.) needs no groups: each dU_k is one
+   product over all its tiles, made by one thread. V is computed again from x: the cache keeps
+   x, w and b only (a kept V would take 4 times the memory of x).
 6. Buffers come from the per-Python-thread workspace (cnnkit/_ext/_drivers.py): U, the group
-   sums and kept rows, and one band's V and M per thread. Nothing scales with N.
+   sums and kept rows, and one band's V and M per thread (dU and the one band's V and M of a
+   batch that is one band). Nothing scales with N but that one band, at most WHOLE_BATCH
+   times U.
 7. ReLU fused (conv2d_relu): the output transform stores max(0, y) (the fast ReLU's formula),
    and the output-gradient transform reads dout as 0 where out is not > 0. The gradients are
    those of the unfused pair, bit for bit, without ReLU's own passes over the output.
@@ -139,6 +148,7 @@ def cpu_has_avx2():
 GRADIENT_GROUPS = 8  # groups of bands whose weight gradients are summed apart (see 5.)
 BAND_BYTES = 1 << 20  # largest V and M of one band together (see 1.)
 MIN_BANDS = 16  # bands at least, when there are as many tile rows (see 1.)
+WHOLE_BATCH = 2.0  # the batch is one band where its tiles times (C + F) are at most this times F * C (see 1.)
 cdef enum:
     BLOCK = 16  # tiles transformed together, in arrays on the stack (see 2.)
     SKEW = 16  # entries between the 16 matrices of a band (see 2.)
@@ -149,6 +159,7 @@ cdef struct Tiling:
     Py_ssize_t N, C, H, W, F, OH, OW  # input (N, C, H, W), output (N, F, OH, OW)
     Py_ssize_t ph, pw  # padding, >= 0
     Py_ssize_t TH, TW, rows, bands  # tiles down and across an image, tile rows per band, bands
+    bint whole  # the whole batch is one band, its work split by channels, filters and k (see 1.)
     Py_ssize_t vs, ms  # entries from one matrix V_k (M_k) of a band to the next, skewed (see 2.)
 
 
@@ -166,8 +177,12 @@ cdef Tiling _tiling(tuple x_shape, tuple w_shape, Py_ssize_t ph, Py_ssize_t pw, 
     if t.OH < 1 or t.OW < 1:
         raise ValueError(f"a 3x3 window does not fit x {x_shape} with padding ({ph}, {pw})")
     t.TH, t.TW = (t.OH + 1) // 2, (t.OW + 1) // 2
-    t.rows = max(1, min((t.N * t.TH + MIN_BANDS - 1) // MIN_BANDS,
-                        BAND_BYTES // (16 * max(1, t.C + t.F) * t.TW * itemsize)))
+    t.whole = t.N > 0 and t.N * t.TH * t.TW * <double>(t.C + t.F) <= WHOLE_BATCH * t.F * <double>t.C
+    if t.whole:
+        t.rows = t.N * t.TH
+    else:
+        t.rows = max(1, min((t.N * t.TH + MIN_BANDS - 1) // MIN_BANDS,
+                            BAND_BYTES // (16 * max(1, t.C + t.F) * t.TW * itemsize)))
     t.bands = (t.N * t.TH + t.rows - 1) // t.rows
     t.vs, t.ms = t.C * t.rows * t.TW + SKEW, t.F * t.rows * t.TW + SKEW
     if max(t.C, t.F, t.rows * t.TW) > INT_MAX:
@@ -225,42 +240,63 @@ cdef inline void _output_gradient_1d(const floating* y, Py_ssize_t ys, floating*
     o[3 * os] = -y[ys]
 
 
-cdef void _transform_filters(const floating* w, floating* U, Py_ssize_t F, Py_ssize_t C) noexcept nogil:
-    """U (16, F, C) = G g G^T of every filter g = w[f, c] of w (F, C, 3, 3)."""
-    cdef Py_ssize_t f, c, i, FC = F * C
-    cdef floating g[9]
-    cdef floating s[12]
-    cdef floating* u
-    for f in range(F):
-        for c in range(C):
+cdef void _transform_filters(const floating* w, floating* U, Py_ssize_t F, Py_ssize_t C, Py_ssize_t f0,
+                             Py_ssize_t f1) noexcept nogil:
+    """U (16, F, C) = G g G^T of every filter g = w[f, c] of w (F, C, 3, 3), f in [f0, f1).
+
+    BLOCK filters at a time, gathered into arrays on the stack with the filter innermost, so that GCC vectorises
+    the transforms across filters (as 2. does across tiles).
+    """
+    cdef Py_ssize_t block, j, n, i, l
+    cdef floating g[9 * BLOCK]
+    cdef floating s[12 * BLOCK]
+    cdef floating u[16 * BLOCK]
+    for block in range((f1 - f0) * C // BLOCK + 1):
+        j = f0 * C + block * BLOCK  # filter w[f, c] flattened: f * C + c
+        n = min(BLOCK, f1 * C - j)
+        for i in range(9):
+            for l in range(n):
+                g[i * BLOCK + l] = w[(j + l) * 9 + i]
+        for l in range(n):
+            for i in range(3):
+                _filter_1d(g + 3 * i * BLOCK + l, BLOCK, s + 4 * i * BLOCK + l, BLOCK)
+            for i in range(4):
+                _filter_1d(s + i * BLOCK + l, 4 * BLOCK, u + i * BLOCK + l, 4 * BLOCK)
+        _store_block(u, U + j, F * C, n)
+
+
+cdef void _filter_gradients(const floating* dU, floating* dw, Py_ssize_t F, Py_ssize_t C, Py_ssize_t f0,
+                            Py_ssize_t f1) noexcept nogil:
+    """dw (F, C, 3, 3) = G^T u G of every u = dU[:, f, c] of dU (16, F, C), f in [f0, f1); BLOCK filters at a
+    time, as in _transform_filters.
+    """
+    cdef Py_ssize_t block, j, n, i, l
+    cdef floating u[16 * BLOCK]
+    cdef floating s[12 * BLOCK]
+    cdef floating g[9 * BLOCK]
+    for block in range((f1 - f0) * C // BLOCK + 1):
+        j = f0 * C + block * BLOCK
+        n = min(BLOCK, f1 * C - j)
+        for i in range(16):
+            for l in range(n):
+                u[i * BLOCK + l] = dU[i * F * C + j + l]
+        for l in range(n):
+            for i in range(4):
+                _filter_gradient_1d(u + 4 * i * BLOCK + l, BLOCK, s + 3 * i * BLOCK + l, BLOCK)
+            for i in range(3):
+                _filter_gradient_1d(s + i * BLOCK + l, 3 * BLOCK, g + i * BLOCK + l, 3 * BLOCK)
+        for l in range(n):
             for i in range(9):
-                g[i] = w[(f * C + c) * 9 + i]
-            for i in range(3):
-                _filter_1d(g + 3 * i, 1, s + 4 * i, 1)
-            u = U + f * C + c
-            for i in range(4):
-                _filter_1d(s + i, 4, u + i * FC, 4 * FC)
-
-
-cdef void _filter_gradients(const floating* dU, floating* dw, Py_ssize_t F, Py_ssize_t C) noexcept nogil:
-    """dw (F, C, 3, 3) = G^T u G of every u = dU[:, f, c] of dU (16, F, C)."""
-    cdef Py_ssize_t f, c, i, FC = F * C
-    cdef floating s[12]
-    for f in range(F):
-        for c in range(C):
-            for i in range(4):
-                _filter_gradient_1d(dU + f * C + c + 4 * i * FC, FC, s + 3 * i, 1)
-            for i in range(3):
-                _filter_gradient_1d(s + i, 3, dw + (f * C + c) * 9 + i, 3)
+                dw[(j + l) * 9 + i] = g[i * BLOCK + l]
 
 
 cdef inline void _padded_rows(const floating* plane, floating* rows, Py_ssize_t count, Py_ssize_t width,
-                       Py_ssize_t y0, Py_ssize_t x0, Py_ssize_t H, Py_ssize_t W) noexcept nogil:
-    """rows (count, width) = plane (H, W)[y0:y0+count, x0:x0+width], zero outside the plane."""
+                              Py_ssize_t stride, Py_ssize_t y0, Py_ssize_t x0, Py_ssize_t H, Py_ssize_t W) noexcept nogil:
+    """rows (count, width), rows `stride` apart, = plane (H, W)[y0:y0+count, x0:x0+width], zero outside the plane."""
     cdef Py_ssize_t i, j, y, lo = min(max(0, -x0), width), hi = max(lo, min(width, W - x0))
     cdef floating* row
     for i in range(count):
-        y, row = y0 + i, rows + i * width
+        y, row = y0 + i, rows + i * stride
         for j in range(lo if 0 <= y < H else width):
             row[j] = 0
         if 0 <= y < H:
@@ -305,23 +341,23 @@ cdef inline void _store_block(const floating* v, floating* dst, Py_ssize_t strid
 
 
 cdef void _transform_inputs(const Tiling* t, const floating* x, floating* V, Py_ssize_t r0,
-                            Py_ssize_t count, bint transposed) noexcept nogil:
-    """V (16, C, count*TW) = B^T d B of every tile of tile rows [r0, r0+count), every channel;
-    V (16, count*TW, C) when transposed (see 4.).
+                            Py_ssize_t count, bint transposed, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """V (16, C, count*TW) = B^T d B of every tile of tile rows [r0, r0+count), channels [lo, hi);
+    V (16, count*TW, C) when transposed (see 4.), lo then a multiple of CHANNELS.
     """
     cdef Py_ssize_t q = count * t.TW, group = CHANNELS if transposed else 1, i, c0, g, r, n, ty, c, block, tx, nt
     cdef floating d[4 * (2 * BLOCK + 2)]
     cdef floating v[CHANNELS * 16 * BLOCK]
-    for i in range((t.C + group - 1) // group):
+    for i in range(lo // group, (hi + group - 1) // group):
         c0 = i * group
-        g = min(group, t.C - c0)
+        g = min(group, hi - c0)
         for r in range(count):
             n, ty = (r0 + r) // t.TH, (r0 + r) % t.TH
             for block in range((t.TW + BLOCK - 1) // BLOCK):
                 tx = block * BLOCK
                 nt = min(BLOCK, t.TW - tx)
                 for c in range(g):
-                    _padded_rows(x + (n * t.C + c0 + c) * t.H * t.W, d, 4, 2 * BLOCK + 2, 2 * ty - t.ph,
+                    _padded_rows(x + (n * t.C + c0 + c) * t.H * t.W, d, 4, 2 * nt + 2, 2 * BLOCK + 2, 2 * ty - t.ph,
                                  2 * tx - t.pw, t.H, t.W)
                     _input_tiles(d, v + c * 16 * BLOCK, nt)
                 if transposed:
@@ -342,9 +378,9 @@ cdef inline void _input_tiles(const floating* d, floating* v, Py_ssize_t nt) noe
 
 
 cdef void _transform_outputs(const Tiling* t, const floating* M, const floating* b, floating* out,
-                             Py_ssize_t r0, Py_ssize_t count, bint relu) noexcept nogil:
-    """out (N, F, OH, OW) on tile rows [r0, r0+count) = A^T m A (+ b[f] unless b is NULL), M (16, F, count*TW);
-    its ReLU when relu.
+                             Py_ssize_t r0, Py_ssize_t count, bint relu, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """out (N, F, OH, OW) on tile rows [r0, r0+count), filters [lo, hi) = A^T m A (+ b[f] unless b is NULL),
+    M (16, F, count*TW); its ReLU when relu.
     """
     cdef Py_ssize_t q = count * t.TW, r, n, ty, f, block, tx, nt, i, l, x, height, width
     cdef floating y[2 * 2 * BLOCK]
@@ -352,7 +388,7 @@ cdef void _transform_outputs(const Tiling* t, const floating* M, const floating*
     cdef floating bias = 0, value
     cdef const floating* m
     cdef floating* o
-    for f in range(t.F):
+    for f in range(lo, hi):
         for r in range(count):
             n, ty = (r0 + r) // t.TH, (r0 + r) % t.TH
             height = min(2, t.OH - 2 * ty)
@@ -379,8 +415,10 @@ cdef void _transform_outputs(const Tiling* t, const floating* M, const floating*
 
 
 cdef void _transform_gradients(const Tiling* t, const floating* dout, const floating* out, floating* dM,
-                               floating* db, Py_ssize_t r0, Py_ssize_t count) noexcept nogil:
-    """dM (16, F, count*TW) = A dy A^T of every tile's output gradient dy; db[f] += the sum of dout's tiles.
+                               floating* db, Py_ssize_t r0, Py_ssize_t count, Py_ssize_t lo,
+                               Py_ssize_t hi) noexcept nogil:
+    """dM (16, F, count*TW) = A dy A^T of every tile's output gradient dy, filters [lo, hi); db[f] += the sum of
+    dout's tiles.
 
     With out (the fused ReLU's output) not NULL, dy is dout where out > 0, else 0.
     """
@@ -391,7 +429,7 @@ cdef void _transform_gradients(const Tiling* t, const floating* dout, const floa
     cdef floating s[8]
     cdef double sums[2 * BLOCK]
     cdef floating* dst
-    for f in range(t.F):
+    for f in range(lo, hi):
         for i in range(2 * BLOCK):
             sums[i] = 0
         for r in range(count):
@@ -400,13 +438,14 @@ cdef void _transform_gradients(const Tiling* t, const floating* dout, const floa
             for block in range((t.TW + BLOCK - 1) // BLOCK):
                 tx = block * BLOCK
                 nt = min(BLOCK, t.TW - tx)
-                _padded_rows(dout + (n * t.F + f) * t.OH * t.OW, d, 2, 2 * BLOCK, 2 * ty, 2 * tx, t.OH, t.OW)
+                _padded_rows(dout + (n * t.F + f) * t.OH * t.OW, d, 2, 2 * nt, 2 * BLOCK, 2 * ty, 2 * tx, t.OH, t.OW)
                 if out != NULL:
-                    _padded_rows(out + (n * t.F + f) * t.OH * t.OW, positive, 2, 2 * BLOCK, 2 * ty, 2 * tx,
+                    _padded_rows(out + (n * t.F + f) * t.OH * t.OW, positive, 2, 2 * nt, 2 * BLOCK, 2 * ty, 2 * tx,
                                  t.OH, t.OW)
-                    for i in range(2 * 2 * BLOCK):
-                        d[i] = d[i] if positive[i] > 0 else 0
-                for i in range(2 * BLOCK):
+                    for i in range(2):
+                        for l in range(i * 2 * BLOCK, i * 2 * BLOCK + 2 * nt):
+                            d[l] = d[l] if positive[l] > 0 else 0
+                for i in range(2 * nt):  # the lanes past 2 * nt would add zeros
                     sums[i] = sums[i] + d[i] + d[2 * BLOCK + i]
                 for l in range(nt):
                     for i in range(2):
@@ -493,8 +532,9 @@ cdef void _put_pairs(const floating* e, const floating* o, Py_ssize_t n, floatin
 
 
 cdef void _transform_input_gradients(const Tiling* t, const floating* dV, floating* dx, floating* edge,
-                                     Py_ssize_t r0, Py_ssize_t count) noexcept nogil:
-    """dx (N, C, H, W) from dV (16, C, count*TW) on tile rows [r0, r0+count): B dv B^T of every tile, overlap-added.
+                                     Py_ssize_t r0, Py_ssize_t count, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """dx (N, C, H, W), channels [lo, hi), from dV (16, C, count*TW) on tile rows [r0, r0+count): B dv B^T of every
+    tile, overlap-added.
 
     BLOCK tiles of a tile row at a time, column pair by column pair: _overlapped_tiles for a block's first pair and
     the row's right edge, _overlapped_pairs for the rest (one loop over the pairs from the block's second to the
@@ -509,7 +549,7 @@ cdef void _transform_input_gradients(const Tiling* t, const floating* dV, floati
     cdef const floating* v
     cdef floating* dst
     cdef bint to_edge, last
-    for c in range(t.C):
+    for c in range(lo, hi):
         for r in range(count):
             n, ty = (r0 + r) // t.TH, (r0 + r) % t.TH
             to_edge = edge != NULL and r == 0 and ty > 0
@@ -547,11 +587,11 @@ cdef void _forward_band(const Tiling* t, const floating* x, const floating* U, c
     cdef Py_ssize_t count = _band_rows(t, band), q = count * t.TW, k
     cdef floating* V = work
     cdef floating* M = work + 16 * t.vs
-    _transform_inputs(t, x, V, band * t.rows, count, False)
+    _transform_inputs(t, x, V, band * t.rows, count, False, 0, t.C)
     for k in range(16):
         gemm(False, False, <int>t.F, <int>q, <int>t.C, <floating>1, U + k * t.F * t.C, <int>t.C,
              V + k * t.vs, <int>q, <floating>0, M + k * t.ms, <int>q)
-    _transform_outputs(t, M, b, out, band * t.rows, count, relu)
+    _transform_outputs(t, M, b, out, band * t.rows, count, relu, 0, t.F)
 
 
 cdef void _backward_band(const Tiling* t, const floating* x, const floating* dout, const floating* out,
@@ -564,8 +604,8 @@ cdef void _backward_band(const Tiling* t, const floating* x, const floating* dou
     cdef Py_ssize_t count = _band_rows(t, band), q = count * t.TW, k
     cdef floating* V = work
     cdef floating* dM = work + 16 * t.vs
-    _transform_inputs(t, x, V, band * t.rows, count, True)
-    _transform_gradients(t, dout, out, dM, db, band * t.rows, count)
+    _transform_inputs(t, x, V, band * t.rows, count, True, 0, t.C)
+    _transform_gradients(t, dout, out, dM, db, band * t.rows, count, 0, t.F)
     for k in range(16):
         gemm(False, False, <int>t.F, <int>t.C, <int>q, <floating>1, dM + k * t.ms, <int>q,
              V + k * t.vs, <int>t.C, <floating>1, dU + k * t.F * t.C, <int>t.C)
@@ -575,7 +615,7 @@ cdef void _backward_band(const Tiling* t, const floating* x, const floating* dou
     if dx != NULL:
         for k in range(16):  # the entry after the last tile, which _overlapped_pairs reads
             V[k * t.vs + t.C * q] = 0
-        _transform_input_gradients(t, V, dx, edge, band * t.rows, count)
+        _transform_input_gradients(t, V, dx, edge, band * t.rows, count, 0, t.C)
 
 
 cdef _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating* b,
@@ -585,13 +625,47 @@ cdef _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, co
     expect_shape(tuple(out.shape)[:4], (t.N, t.F, t.OH, t.OW), "out")
     check_threads(n_threads)
     cdef Py_ssize_t filters = 16 * t.F * t.C, size = _thread_size(&t), band
-    cdef floating[::1] work = workspace(np.asarray(out).dtype, filters + n_threads * size)
+    cdef floating[::1] work = workspace(np.asarray(out).dtype, filters + (1 if t.whole else n_threads) * size)
     if t.N == 0 or t.F == 0:
         return
-    _transform_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C)
+    _transform_all_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C, n_threads)
+    if t.whole:
+        _forward_whole(&t, &x[0, 0, 0, 0], &work[0], b, &out[0, 0, 0, 0], &work[0] + filters, n_threads, relu)
+        return
     for band in prange(t.bands, nogil=True, schedule="dynamic", num_threads=n_threads):
         _forward_band(&t, &x[0, 0, 0, 0], &work[0], b, &out[0, 0, 0, 0], &work[0] + filters + threadid() * size,
                       band, relu)
+
+
+cdef inline Py_ssize_t _cut(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts, Py_ssize_t unit) noexcept nogil:
+    """Where part `part` of `parts` starts when [0, n) is cut into parts of whole units (the last may be short)."""
+    return min(n, (n + unit - 1) // unit * part // parts * unit)
+
+
+cdef void _transform_all_filters(const floating* w, floating* U, Py_ssize_t F, Py_ssize_t C,
+                                 int n_threads) noexcept nogil:
+    """_transform_filters of every filter, the threads taking even shares of them."""
+    cdef Py_ssize_t part
+    for part in prange(n_threads, num_threads=n_threads):
+        _transform_filters(w, U, F, C, _cut(F, part, n_threads, 1), _cut(F, part + 1, n_threads, 1))
+
+
+cdef void _forward_whole(const Tiling* t, const floating* x, const floating* U, const floating* b, floating* out,
+                         floating* work, int n_threads, bint relu) noexcept nogil:
+    """The forward of a batch that is one band (see 1.): the threads transform even shares of its channels, make
+    the 16 GEMMs M_k = U_k @ V_k a k at a time, and transform even shares of its filters.
+    """
+    cdef Py_ssize_t q = t.rows * t.TW, part, k
+    cdef floating* V = work
+    cdef floating* M = work + 16 * t.vs
+    for part in prange(n_threads, num_threads=n_threads):
+        _transform_inputs(t, x, V, 0, t.rows, False, _cut(t.C, part, n_threads, 1), _cut(t.C, part + 1, n_threads, 1))
+    for k in prange(16, schedule="static", num_threads=n_threads):
+        gemm(False, False, <int>t.F, <int>q, <int>t.C, <floating>1, U + k * t.F * t.C, <int>t.C,
+             V + k * t.vs, <int>q, <floating>0, M + k * t.ms, <int>q)
+    for part in prange(n_threads, num_threads=n_threads):
+        _transform_outputs(t, M, b, out, 0, t.rows, relu, _cut(t.F, part, n_threads, 1),
+                           _cut(t.F, part + 1, n_threads, 1))
 
 
 cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[:, :, :, ::1] dout,
@@ -610,14 +684,19 @@ cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, c
     check_threads(n_threads)
     cdef Py_ssize_t groups = min(t.bands, GRADIENT_GROUPS), size = _thread_size(&t), filters = 16 * t.F * t.C
     cdef Py_ssize_t sums = filters + t.F, edges = 2 * t.C * t.W, group, first, band, i
-    cdef floating[::1] work = workspace(np.asarray(dw).dtype,
+    cdef floating[::1] work = workspace(np.asarray(dw).dtype, filters + size + sums if t.whole else
                                         filters + n_threads * size + max(1, groups) * (sums + edges))
+    _transform_all_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C, n_threads)
+    if t.whole:
+        memset(&db[0], 0, t.F * sizeof(floating))
+        _backward_whole(&t, &x[0, 0, 0, 0], &dout[0, 0, 0, 0], out, &work[0], &work[0] + filters + size, &dw[0, 0, 0, 0],
+                        &db[0], dxp, &work[0] + filters, n_threads)
+        return
     cdef floating* group_sums = &work[0] + filters + n_threads * size
     cdef floating* group_edges = group_sums + max(1, groups) * sums
     memset(group_sums, 0, sums * sizeof(floating))  # the sums when there are no bands
     if t.F == 0 and dxp != NULL:
         memset(dxp, 0, t.N * t.C * t.H * t.W * sizeof(floating))
-    _transform_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C)
     for group in prange(groups, nogil=True, schedule="dynamic", num_threads=n_threads):
         memset(group_sums + group * sums, 0, sums * sizeof(floating))
         first = group * t.bands // groups
@@ -631,8 +710,37 @@ cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, c
             _add_edge(&t, group_edges + group * edges, dxp, group * t.bands // groups * t.rows)
         for i in range(sums):
             group_sums[i] += group_sums[group * sums + i]
-    _filter_gradients(group_sums, &dw[0, 0, 0, 0], t.F, t.C)
+    _filter_gradients(group_sums, &dw[0, 0, 0, 0], t.F, t.C, 0, t.F)
     memcpy(&db[0], group_sums + filters, t.F * sizeof(floating))
+
+
+cdef void _backward_whole(const Tiling* t, const floating* x, const floating* dout, const floating* out,
+                          const floating* U, floating* dU, floating* dw, floating* db, floating* dx, floating* work,
+                          int n_threads) noexcept nogil:
+    """The gradients of a batch that is one band (see 1.), db zeroed: the threads transform even shares of x's
+    channels and dout's filters, make dU_k = dM_k @ V_k.T and dV_k = U_k.T @ dM_k a k at a time, and transform
+    even shares of dU's filters and dV's channels. Each result has one writer, whatever the thread count.
+    """
+    cdef Py_ssize_t q = t.rows * t.TW, part, k
+    cdef floating* V = work
+    cdef floating* dM = work + 16 * t.vs
+    for part in prange(n_threads, num_threads=n_threads):
+        _transform_inputs(t, x, V, 0, t.rows, True, _cut(t.C, part, n_threads, CHANNELS),
+                          _cut(t.C, part + 1, n_threads, CHANNELS))
+        _transform_gradients(t, dout, out, dM, db, 0, t.rows, _cut(t.F, part, n_threads, 1),
+                             _cut(t.F, part + 1, n_threads, 1))
+    for k in prange(16, schedule="static", num_threads=n_threads):
+        gemm(False, False, <int>t.F, <int>t.C, <int>q, <floating>1, dM + k * t.ms, <int>q,
+             V + k * t.vs, <int>t.C, <floating>0, dU + k * t.F * t.C, <int>t.C)
+        if dx != NULL:
+            gemm(True, False, <int>t.C, <int>q, <int>t.F, <floating>1, U + k * t.F * t.C, <int>t.C,
+                 dM + k * t.ms, <int>q, <floating>0, V + k * t.vs, <int>q)
+            V[k * t.vs + t.C * q] = 0  # the entry after the last tile, which _overlapped_pairs reads
+    for part in prange(n_threads, num_threads=n_threads):
+        _filter_gradients(dU, dw, t.F, t.C, _cut(t.F, part, n_threads, 1), _cut(t.F, part + 1, n_threads, 1))
+        if dx != NULL:
+            _transform_input_gradients(t, V, dx, NULL, 0, t.rows, _cut(t.C, part, n_threads, 1),
+                                       _cut(t.C, part + 1, n_threads, 1))
 
 
 cdef void _add_edge(const Tiling* t, const floating* edge, floating* dx, Py_ssize_t r0) noexcept nogil:

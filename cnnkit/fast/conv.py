@@ -6,8 +6,10 @@ One algorithm per shape (_uses_winograd), the same for forward and backward:
 - Winograd F(2x2, 3x3) (cnnkit/_ext/winograd.pyx, or its AVX2 build winograd_avx2.pyx where the
   CPU has AVX2) for a 3x3 stride-1 convolution, any padding, with C and F >= WINOGRAD_MIN_CHANNELS,
   at least WINOGRAD_MIN_TILES 2x2 output tiles in the batch, and OW >= WINOGRAD_MIN_WIDTH unless
-  C and F >= WINOGRAD_NARROW_CHANNELS: 2.25 times fewer multiply-adds, which pay for its
-  transforms only with enough channels, and for its 16 weight matrices only with enough tiles.
+  C and F >= WINOGRAD_NARROW_CHANNELS; with C and F >= WINOGRAD_WIDE_CHANNELS, from
+  WINOGRAD_FEW_TILES tiles on any map (the weights then outweigh the batch, which the kernels
+  take as one band): 2.25 times fewer multiply-adds, which pay for its transforms only with
+  enough channels, and for its 16 weight matrices only with enough tiles.
 - im2col + GEMM (cnnkit/_ext/conv.pyx) otherwise: work items of output rows, or of whole
   images on small maps, im2col into a per-thread buffer that stays in cache, single-threaded
   BLAS calls without the GIL, col2im; where the weights outweigh the batch (N*OH*OW at most
@@ -44,6 +46,8 @@ WINOGRAD_MIN_CHANNELS = 16  # C and F from which Winograd measured faster than i
 WINOGRAD_MIN_WIDTH = 16  # output width (OW) from which it did with so few channels: its transforms cost per tile
 WINOGRAD_NARROW_CHANNELS = 64  # C and F from which it did on narrower maps too (8x8, 4x4 ones of many images)
 WINOGRAD_MIN_TILES = 256  # 2x2 tiles of the batch below which it did not: too few to pay for its weight transforms
+WINOGRAD_WIDE_CHANNELS = 128  # C and F from which it did with fewer tiles: small maps, few images
+WINOGRAD_FEW_TILES = 32  # the tiles it then needs
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -114,9 +118,11 @@ def _backward(dout, cache, relu_out, input_grad):
 def _uses_winograd(x_shape, w_shape, kernel, stride, out_hw):
     """Whether a convolution of x (N, C, H, W) with w (F, C, KH, KW) to (OH, OW) runs on Winograd F(2x2, 3x3)."""
     channels, tiles = min(w_shape[:2]), x_shape[0] * ((out_hw[0] + 1) // 2) * ((out_hw[1] + 1) // 2)
-    return (kernel == (3, 3) and stride == (1, 1) and channels >= WINOGRAD_MIN_CHANNELS
-            and tiles >= WINOGRAD_MIN_TILES
-            and (out_hw[1] >= WINOGRAD_MIN_WIDTH or channels >= WINOGRAD_NARROW_CHANNELS))
+    if kernel != (3, 3) or stride != (1, 1) or channels < WINOGRAD_MIN_CHANNELS:
+        return False
+    if channels >= WINOGRAD_WIDE_CHANNELS:
+        return tiles >= WINOGRAD_FEW_TILES
+    return tiles >= WINOGRAD_MIN_TILES and (out_hw[1] >= WINOGRAD_MIN_WIDTH or channels >= WINOGRAD_NARROW_CHANNELS)
 
 
 def _flat_hw(a):

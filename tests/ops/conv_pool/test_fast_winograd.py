@@ -19,9 +19,10 @@ pytestmark = pytest.mark.usefixtures("tiny_grains")
 
 
 BANDS = {  # how the kernels cut a batch into bands of tile rows (a band may run across images)
-    "one tile row": dict(BAND_BYTES=1),
-    "a few tile rows": dict(BAND_BYTES=2000, MIN_BANDS=1),
-    "the whole batch": dict(BAND_BYTES=1 << 20, MIN_BANDS=1),
+    "one tile row": dict(BAND_BYTES=1, WHOLE_BATCH=0),
+    "a few tile rows": dict(BAND_BYTES=2000, MIN_BANDS=1, WHOLE_BATCH=0),
+    "the whole batch": dict(BAND_BYTES=1 << 20, MIN_BANDS=1, WHOLE_BATCH=0),
+    "the whole batch, split by matrices": dict(WHOLE_BATCH=float("inf")),
     "as shipped": {},
 }
 
@@ -105,10 +106,11 @@ def test_winograd_without_filters_or_channels(channels, filters, rng, dtype):
 @pytest.mark.usefixtures("winograd_everywhere")
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("padding", [(0, 0), (1, 1), (2, 0), (3, 1)])
-def test_winograd_matches_numerical_gradients(padding, threads, rng):
+@pytest.mark.parametrize("band", ["one tile row", "the whole batch, split by matrices"])
+def test_winograd_matches_numerical_gradients(padding, threads, band, rng):
     cnnkit.set_num_threads(threads)
     x, w, b = conv_arrays(rng, (2, 3, 5, 4), 2, (3, 3), np.float64)
-    with bands("one tile row"):
+    with bands(band):
         report = check_gradients(lambda x, w, b: fast.conv2d_forward(x, w, b, (1, 1), padding),
                                  fast.conv2d_backward, dict(x=x, w=w, b=b))
     assert report.worst < 1e-7, report
@@ -201,6 +203,7 @@ ENOUGH = fast_conv.WINOGRAD_MIN_CHANNELS
 NARROW = fast_conv.WINOGRAD_MIN_WIDTH - 1
 # images of 5 x width with padding 1: 3 tile rows of width/2 tiles
 TILES_AT = -(-fast_conv.WINOGRAD_MIN_TILES // (3 * (fast_conv.WINOGRAD_MIN_WIDTH // 2)))  # images for enough tiles
+WIDE, FEW_AT = fast_conv.WINOGRAD_WIDE_CHANNELS, -(-fast_conv.WINOGRAD_FEW_TILES // (3 * 2))  # images of width 4
 
 
 @pytest.mark.parametrize("images, channels, width, kernels", [
@@ -210,6 +213,9 @@ TILES_AT = -(-fast_conv.WINOGRAD_MIN_TILES // (3 * (fast_conv.WINOGRAD_MIN_WIDTH
     (2 * TILES_AT, ENOUGH, NARROW, im2col),  # too narrow for so few channels
     (2 * TILES_AT, fast_conv.WINOGRAD_NARROW_CHANNELS, NARROW, winograd),  # narrow, but channels enough
     (2 * TILES_AT, fast_conv.WINOGRAD_NARROW_CHANNELS - 1, NARROW, im2col),
+    (FEW_AT, WIDE, 4, winograd),  # so many channels that few tiles on a narrow map are enough
+    (FEW_AT - 1, WIDE, 4, im2col),  # but not fewer
+    (FEW_AT, WIDE - 1, 4, im2col),
 ])
 def test_dispatch_picks_winograd_from_enough_channels_width_and_tiles(images, channels, width, kernels, rng, dtype):
     cnnkit.set_num_threads(1)
