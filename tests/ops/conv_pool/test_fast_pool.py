@@ -176,14 +176,17 @@ def test_pool_windows_made_of_padding(op, rng, dtype):
 
 @pytest.mark.parametrize("op", OPS)
 def test_pool_nan_and_inf(op, rng):
-    """NaN wins a max window (the first NaN takes the gradient); -inf-only windows match the reference."""
+    """NaN wins a max window (the first NaN takes the gradient) and makes an average NaN; windows of -inf give
+    -inf. Outputs 4 and 6 wide: average pooling by windows and by rows (whose sums round otherwise)."""
     x = rng.standard_normal((1, 2, 5, 6))
     x[0, 0, 1, 2] = x[0, 0, 2, 1] = np.nan
     x[0, 1, :3, :3] = -np.inf
     for padding in [(0, 0), (1, 1)]:
         expected, ref_cache = getattr(reference, op + "_forward")(x, (3, 3), (1, 1), padding)
         out, cache = getattr(fast, op + "_forward")(x, (3, 3), (1, 1), padding)
-        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+        np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=0)
         dout = rng.standard_normal(out.shape)
         np.testing.assert_allclose(getattr(fast, op + "_backward")(dout, cache),
                                    getattr(reference, op + "_backward")(dout, ref_cache), **TOLERANCE[np.float64])
