@@ -72,6 +72,10 @@ def add_arguments(parser):
                         help="with --suite: comma-separated shell patterns of the layers to time "
                              "(e.g. 'lenet-*,*gap*'; default all)")
     parser.add_argument("--csv", metavar="PATH", help="with --suite: also write the table to PATH as CSV")
+    parser.add_argument("--rounds", type=_positive_int, default=1,
+                        help="with --suite: time every layer in this many rounds of fresh processes, the "
+                             "contenders taking turns, and keep each contender's fastest round of a layer "
+                             "(a shared machine's slow spells inflate single runs; default 1)")
     return parser
 
 
@@ -168,7 +172,7 @@ def _suite(args, settings, env, torch):
         for dtype in dtypes:
             for start in range(0, len(names), SUITE_CHUNK):
                 chunk = _suite_chunk(names[start:start + SUITE_CHUNK], dtype, {**settings, "threads": threads},
-                                     env, torch)
+                                     env, torch, args.rounds)
                 for row in chunk:
                     print(report.suite_line(report.suite_cells(row)), flush=True)
                 counted += chunk
@@ -180,14 +184,26 @@ def _suite(args, settings, env, torch):
     return rows
 
 
-def _suite_chunk(names, dtype, settings, env, torch):
-    """Suite rows (see report.suite_cells) of `names`: fast's process, then torch's."""
+def _suite_chunk(names, dtype, settings, env, torch, rounds=1):
+    """Suite rows (see report.suite_cells) of `names`: in each round fast's process, then torch's; each layer
+    keeps each contender's round of the lowest median, and disagrees if fast disagreed in any round.
+    """
     job = dict(cases=names, dtype=dtype, check_batch=min(CHECK_BATCH, settings["batch"] or CHECK_BATCH), **settings)
-    fast = run_job({**job, "contender": "fast"}, env)["results"]
-    timed = run_job({**job, "contender": "torch"}, user_environment(env))["results"] if torch else [None] * len(names)
+    fast, timed = [], []
+    for _ in range(rounds):
+        fast.append(run_job({**job, "contender": "fast"}, env)["results"])
+        if torch:
+            timed.append(run_job({**job, "contender": "torch"}, user_environment(env))["results"])
     return [dict(layer=name, shape=case(name, settings["batch"]).describe(), dtype=dtype,
-                 threads=settings["threads"], fast=mine["seconds"], torch=theirs and theirs["seconds"],
-                 agrees=mine["agrees"]) for name, mine, theirs in zip(names, fast, timed)]
+                 threads=settings["threads"], fast=_fastest(r[i] for r in fast),
+                 torch=_fastest(r[i] for r in timed) if torch else None,
+                 agrees=False if any(r[i]["agrees"] is False for r in fast) else fast[0][i]["agrees"])
+            for i, name in enumerate(names)]
+
+
+def _fastest(results):
+    """The seconds of the result (a time job's) whose median is lowest."""
+    return min((result["seconds"] for result in results), key=np.median)
 
 
 def _gemm_rate(dtype, quick, settings, env):

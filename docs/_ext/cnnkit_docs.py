@@ -11,7 +11,7 @@ Docstrings are written as plain text with reST markup in backticks: a ``|x|`` (a
 or ``*args`` outside backticks is quoted before numpydoc and docutils read it.
 
 The speed suite's table is shown from `performance/suite.csv` when that file exists (it is
-written by `cnnkit bench --suite --csv docs/performance/suite.csv`).
+written by `cnnkit bench --suite --rounds 3 --csv docs/performance/suite.csv`).
 """
 import importlib
 import inspect
@@ -25,7 +25,7 @@ from docutils.parsers.rst.directives.tables import CSVTable
 import cnnkit
 
 COMMAND_LINE = {"cli", "commands"}  # the `cnnkit` command: its user-guide pages document it
-SUITE_COMMAND = "cnnkit bench --suite --csv docs/performance/suite.csv"
+SUITE_COMMAND = "cnnkit bench --suite --rounds 3 --csv docs/performance/suite.csv"
 
 API_INDEX = """\
 API reference

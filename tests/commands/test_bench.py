@@ -342,6 +342,29 @@ def test_suite_run_writes_the_csv(in_process, tmp_path, capsys):
     assert [job["cases"] for job in jobs if job["dtype"] == "float32"] == [names]
 
 
+def test_suite_rounds_keep_each_contenders_fastest_round(monkeypatch, tmp_path):
+    """Rounds of fresh processes, the contenders taking turns; a layer keeps each one's round of the lowest
+    median, and disagrees when fast disagreed in any round."""
+    medians = {"fast": iter([3.0, 1.0, 2.0]), "torch": iter([5.0, 6.0, 4.0])}
+    calls = []
+
+    def run_job(job, env=None):
+        calls.append(job["contender"])
+        seconds = next(medians[job["contender"]])
+        agrees = None if job["contender"] == "torch" else seconds != 2.0
+        return {"results": [{"seconds": [seconds, seconds + 0.5], "agrees": agrees} for _ in job["cases"]]}
+
+    monkeypatch.setattr(bench, "run_job", run_job)
+    monkeypatch.setattr(bench, "_torch_version", lambda: "2.x")
+    path = tmp_path / "suite.csv"
+    argv = ["--suite", "--layers", "cifar-gap", "--dtype", "float32", "--threads", "1", "--rounds", "3",
+            "--csv", str(path)]
+    assert run(argv) == 1  # fast disagreed in its third round
+    assert calls == ["fast", "torch"] * 3
+    _, rows = read_csv(path)
+    assert [float(cell) for cell in rows[0][4:7]] == [1250, 4250, pytest.approx(1.25 / 4.25, abs=1e-3)]  # ms
+
+
 def test_suite_against_torch_prints_the_geometric_mean(tmp_path, capsys):
     pytest.importorskip("torch")
     path = tmp_path / "suite.csv"
