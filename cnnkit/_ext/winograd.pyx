@@ -251,7 +251,7 @@ cdef void _transform_filters(const floating* w, floating* U, Py_ssize_t F, Py_ss
     cdef floating g[9 * BLOCK]
     cdef floating s[12 * BLOCK]
     cdef floating u[16 * BLOCK]
-    for block in range((f1 - f0) * C // BLOCK + 1):
+    for block in range(((f1 - f0) * C + BLOCK - 1) // BLOCK):
         j = f0 * C + block * BLOCK  # filter w[f, c] flattened: f * C + c
         n = min(BLOCK, f1 * C - j)
         for i in range(9):
@@ -274,7 +274,7 @@ cdef void _filter_gradients(const floating* dU, floating* dw, Py_ssize_t F, Py_s
     cdef floating u[16 * BLOCK]
     cdef floating s[12 * BLOCK]
     cdef floating g[9 * BLOCK]
-    for block in range((f1 - f0) * C // BLOCK + 1):
+    for block in range(((f1 - f0) * C + BLOCK - 1) // BLOCK):
         j = f0 * C + block * BLOCK
         n = min(BLOCK, f1 * C - j)
         for i in range(16):
@@ -291,7 +291,8 @@ cdef void _filter_gradients(const floating* dU, floating* dw, Py_ssize_t F, Py_s
 
 
 cdef inline void _padded_rows(const floating* plane, floating* rows, Py_ssize_t count, Py_ssize_t width,
-                              Py_ssize_t stride, Py_ssize_t y0, Py_ssize_t x0, Py_ssize_t H, Py_ssize_t W) noexcept nogil:
+                              Py_ssize_t stride, Py_ssize_t y0, Py_ssize_t x0, Py_ssize_t H,
+                              Py_ssize_t W) noexcept nogil:
     """rows (count, width), rows `stride` apart, = plane (H, W)[y0:y0+count, x0:x0+width], zero outside the plane."""
     cdef Py_ssize_t i, j, y, lo = min(max(0, -x0), width), hi = max(lo, min(width, W - x0))
     cdef floating* row
@@ -684,13 +685,13 @@ cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, c
     check_threads(n_threads)
     cdef Py_ssize_t groups = min(t.bands, GRADIENT_GROUPS), size = _thread_size(&t), filters = 16 * t.F * t.C
     cdef Py_ssize_t sums = filters + t.F, edges = 2 * t.C * t.W, group, first, band, i
-    cdef floating[::1] work = workspace(np.asarray(dw).dtype, filters + size + sums if t.whole else
+    cdef floating[::1] work = workspace(np.asarray(dw).dtype, 2 * filters + size if t.whole else
                                         filters + n_threads * size + max(1, groups) * (sums + edges))
     _transform_all_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C, n_threads)
     if t.whole:
         memset(&db[0], 0, t.F * sizeof(floating))
-        _backward_whole(&t, &x[0, 0, 0, 0], &dout[0, 0, 0, 0], out, &work[0], &work[0] + filters + size, &dw[0, 0, 0, 0],
-                        &db[0], dxp, &work[0] + filters, n_threads)
+        _backward_whole(&t, &x[0, 0, 0, 0], &dout[0, 0, 0, 0], out, &work[0], &work[0] + filters + size,
+                        &dw[0, 0, 0, 0], &db[0], dxp, &work[0] + filters, n_threads)
         return
     cdef floating* group_sums = &work[0] + filters + n_threads * size
     cdef floating* group_edges = group_sums + max(1, groups) * sums
