@@ -2,8 +2,9 @@
 
 The workspace: the drivers carve their per-thread buffers out of one array per dtype,
 kept per Python thread between calls. It holds nothing from one call to the next, so the
-drivers share it. It starts a cache line (numpy's own alignment is 16 bytes), so that the
-drivers' buffer rows, whose strides are whole cache lines, never straddle two.
+drivers share it; the arrays their callers build for them are kept in slots of their own.
+It starts a cache line (numpy's own alignment is 16 bytes), so that the drivers' buffer
+rows, whose strides are whole cache lines, never straddle two.
 """
 import threading
 
@@ -13,9 +14,9 @@ _kept = threading.local()  # per Python thread: one array per dtype
 CACHE_LINE = 64  # bytes
 
 
-def workspace(dtype, size):
-    """A 1-D array of at least `size` elements of dtype, kept per Python thread between calls."""
-    key = np.dtype(dtype).char  # not .name: a Python property, microseconds on every call
+def workspace(dtype, size, slot=""):
+    """A 1-D array of at least `size` elements of dtype, kept per Python thread between calls, one per slot."""
+    key = slot + np.dtype(dtype).char  # not .name: a Python property, microseconds on every call
     buffer = getattr(_kept, key, None)
     if buffer is None or len(buffer) < size:
         buffer = _aligned(max(size, 1), np.dtype(dtype))

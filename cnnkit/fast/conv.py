@@ -21,7 +21,8 @@ Threads: cnnkit.set_num_threads, with one per CONV_GRAIN multiply-adds at most; 
 is held at one thread meanwhile (both in cnnkit/fast/_threads.py). Results are bit for bit the
 same from call to call at a given thread count (the weight gradients at any count).
 Cache: x, w, b and the window, not the im2col columns; x, w and b are the caller's own arrays
-when C-contiguous, so the cache costs no memory then.
+when C-contiguous, so the cache costs no memory then. The drivers' [w | b] is one array per
+Python thread, rewritten by each call (a new one cost a page fault per 4 KB every time).
 conv2d_relu runs the same drivers with the ReLU taken in their output pass, and its backward has
 them read dout through the output's mask: the unfused pair's results bit for bit, without ReLU's
 own passes over the output. input_grad=False skips the data-gradient products on every path.
@@ -33,6 +34,7 @@ import numpy as np
 
 from cnnkit._ext import conv as _kernels
 from cnnkit._ext import winograd as _winograd_kernels
+from cnnkit._ext._drivers import workspace
 from cnnkit._runtime import single_threaded_blas
 from cnnkit.fast._checks import checked_float_arrays, checked_gradient, checked_window
 from cnnkit.fast._threads import product_threads
@@ -131,8 +133,14 @@ def _flat_hw(a):
 
 
 def _weights_with_bias(w, b):
-    """[w.reshape(F, C*KH*KW) | b], shape (F, C*KH*KW + 1): the drivers' weight matrix."""
-    return np.concatenate([w.reshape(len(w), math.prod(w.shape[1:])), b[:, None]], axis=1)
+    """[w.reshape(F, C*KH*KW) | b], shape (F, C*KH*KW + 1): the drivers' weight matrix, in an array kept per
+    Python thread that the next call overwrites (a new one of a few MB cost a page fault per 4 KB on every call).
+    """
+    rows = math.prod(w.shape[1:])
+    wb = workspace(w.dtype, len(w) * (rows + 1), slot="weights")[:len(w) * (rows + 1)].reshape(len(w), rows + 1)
+    wb[:, :rows] = w.reshape(len(w), rows)
+    wb[:, rows] = b
+    return wb
 
 
 def _multiply_adds(out, w):

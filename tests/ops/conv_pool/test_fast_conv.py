@@ -168,6 +168,21 @@ def test_workspace_starts_a_cache_line_and_is_kept(size, dtype):
     assert len(grown) > len(buffer) and grown.ctypes.data % 64 == 0
 
 
+def test_conv_layers_interleaved_share_the_kept_weight_matrix(rng, dtype):
+    """Each call writes [w | b] into one kept array (no new one per call): two layers' forwards, then their
+    backwards in reverse, as in a network, each agree with the reference."""
+    layers = [conv_arrays(rng, (2, 3, 9, 8), 5, (3, 2), dtype), conv_arrays(rng, (2, 5, 7, 7), 4, (2, 2), dtype)]
+    runs = [tuple(op.conv2d_forward(*arrays, (1, 1), (1, 0)) for op in (fast, reference)) for arrays in layers]
+    kept = workspace(dtype, 1, slot="weights")
+    assert len(kept) >= max(w.shape[0] * (w[0].size + 1) for _, w, _ in layers)
+    for (out, cache), (expected, ref_cache) in reversed(runs):
+        np.testing.assert_allclose(out, expected, **TOLERANCE[dtype])
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        for got, want in zip(fast.conv2d_backward(dout, cache), reference.conv2d_backward(dout, ref_cache)):
+            np.testing.assert_allclose(got, want, **TOLERANCE[dtype])
+    assert workspace(dtype, 1, slot="weights") is kept
+
+
 def blas_threads():
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
