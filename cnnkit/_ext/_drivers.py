@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-_kept = threading.local()  # per Python thread: one array per dtype
+_kept = threading.local()  # per Python thread: one array per slot and dtype
 CACHE_LINE = 64  # bytes
 
 

@@ -137,7 +137,8 @@ def _weights_with_bias(w, b):
     Python thread that the next call overwrites (a new one of a few MB cost a page fault per 4 KB on every call).
     """
     rows = math.prod(w.shape[1:])
-    wb = workspace(w.dtype, len(w) * (rows + 1), slot="weights")[:len(w) * (rows + 1)].reshape(len(w), rows + 1)
+    size = len(w) * (rows + 1)
+    wb = workspace(w.dtype, size, slot="weights")[:size].reshape(len(w), rows + 1)
     wb[:, :rows] = w.reshape(len(w), rows)
     wb[:, rows] = b
     return wb

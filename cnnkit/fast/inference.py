@@ -22,7 +22,7 @@ from cnnkit.fast._checks import checked_window
 from cnnkit.fast._elementwise import element_threads
 from cnnkit.fast._threads import pool_threads, product_threads
 from cnnkit.fast.affine import forward_threads as affine_threads
-from cnnkit.fast.conv import _uses_winograd, _winograd_kernels
+from cnnkit.fast.conv import _uses_winograd, _weights_with_bias, _winograd_kernels
 
 __all__ = ["affine", "avg_pool2d", "conv2d", "max_pool2d", "maxout", "relu", "single_threaded_blas"]
 
@@ -48,14 +48,10 @@ def conv2d(x_shape, w_shape, dtype, stride, padding, relu, pool=False):
             _winograd_kernels.winograd_forward(x, w, b, out, *padding, threads, relu)
             return out
         return winograd_run
-    filters, rows = w_shape[0], math.prod(w_shape[1:])
-    wb = np.empty((filters, rows + 1), dtype)  # [w.reshape(F, C*KH*KW) | b], the drivers' weight matrix
     flat_out = out.reshape(out.shape[:2] + (-1,))
 
     def im2col(x, w, b):
-        wb[:, :rows] = w.reshape(filters, rows)
-        wb[:, rows] = b
-        _conv.conv_forward(x, wb, flat_out, *kernel, *stride, *padding, threads, relu, pool)
+        _conv.conv_forward(x, _weights_with_bias(w, b), flat_out, *kernel, *stride, *padding, threads, relu, pool)
         return out
     return im2col
 
