@@ -6,6 +6,10 @@
 # per-element bounds test and write zeros around it. Stride-1 rows are contiguous, so the
 # compiler vectorises them; when, besides, the output keeps the input's width (OW == W),
 # a kernel offset's whole rectangle is one run, with its few edge entries fixed after.
+# On narrow maps (output rows of at most GATHER_WIDTH), windows at least twice as tall as
+# their vertical stride go kernel column by kernel column instead: a column's input rows
+# are gathered once, and each of its KH offsets' rows is a run of them, copied (or added)
+# whole: KH/SH times fewer of the short row loops whose per-row costs dominate there.
 #
 # Small maps (at most TABLE_POSITIONS outputs, or STRIDED_POSITIONS where a kernel offset's
 # rectangle is not one run) would spend more on each offset's rectangle than on its few
@@ -21,6 +25,8 @@ cdef enum:
     TABLE_POSITIONS = 16  # output positions of a window's map up to which the table drives the loops
     STRIDED_POSITIONS = 64  # the same for windows whose rows are not one run (see tabled)
     TABLE_ENTRIES = 4096  # entries of the table (KH*KW*positions) at most: 16 KiB on the stack
+    GATHER_WIDTH = 32  # output width up to which a channel goes kernel column by kernel column (im2col_channel)
+    GATHERED_ENTRIES = 4096  # entries of a kernel column's gathered rows at most: 16 or 32 KiB on the stack
 
 
 cdef inline bint tabled(int kh, int kw, int sh, int sw, Py_ssize_t positions, Py_ssize_t W, Py_ssize_t ow,
@@ -79,25 +85,56 @@ cdef inline Py_ssize_t end_inside(Py_ssize_t offset, Py_ssize_t stride, Py_ssize
     return max(lo, min((size - offset + stride - 1) // stride, count))
 
 
+cdef inline bint by_kernel_columns(int kh, int sh, int sw, Py_ssize_t W, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """Whether a channel's rows are made kernel column by kernel column (see im2col_channel): windows at least twice
+    as tall as their vertical stride, on maps no wider than GATHER_WIDTH whose rows are not one run already, when
+    the gathered rows fit."""
+    return (kh >= 2 * sh and ow <= GATHER_WIDTH and not (sh == sw == 1 and ow == W)
+            and min(sh, kh) * _phase_rows(kh, sh, oh, 0) * ow <= GATHERED_ENTRIES)
+
+
+cdef inline Py_ssize_t _phase_rows(int kh, int sh, Py_ssize_t oh, Py_ssize_t phase) noexcept nogil:
+    """Input rows phase, phase + SH, ... (from the top padding on) that the kernel rows i = phase mod SH read."""
+    return oh + (kh - 1 - phase) // sh
+
+
 cdef inline void im2col_channel(const floating* plane, floating* rows, Py_ssize_t H, Py_ssize_t W,
                                 int kh, int kw, int sh, int sw, int ph, int pw,
                                 Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t ld) noexcept nogil:
-    """Write the KH*KW rows (each OH*OW long, ld >= OH*OW apart) of one channel plane (H, W)."""
-    cdef Py_ssize_t i, j, y0, y1, x0, x1
-    cdef floating* dst
-    for i in range(kh):
-        y0 = first_inside(i - ph, sh, oh)
-        y1 = end_inside(i - ph, sh, H, y0, oh)
-        for j in range(kw):
-            x0 = first_inside(j - pw, sw, ow)
-            x1 = end_inside(j - pw, sw, W, x0, ow)
-            dst = rows + (i * kw + j) * ld
-            memset(dst, 0, y0 * ow * sizeof(floating))
-            if sh == sw == 1 and ow == W and y1 > y0:
-                _copy_shifted(plane + (y0 + i - ph) * W + j - pw, dst + y0 * ow, y1 - y0, W, x0, x1)
-            else:
-                _copy_rows(plane, dst, W, sh, sw, i - ph, j - pw, y0, y1, x0, x1, ow)
-            memset(dst + y1 * ow, 0, (oh - y1) * ow * sizeof(floating))
+    """Write the KH*KW rows (each OH*OW long, ld >= OH*OW apart) of one channel plane (H, W).
+
+    Kernel offset by kernel offset, each an (OH, OW) gather; or, on narrow maps (by_kernel_columns),
+    kernel column by kernel column: column j's input rows, at columns x*SW + j - PW, are gathered
+    once into a buffer on the stack, split by phase (row mod SH), and the row of each kernel
+    offset (i, j) is then one run of OH consecutive gathered rows, copied whole: a KH-th of the
+    short row gathers for a stride-1 window, whose per-row costs dominate on such maps.
+    """
+    cdef Py_ssize_t i, j, phase, phases = min(sh, kh), span = _phase_rows(kh, sh, oh, 0)
+    cdef floating gathered[GATHERED_ENTRIES]
+    if not by_kernel_columns(kh, sh, sw, W, oh, ow):
+        for i in range(kh):
+            for j in range(kw):
+                _offset_rows(plane, rows + (i * kw + j) * ld, H, W, sh, sw, i - ph, j - pw, oh, ow)
+        return
+    for j in range(kw):
+        for phase in range(phases):
+            _offset_rows(plane, gathered + phase * span * ow, H, W, sh, sw, phase - ph, j - pw,
+                         _phase_rows(kh, sh, oh, phase), ow)
+        for i in range(kh):
+            memcpy(rows + (i * kw + j) * ld, gathered + (i % sh * span + i // sh) * ow, oh * ow * sizeof(floating))
+
+
+cdef inline void _offset_rows(const floating* plane, floating* dst, Py_ssize_t H, Py_ssize_t W, int sh, int sw,
+                              Py_ssize_t di, Py_ssize_t dj, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """dst (oh, ow): entry (y, x) = plane[y*SH + di, x*SW + dj] (plane (H, W)), zero outside the plane."""
+    cdef Py_ssize_t y0 = first_inside(di, sh, oh), x0 = first_inside(dj, sw, ow)
+    cdef Py_ssize_t y1 = end_inside(di, sh, H, y0, oh), x1 = end_inside(dj, sw, W, x0, ow)
+    memset(dst, 0, y0 * ow * sizeof(floating))
+    if sh == sw == 1 and ow == W and y1 > y0:
+        _copy_shifted(plane + (y0 + di) * W + dj, dst + y0 * ow, y1 - y0, W, x0, x1)
+    else:
+        _copy_rows(plane, dst, W, sh, sw, di, dj, y0, y1, x0, x1, ow)
+    memset(dst + y1 * ow, 0, (oh - y1) * ow * sizeof(floating))
 
 
 cdef inline void _copy_shifted(const floating* src, floating* dst, Py_ssize_t rows, Py_ssize_t W,
@@ -148,35 +185,63 @@ cdef inline void col2im_channel(const floating* rows, floating* plane, Py_ssize_
                                 Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t ld, bint rows_writable) noexcept nogil:
     """Scatter-add the KH*KW rows (ld apart) of one channel into its plane (H, W).
 
-    With rows_writable, a stride-1 window with ow == W adds each kernel offset's rows in
-    one run, after zeroing its entries that fall in the padding (rows is overwritten there).
+    The adjoint of im2col_channel, the same way through: kernel offset by kernel offset (with
+    rows_writable, a stride-1 window with ow == W adds each offset's rows in one run, after
+    zeroing its entries that fall in the padding: rows is overwritten there), or kernel column
+    by kernel column, each offset's row added whole into the column's gathered rows, which are
+    then added into the plane.
     """
-    cdef Py_ssize_t i, j, y, t, y0, y1, x0, x1, n_in
+    cdef Py_ssize_t i, j, t, phase, phases = min(sh, kh), span = _phase_rows(kh, sh, oh, 0)
+    cdef floating gathered[GATHERED_ENTRIES]
+    cdef floating* sums
     cdef const floating* src
-    cdef floating* dst
-    for i in range(kh):
-        y0 = first_inside(i - ph, sh, oh)
-        y1 = end_inside(i - ph, sh, H, y0, oh)
-        for j in range(kw):
-            x0 = first_inside(j - pw, sw, ow)
-            x1 = end_inside(j - pw, sw, W, x0, ow)
-            n_in = x1 - x0
-            if rows_writable and sh == sw == 1 and ow == W and y1 > y0:
-                _add_shifted(<floating*>rows + (i * kw + j) * ld + y0 * ow,
-                             plane + (y0 + i - ph) * W + j - pw, y1 - y0, W, x0, x1)
-                continue
-            for y in range(y0, y1):
-                src = rows + (i * kw + j) * ld + y * ow + x0
-                dst = plane + (y * sh + i - ph) * W + x0 * sw + j - pw
-                if sw == 1:
-                    for t in range(n_in):
-                        dst[t] += src[t]
-                elif sw == 2:
-                    for t in range(n_in):
-                        dst[2 * t] += src[t]
+    if not by_kernel_columns(kh, sh, sw, W, oh, ow):
+        for i in range(kh):
+            for j in range(kw):
+                if rows_writable and sh == sw == 1 and ow == W:
+                    _add_shifted_offset(<floating*>rows + (i * kw + j) * ld, plane, H, W, i - ph, j - pw, oh)
                 else:
-                    for t in range(n_in):
-                        dst[t * sw] += src[t]
+                    _add_offset_rows(rows + (i * kw + j) * ld, plane, H, W, sh, sw, i - ph, j - pw, oh, ow)
+        return
+    for j in range(kw):
+        memset(gathered, 0, phases * span * ow * sizeof(floating))
+        for i in range(kh):
+            src, sums = rows + (i * kw + j) * ld, gathered + (i % sh * span + i // sh) * ow
+            for t in range(oh * ow):
+                sums[t] += src[t]
+        for phase in range(phases):
+            _add_offset_rows(gathered + phase * span * ow, plane, H, W, sh, sw, phase - ph, j - pw,
+                             _phase_rows(kh, sh, oh, phase), ow)
+
+
+cdef inline void _add_offset_rows(const floating* src, floating* plane, Py_ssize_t H, Py_ssize_t W, int sh, int sw,
+                                  Py_ssize_t di, Py_ssize_t dj, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """The adjoint of _offset_rows: plane[y*SH + di, x*SW + dj] += src (oh, ow)'s entry (y, x) inside the plane."""
+    cdef Py_ssize_t y, t, y0 = first_inside(di, sh, oh), x0 = first_inside(dj, sw, ow)
+    cdef Py_ssize_t y1 = end_inside(di, sh, H, y0, oh), x1 = end_inside(dj, sw, W, x0, ow), n_in = x1 - x0
+    cdef const floating* row
+    cdef floating* dst
+    for y in range(y0, y1):
+        row, dst = src + y * ow + x0, plane + (y * sh + di) * W + x0 * sw + dj
+        if sw == 1:
+            for t in range(n_in):
+                dst[t] += row[t]
+        elif sw == 2:
+            for t in range(n_in):
+                dst[2 * t] += row[t]
+        else:
+            for t in range(n_in):
+                dst[t * sw] += row[t]
+
+
+cdef inline void _add_shifted_offset(floating* src, floating* plane, Py_ssize_t H, Py_ssize_t W, Py_ssize_t di,
+                                     Py_ssize_t dj, Py_ssize_t oh) noexcept nogil:
+    """_add_offset_rows for a stride-1 window with ow == W, in one run (_add_shifted); src's entries that fall in
+    the padding are zeroed."""
+    cdef Py_ssize_t y0 = first_inside(di, 1, oh), x0 = first_inside(dj, 1, W)
+    cdef Py_ssize_t y1 = end_inside(di, 1, H, y0, oh), x1 = end_inside(dj, 1, W, x0, W)
+    if y1 > y0:
+        _add_shifted(src + y0 * W, plane + (y0 + di) * W + dj, y1 - y0, W, x0, x1)
 
 
 cdef inline void _add_shifted(floating* src, floating* dst, Py_ssize_t rows, Py_ssize_t W,

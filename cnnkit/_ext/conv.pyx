@@ -40,7 +40,9 @@ Contract and rules:
    thread between calls (cnnkit/_ext/_drivers.py); it holds nothing from one call to the
    next. Nothing of size N*K*P exists: the backward recomputes each item's columns.
 6. Stride-1 windows that keep the width (OW == W, "same" padding) copy and add each kernel
-   offset's rows in one run (cnnkit/_ext/_im2col.pxd).
+   offset's rows in one run; on other narrow maps, windows twice as tall as their stride or
+   more gather each kernel column's input rows once and copy or add each offset's rows from
+   them in one run (cnnkit/_ext/_im2col.pxd).
 7. A pointwise convolution (1x1 kernel, unit stride, no padding) skips im2col: x[n] seen as
    (C, P) is its own column matrix; plain loops add the bias and sum db. Its items are bands.
 8. ReLU fused (conv2d_relu): the forward takes an item's ReLU while it is in cache, the

@@ -16,7 +16,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memset
 
-from cnnkit._ext._im2col cimport col2im_channel, im2col_channel, output_hw
+from cnnkit._ext._im2col cimport by_kernel_columns, col2im_channel, im2col_channel, output_hw
 
 
 cdef tuple _check(tuple x_shape, tuple cols_shape, int kh, int kw, int sh, int sw, int ph, int pw):
@@ -49,3 +49,9 @@ def col2im_into(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
         memset(&x[q // C, q % C, 0, 0], 0, H * W * sizeof(floating))
         col2im_channel(&cols[q // C, (q % C) * rows, 0], &x[q // C, q % C, 0, 0],
                        H, W, kh, kw, sh, sw, ph, pw, OH, OW, OH * OW, False)
+
+
+def gathers_by_kernel_columns(tuple x_shape, int kh, int kw, int sh, int sw, int ph, int pw):
+    """Whether the channel loops take x (N, C, H, W)'s whole planes kernel column by kernel column (_im2col.pxd)."""
+    oh, ow = output_hw(x_shape, kh, kw, sh, sw, ph, pw)
+    return by_kernel_columns(kh, sh, sw, x_shape[3], oh, ow)

@@ -66,6 +66,27 @@ def test_work_items_match_numerical_gradients(shape, kernel, stride, padding, si
     assert report.worst < 1e-7, report
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape, kernel, stride, padding, size", [
+    ((GROUPS, 3, 14, 14), (5, 5), (1, 1), (0, 0), None),  # LeNet's second conv, whole images
+    ((3, 2, 17, 12), (5, 3), (2, 1), (2, 0), 2 * 36 * 12 * 8),  # bands of two rows at stride 2: two phases
+])
+def test_kernel_columns_in_bands_match_numerical_gradients(shape, kernel, stride, padding, size, threads, rng):
+    """Bands whose im2col goes kernel column by kernel column (cnnkit/_ext/_im2col.pxd): the reference's forward
+    and gradients in both dtypes, and float64's numerical gradients."""
+    from cnnkit._ext import im2col as im2col_kernels
+
+    assert im2col_kernels.gathers_by_kernel_columns(shape, *kernel, *stride, *padding)
+    cnnkit.set_num_threads(threads)
+    with band_bytes(size or conv_kernels.BAND_BYTES):
+        for dtype in (np.float32, np.float64):
+            assert_conv_agrees(*conv_arrays(rng, shape, 6, kernel, dtype), stride, padding, rng, relu=True)
+        x, w, b = conv_arrays(rng, shape, 6, kernel, np.float64)
+        report = check_gradients(lambda x, w, b: fast.conv2d_forward(x, w, b, stride, padding),
+                                 fast.conv2d_backward, dict(x=x, w=w, b=b))
+    assert report.worst < 1e-6, report  # sums of 75 products: the reference's own report reaches 1e-7 here
+
+
 @pytest.mark.parametrize("shape, kernel, stride, padding, size, item", PATHS)
 def test_every_work_item_is_reproducible(shape, kernel, stride, padding, size, item, rng):
     """The same bits from call to call at 1 and at 2 threads, and the weight gradients at either count."""

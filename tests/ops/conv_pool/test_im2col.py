@@ -50,6 +50,38 @@ def test_windows_as_wide_as_the_input(kernel, padding, rng, dtype):
                                **TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape, kernel, stride, padding", [
+    ((2, 3, 14, 14), (5, 5), (1, 1), (0, 0)),  # LeNet's second conv: a 5x5 window on a 10x10 output
+    ((1, 2, 13, 11), (4, 3), (2, 3), (2, 1)),  # two phases of rows, a strided column, uneven padding
+    ((2, 2, 9, 30), (7, 2), (3, 1), (3, 0)),  # rows of three phases, one of them read once only
+    ((1, 1, 6, 20), (3, 3), (1, 1), (4, 0)),  # padding taller than the window: rows of zeros around
+])
+def test_narrow_maps_go_kernel_column_by_kernel_column(shape, kernel, stride, padding, threads, rng, dtype):
+    """Windows at least twice as tall as their stride on narrow maps gather each kernel column's input rows once
+    (cnnkit/_ext/_im2col.pxd): im2col exact, col2im the reference's sums, non-contiguous input."""
+    from cnnkit._ext import im2col as kernels
+
+    assert kernels.gathers_by_kernel_columns(shape, *kernel, *stride, *padding)
+    cnnkit.set_num_threads(threads)
+    x = np.ascontiguousarray(rng.standard_normal(shape).astype(dtype)[:, ::-1])[:, ::-1]
+    cols = fast.im2col(x, kernel, stride, padding)
+    np.testing.assert_array_equal(cols, reference.im2col(x, kernel, stride, padding))
+    y = rng.standard_normal(cols.shape).astype(dtype)
+    np.testing.assert_allclose(fast.col2im(y, shape, kernel, stride, padding),
+                               reference.col2im(y, shape, kernel, stride, padding), **TOLERANCE[dtype])
+
+
+def test_kernel_columns_only_where_they_pay():
+    """Not for windows less than twice as tall as the stride, rows of one run already, or wide maps."""
+    from cnnkit._ext import im2col as kernels
+
+    assert not kernels.gathers_by_kernel_columns((1, 1, 16, 16), 3, 3, 2, 2, 1, 1)  # 3x3 at stride 2
+    assert not kernels.gathers_by_kernel_columns((1, 1, 16, 16), 5, 5, 1, 1, 2, 2)  # "same": one run
+    assert not kernels.gathers_by_kernel_columns((1, 1, 16, 16), 1, 5, 1, 1, 0, 0)  # one kernel row
+    assert not kernels.gathers_by_kernel_columns((1, 1, 40, 40), 5, 5, 1, 1, 0, 0)  # 36 outputs a row
+
+
 def test_layout_matches_weight_reshape(backend, rng):
     """conv as w.reshape(F, -1) @ cols[n] equals the direct sum."""
     x = rng.standard_normal((2, 3, 5, 6))
