@@ -146,10 +146,27 @@ def test_pool_backward_matches_numerical_gradient(op, x_shape, kernel, stride, p
        st.sampled_from(["normal", "ties", "nan and inf"]), st.sampled_from([np.float32, np.float64]),
        st.sampled_from([1, 2]), st.integers(0, 2**32 - 1))
 def test_max_pool_2x2_stride_2_agrees_with_reference(shape, values, dtype, threads, seed):
-    """The loop of 2x2 windows at stride 2 (odd sizes, rows of more than one block): maxima, first-maximum
+    """The loops of 2x2 windows at stride 2 (odd sizes, by segments and by rows): maxima, first-maximum
     indices (ties, the first NaN) and gradients exactly the reference's."""
     rng = np.random.default_rng(seed)
     cnnkit.set_num_threads(threads)
+    x = special_values(rng, shape, values).astype(dtype)
+    expected, ref_cache = reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    out, cache = fast.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(out, expected)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    np.testing.assert_array_equal(fast.max_pool2d_backward(dout, cache), reference.max_pool2d_backward(dout, ref_cache))
+
+
+@pytest.mark.parametrize("values", ["ties", "nan and inf"])
+@pytest.mark.parametrize("shape", [
+    (1, 2, 1031, 5),  # two outputs a row: segments of 256 output rows (float32), the last one short
+    (2, 3, 29, 29),  # 14 outputs a row, the last input row and column in no window
+    (1, 1, 3, 2101),  # rows of more than one BLOCK of outputs (1050 a row)
+])
+def test_max_pool_2x2_stride_2_segments_and_blocks(shape, values, rng, dtype):
+    """The 2x2/2 loops' segments of whole output rows (float32's on narrow maps) and blocks of long rows
+    (cnnkit/_ext/pool.pyx, 5.): maxima, first-maximum indices and gradients exactly the reference's."""
     x = special_values(rng, shape, values).astype(dtype)
     expected, ref_cache = reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
     out, cache = fast.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
