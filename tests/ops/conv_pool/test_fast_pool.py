@@ -141,6 +141,15 @@ def test_pool_backward_matches_numerical_gradient(op, x_shape, kernel, stride, p
     assert report.worst < 1e-7, report
 
 
+def assert_max_pool_2x2_exact(x, rng):
+    """2x2 max pooling at stride 2: forward and dx exactly the reference's."""
+    expected, ref_cache = reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    out, cache = fast.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(out, expected)
+    dout = rng.standard_normal(out.shape).astype(x.dtype)
+    np.testing.assert_array_equal(fast.max_pool2d_backward(dout, cache), reference.max_pool2d_backward(dout, ref_cache))
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(2, 11), st.integers(2, 140)),
        st.sampled_from(["normal", "ties", "nan and inf"]), st.sampled_from([np.float32, np.float64]),
@@ -151,11 +160,7 @@ def test_max_pool_2x2_stride_2_agrees_with_reference(shape, values, dtype, threa
     rng = np.random.default_rng(seed)
     cnnkit.set_num_threads(threads)
     x = special_values(rng, shape, values).astype(dtype)
-    expected, ref_cache = reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
-    out, cache = fast.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
-    np.testing.assert_array_equal(out, expected)
-    dout = rng.standard_normal(out.shape).astype(dtype)
-    np.testing.assert_array_equal(fast.max_pool2d_backward(dout, cache), reference.max_pool2d_backward(dout, ref_cache))
+    assert_max_pool_2x2_exact(x, rng)
 
 
 @pytest.mark.parametrize("values", ["ties", "nan and inf"])
@@ -168,11 +173,7 @@ def test_max_pool_2x2_stride_2_segments_and_blocks(shape, values, rng, dtype):
     """The 2x2/2 loops' segments of whole output rows (float32's on narrow maps) and blocks of long rows
     (cnnkit/_ext/pool.pyx, 5.): maxima, first-maximum indices and gradients exactly the reference's."""
     x = special_values(rng, shape, values).astype(dtype)
-    expected, ref_cache = reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
-    out, cache = fast.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
-    np.testing.assert_array_equal(out, expected)
-    dout = rng.standard_normal(out.shape).astype(dtype)
-    np.testing.assert_array_equal(fast.max_pool2d_backward(dout, cache), reference.max_pool2d_backward(dout, ref_cache))
+    assert_max_pool_2x2_exact(x, rng)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
