@@ -98,6 +98,17 @@ def test_activations_agree(op, shape, dtype, layout, edges, seed):
         assert_backward_agrees(op, (laid_out(x, layout), *ACTIVATIONS[op].values()), dtype, rng)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("features, units", [(2100, 1000), (1 << 20, 1), (1, 1 << 20), (300, 7)])
+def test_affine_of_a_batch_of_one_agrees(features, units, threads, rng, dtype):
+    """One sample: its products have one row, matrix-vector products (GEMV, cnnkit/_ext/_blas.pxd) from
+    GEMV_ENTRIES weights (in the forward a half of them a thread at 2 threads), GEMM below; weights in
+    column-major order."""
+    cnnkit.set_num_threads(threads)
+    w = np.asfortranarray(normal(rng, dtype, (features, units)))
+    assert_backward_agrees("affine", (normal(rng, dtype, (1, features)), w, normal(rng, dtype, units)), dtype, rng)
+
+
 @pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 6), st.lists(st.integers(1, 6), min_size=1, max_size=3), st.integers(1, 9), dtypes,
