@@ -32,13 +32,13 @@ Design:
    own, branch-free selects that GCC vectorises (written with locals, if, or and and; by
    other spellings it did not). Row by row: one pass per output row over the four values of
    each window, in row-major order and by 4.'s rule, BLOCK outputs at a time into arrays on
-   the stack, then copied out. By segments (float32 on maps up to SEGMENT_WIDTH outputs
-   wide, where those rows are short: 0.4-0.9 times the time; about even from 16 to 28): over BLOCK outputs at a time
-   (whole output rows), a first pass takes each column's pair of inputs, contiguous rows, to
-   the first maximum of the two and its flat index, a second each window's two columns to
-   the one that beats the other or ties it with the lower index (the first in row-major
-   order), all the segment's outputs in one loop however short its rows. float64 keeps the
-   rows: GCC vectorises the second pass poorly with 8-byte values beside 4-byte indices.
+   the stack, then copied out. By segments, float32 on maps up to SEGMENT_WIDTH outputs wide
+   (0.4-0.9 times the time there; about even from 16 to 28): over whole output rows, BLOCK
+   outputs at most, a first pass takes each column's pair of inputs, contiguous rows, to the
+   first maximum of the two and its flat index, a second each window's two columns to the
+   one that beats the other or ties it with the lower index (the first in row-major order),
+   all the segment's outputs in one loop however short its rows. float64 keeps the rows:
+   GCC vectorises the second pass poorly with 8-byte values beside 4-byte indices.
 6. Average pooling's backward adds dout over each window, then divides the plane by
    KH*KW once. By rows, each output row is first spread over one input row (for each
    column, the sum over the windows covering it: KW strided passes of OW), which is then
@@ -203,23 +203,18 @@ cdef void _max_rows(const floating* plane, floating* out, int* argmax, Geometry 
 cdef void _max_plane_2x2(const floating* plane, floating* out, int* argmax, int W, Py_ssize_t oh,
                          int ow) noexcept nogil:
     """_max_rows for 2x2 windows at stride 2 without padding (see 5.): the same maxima and indices."""
-    cdef int width = max(1, min(ow, BLOCK)), x0
-    cdef Py_ssize_t segment, part, y0, per_segment = BLOCK // width
+    cdef Py_ssize_t segment, y0, per_segment = BLOCK // max(1, ow)
     if floating is double or ow > SEGMENT_WIDTH:
         _max_rows_2x2(plane, out, argmax, W, oh, ow)
         return
     for segment in range((oh + per_segment - 1) // per_segment):
         y0 = segment * per_segment
-        for part in range((ow + width - 1) // width):
-            x0 = <int>part * width
-            _max_segment_2x2(plane, out + y0 * ow + x0, argmax + y0 * ow + x0, W, y0, min(per_segment, oh - y0),
-                             x0, min(width, ow - x0))
+        _max_segment_2x2(plane, out + y0 * ow, argmax + y0 * ow, W, y0, min(per_segment, oh - y0), ow)
 
 
 cdef void _max_segment_2x2(const floating* plane, floating* out, int* argmax, int W, Py_ssize_t y0,
-                           Py_ssize_t rows, int x0, int width) noexcept nogil:
-    """Outputs [x0, x0+width) of output rows [y0, y0+rows) (whole rows unless rows is 1) into out and argmax,
-    (rows*width) each (see 5.)."""
+                           Py_ssize_t rows, int ow) noexcept nogil:
+    """Output rows [y0, y0+rows) (rows*ow <= BLOCK outputs) into out and argmax (see 5.)."""
     cdef Py_ssize_t r, k
     cdef int c, top_index, index, other
     cdef const floating* top
@@ -227,14 +222,14 @@ cdef void _max_segment_2x2(const floating* plane, floating* out, int* argmax, in
     cdef floating column_max[2 * BLOCK]
     cdef int column_index[2 * BLOCK]
     for r in range(rows):  # each column's pair: the lower value where it beats the upper (larger, or the first NaN)
-        top, top_index = plane + 2 * (y0 + r) * W + 2 * x0, <int>(2 * (y0 + r) * W) + 2 * x0
-        for c in range(2 * width):
+        top, top_index = plane + 2 * (y0 + r) * W, <int>(2 * (y0 + r) * W)
+        for c in range(2 * ow):
             upper, lower = top[c], top[W + c]
             index = top_index + c
             if lower > upper or (lower != lower and upper == upper):
                 upper, index = lower, index + W
-            column_max[r * 2 * width + c], column_index[r * 2 * width + c] = upper, index
-    for k in range(rows * width):  # each window's two columns: the right one where it beats the left or ties first
+            column_max[r * 2 * ow + c], column_index[r * 2 * ow + c] = upper, index
+    for k in range(rows * ow):  # each window's two columns: the right one where it beats the left or ties first
         left, right, index, other = column_max[2 * k], column_max[2 * k + 1], column_index[2 * k], column_index[2 * k + 1]
         if right > left or (right != right and left == left) or (right == left and other < index) or (
                 right != right and left != left and other < index):
