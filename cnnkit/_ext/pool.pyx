@@ -204,12 +204,12 @@ cdef void _max_plane_2x2(const floating* plane, floating* out, int* argmax, int 
                          int ow) noexcept nogil:
     """_max_rows for 2x2 windows at stride 2 without padding (see 5.): the same maxima and indices."""
     cdef Py_ssize_t segment, y0, per_segment = BLOCK // max(1, ow)
-    if floating is double or ow > SEGMENT_WIDTH:
+    if floating is float and ow <= SEGMENT_WIDTH:
+        for segment in range((oh + per_segment - 1) // per_segment):
+            y0 = segment * per_segment
+            _max_segment_2x2(plane, out + y0 * ow, argmax + y0 * ow, W, y0, min(per_segment, oh - y0), ow)
+    else:
         _max_rows_2x2(plane, out, argmax, W, oh, ow)
-        return
-    for segment in range((oh + per_segment - 1) // per_segment):
-        y0 = segment * per_segment
-        _max_segment_2x2(plane, out + y0 * ow, argmax + y0 * ow, W, y0, min(per_segment, oh - y0), ow)
 
 
 cdef void _max_segment_2x2(const floating* plane, floating* out, int* argmax, int W, Py_ssize_t y0,
