@@ -24,9 +24,11 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
     """
     cdef char ta = b"T" if trans_b else b"N"
     cdef char tb = b"T" if trans_a else b"N"
-    # one row: c's row = op(b).T @ op(a)'s row, op(b).T being b as BLAS sees it (rows x cols), transposed if trans_b
-    cdef int rows = k if trans_b else n, cols = n if trans_b else k, incx = lda if trans_a else 1, incy = 1
+    cdef int rows, cols, incx, incy = 1
     if m == 1 and <long long>n * k >= GEMV_ENTRIES:
+        # c's row = op(b).T @ op(a)'s row, op(b).T being b as BLAS sees it (rows x cols), transposed if trans_b
+        rows, cols = (k, n) if trans_b else (n, k)
+        incx = lda if trans_a else 1
         if floating is float:
             sgemv(&ta, &rows, &cols, &alpha, <float*>b, &ldb, <float*>a, &incx, &beta, c, &incy)
         else:

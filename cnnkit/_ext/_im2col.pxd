@@ -109,15 +109,16 @@ cdef inline void im2col_channel(const floating* plane, floating* rows, Py_ssize_
     offset (i, j) is then one run of OH consecutive gathered rows, copied whole: a KH-th of the
     short row gathers for a stride-1 window, whose per-row costs dominate on such maps.
     """
-    cdef Py_ssize_t i, j, phase, phases = min(sh, kh), span = _phase_rows(kh, sh, oh, 0)
+    cdef Py_ssize_t i, j, phase, span
     cdef floating gathered[GATHERED_ENTRIES]
     if not by_kernel_columns(kh, sh, sw, W, oh, ow):
         for i in range(kh):
             for j in range(kw):
                 _offset_rows(plane, rows + (i * kw + j) * ld, H, W, sh, sw, i - ph, j - pw, oh, ow)
         return
+    span = _phase_rows(kh, sh, oh, 0)
     for j in range(kw):
-        for phase in range(phases):
+        for phase in range(min(sh, kh)):
             _offset_rows(plane, gathered + phase * span * ow, H, W, sh, sw, phase - ph, j - pw,
                          _phase_rows(kh, sh, oh, phase), ow)
         for i in range(kh):
@@ -191,7 +192,7 @@ cdef inline void col2im_channel(const floating* rows, floating* plane, Py_ssize_
     by kernel column, each offset's row added whole into the column's gathered rows, which are
     then added into the plane.
     """
-    cdef Py_ssize_t i, j, t, phase, phases = min(sh, kh), span = _phase_rows(kh, sh, oh, 0)
+    cdef Py_ssize_t i, j, t, phase, phases = min(sh, kh), span
     cdef floating gathered[GATHERED_ENTRIES]
     cdef floating* sums
     cdef const floating* src
@@ -203,6 +204,7 @@ cdef inline void col2im_channel(const floating* rows, floating* plane, Py_ssize_
                 else:
                     _add_offset_rows(rows + (i * kw + j) * ld, plane, H, W, sh, sw, i - ph, j - pw, oh, ow)
         return
+    span = _phase_rows(kh, sh, oh, 0)
     for j in range(kw):
         memset(gathered, 0, phases * span * ow * sizeof(floating))
         for i in range(kh):
