@@ -218,6 +218,19 @@ def test_halving_max_pool_kernel_equals_the_reference(n, c, h, w, dtype, nans, t
     np.testing.assert_array_equal(out, reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))[0])
 
 
+@pytest.mark.parametrize("shape", [
+    (1, 2, 81, 29),  # rows of 14: segments of 18 rows, then 4, a dangling row and column
+    (2, 1, 9, 256),  # rows of 128: segments of two rows
+    (1, 1, 7, 258),  # rows of 129: row by row
+])
+def test_halving_max_pool_kernel_by_segments_of_rows(shape, rng, dtype):
+    x = rng.integers(-3, 4, shape).astype(dtype)
+    x.reshape(-1)[rng.integers(0, x.size, 5)] = np.nan
+    out = np.full((*shape[:2], shape[2] // 2, shape[3] // 2), 7, dtype)
+    kernels.max_pool_2x2(x, out, 2)
+    np.testing.assert_array_equal(out, reference.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))[0])
+
+
 def test_halving_max_pool_kernel_checks_its_output():
     with pytest.raises(ValueError, match=r"out must have shape \(1, 2, 2, 3\)"):
         kernels.max_pool_2x2(np.zeros((1, 2, 5, 7)), np.zeros((1, 2, 3, 3)), 1)
