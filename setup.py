@@ -41,7 +41,10 @@ def x86_gcc():
 
 
 # modules built for a wider instruction set than the baseline, chosen at run time (cnnkit/fast/conv.py)
-INSTRUCTION_SETS = {"winograd_avx2": ["-mavx2"]}
+INSTRUCTION_SETS = {
+    "winograd_avx2": ["-mavx2"],
+    "direct_avx512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512cd", "-mavx512dq", "-mavx512vl"],
+}
 
 compile_flags, link_flags = openmp_flags()
 extensions = [

@@ -7,7 +7,8 @@ from cnnkit._version import __version__
 
 
 def config():
-    """Dict describing version, backends, OpenMP, kernel threads, the Winograd build and the BLAS in use."""
+    """Dict describing version, backends, OpenMP, kernel threads, the Winograd and direct builds and the BLAS in
+    use."""
     blas = [
         {"library": p.get("internal_api"), "version": p.get("version"), "threads": p.get("num_threads"),
          "path": p.get("filepath")}
@@ -20,18 +21,20 @@ def config():
         "backend active": _backend.get_backend(),
         "openmp": "yes" if _runtime.openmp_enabled() else "no",
         "kernel threads": _runtime.get_num_threads(),
-        "winograd kernels": _winograd_build(),
+        "winograd kernels": _conv_build("WINOGRAD_BUILD"),
+        "direct kernels": _conv_build("DIRECT_BUILD"),
         "blas": blas,
     }
 
 
-def _winograd_build():
-    """Which build of the Winograd kernels the fast backend runs: "AVX2", "baseline", or "none"."""
+def _conv_build(name):
+    """Which build of the Winograd (name WINOGRAD_BUILD: "AVX2", "baseline") or direct (DIRECT_BUILD: "AVX-512")
+    kernels the fast backend runs, or "none"."""
     if "fast" not in _backend.available_backends():
         return "none"
     from cnnkit.fast import conv
 
-    return conv.WINOGRAD_BUILD
+    return getattr(conv, name)
 
 
 def show_config():

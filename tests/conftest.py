@@ -45,6 +45,14 @@ def winograd_everywhere(monkeypatch):
     monkeypatch.setattr(conv, "WINOGRAD_FEW_TILES", 0)
 
 
+@pytest.fixture
+def no_direct(monkeypatch):
+    """cnnkit.fast's convolutions do not run forward on the direct kernel (im2col or Winograd instead)."""
+    from cnnkit.fast import conv
+
+    monkeypatch.setattr(conv, "_direct_kernels", None)
+
+
 @pytest.fixture(autouse=True)
 def _restore_backend_and_threads():
     """Each test starts and ends with the same backend and thread settings."""

@@ -78,14 +78,6 @@ cdef extern from *:
     #if defined(__GNUC__) && !defined(__clang__)
     #pragma GCC optimize("no-tree-loop-distribute-patterns")
     #endif
-    static int cnnkit_cpu_has_avx2(void) {
-    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2");
-    #else
-        return 0;
-    #endif
-    }
     #if defined(__AVX__)
     #include <immintrin.h>
     #endif
@@ -135,14 +127,8 @@ cdef extern from *:
     #endif
     }
     """
-    int cnnkit_cpu_has_avx2()
     void cnnkit_transpose_floats(const float* src, Py_ssize_t ss, float* dst, Py_ssize_t ds) noexcept nogil
     void cnnkit_transpose_doubles(const double* src, Py_ssize_t ss, double* dst, Py_ssize_t ds) noexcept nogil
-
-
-def cpu_has_avx2():
-    """Whether this CPU runs AVX2, so that winograd_avx2 (these drivers built for it) may be imported."""
-    return bool(cnnkit_cpu_has_avx2())
 
 
 GRADIENT_GROUPS = 8  # groups of bands whose weight gradients are summed apart (see 5.)

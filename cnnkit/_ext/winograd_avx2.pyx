@@ -3,6 +3,6 @@
 
 Bit for bit the same results (no -mfma: GCC contracts nothing, and vectorises no sum whose order it would
 change), with vectors twice as wide.
-Import it only where cnnkit._ext.winograd.cpu_has_avx2() (cnnkit.fast.conv does).
+Import it only where cnnkit._ext.cpu.has_avx2() (cnnkit.fast.conv does).
 """
 include "winograd.pyx"

@@ -1,7 +1,7 @@
-"""2-D convolution on the compiled drivers of cnnkit._ext (conv, winograd); same contract as cnnkit.reference.conv.
+"""2-D convolution on the compiled drivers of cnnkit._ext (conv, winograd, direct); cnnkit.reference.conv's contract.
 
 Shapes: x (N, C, H, W), w (F, C, KH, KW), b (F,) -> out (N, F, OH, OW), any stride and padding.
-One algorithm per shape (_uses_winograd), the same for forward and backward:
+One algorithm per shape (forward_kernel), the same for forward and backward but direct's:
 
 - Winograd F(2x2, 3x3) (cnnkit/_ext/winograd.pyx, or its AVX2 build winograd_avx2.pyx where the
   CPU has AVX2) for a 3x3 stride-1 convolution, any padding, with C and F >= WINOGRAD_MIN_CHANNELS,
@@ -10,6 +10,11 @@ One algorithm per shape (_uses_winograd), the same for forward and backward:
   WINOGRAD_FEW_TILES tiles on any map (the weights then outweigh the batch, which the kernels
   take as one band): 2.25 times fewer multiply-adds, which pay for its transforms only with
   enough channels, and for its 16 weight matrices only with enough tiles.
+- direct (cnnkit/_ext/direct_avx512.pyx, built and imported where the CPU has AVX-512), forward only,
+  for any other stride-1 convolution but a pointwise one with F >= DIRECT_MIN_FILTERS (at most
+  DIRECT_FEW_FILTERS beyond DIRECT_MAX_TAPS taps C*KH*KW, where GEMM runs near its peak) and output
+  rows of a vector at least (OW >= MIN_WIDTH) that fill DIRECT_MIN_LANE_USE of the vectors they
+  take: the products in registers over the input in place, no im2col; its backward is im2col's.
 - im2col + GEMM (cnnkit/_ext/conv.pyx) otherwise: work items of output rows, or of whole
   images on small maps, im2col into a per-thread buffer that stays in cache, single-threaded
   BLAS calls without the GIL, col2im; where the weights outweigh the batch (N*OH*OW at most
@@ -33,16 +38,22 @@ import math
 import numpy as np
 
 from cnnkit._ext import conv as _kernels
+from cnnkit._ext import cpu
 from cnnkit._ext import winograd as _winograd_kernels
 from cnnkit._ext._drivers import workspace
 from cnnkit._runtime import single_threaded_blas
 from cnnkit.fast._checks import checked_float_arrays, checked_gradient, checked_window
 from cnnkit.fast._threads import product_threads
 
-if _winograd_kernels.cpu_has_avx2():  # the same drivers built for AVX2 (not built off x86-64): same bits, faster
+if cpu.has_avx2():  # the same drivers built for AVX2 (not built off x86-64): same bits, faster
     with contextlib.suppress(ImportError):
         from cnnkit._ext import winograd_avx2 as _winograd_kernels
 WINOGRAD_BUILD = "AVX2" if _winograd_kernels.__name__.endswith("_avx2") else "baseline"  # for cnnkit info
+_direct_kernels = None  # the direct convolution, built for AVX-512 only (not built off x86-64): where the CPU has it
+if cpu.has_avx512():
+    with contextlib.suppress(ImportError):
+        from cnnkit._ext import direct_avx512 as _direct_kernels
+DIRECT_BUILD = "none" if _direct_kernels is None else "AVX-512"  # for cnnkit info
 
 WINOGRAD_MIN_CHANNELS = 16  # C and F from which Winograd measured faster than im2col
 WINOGRAD_MIN_WIDTH = 16  # output width (OW) from which it did with so few channels: its transforms cost per tile
@@ -50,6 +61,10 @@ WINOGRAD_NARROW_CHANNELS = 64  # C and F from which it did on narrower maps too 
 WINOGRAD_MIN_TILES = 256  # 2x2 tiles of the batch below which it did not: too few to pay for its weight transforms
 WINOGRAD_WIDE_CHANNELS = 128  # C and F from which it did with fewer tiles: small maps, few images
 WINOGRAD_FEW_TILES = 32  # the tiles it then needs
+DIRECT_MIN_FILTERS = 8  # F from which the direct convolution measured faster than im2col: a block of its kernel's
+DIRECT_MIN_LANE_USE = 0.75  # share of its vectors' lanes that OW must fill for it to (17 of 32: 1.4-1.7x slower)
+DIRECT_MAX_TAPS = 800  # C*KH*KW up to which it did with any F; with more, GEMM ran as fast from 128 filters on
+DIRECT_FEW_FILTERS = 64  # F up to which it did with more taps (and 0.4-0.7 times the time with 8 to 32 filters)
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -88,9 +103,10 @@ def _forward(x, w, b, stride, padding, relu):
     kernel, stride, padding, out_hw = checked_window(x.shape, w.shape[2:], stride, padding)
     out = np.empty(x.shape[:1] + w.shape[:1] + out_hw, dtype=x.dtype)
     threads = product_threads(_multiply_adds(out, w))
+    forward = forward_kernel(x.shape, w.shape, kernel, stride, padding, out_hw)
     with single_threaded_blas():
-        if _uses_winograd(x.shape, w.shape, kernel, stride, out_hw):
-            _winograd_kernels.winograd_forward(x, w, b, out, *padding, threads, relu)
+        if forward is not None:
+            forward(x, w, b, out, *padding, threads, relu)
         else:
             _kernels.conv_forward(x, _weights_with_bias(w, b), _flat_hw(out), *kernel, *stride, *padding, threads,
                                   relu)
@@ -115,6 +131,37 @@ def _backward(dout, cache, relu_out, input_grad):
         _kernels.conv_backward(x, _weights_with_bias(w, b), _flat_hw(dout), dx, weight_bias_grad, *kernel, *stride,
                                *padding, threads, None if relu_out is None else _flat_hw(relu_out))
     return dx, weight_bias_grad[:, :-1].reshape(w.shape), weight_bias_grad[:, -1].copy()
+
+
+def forward_kernel(x_shape, w_shape, kernel, stride, padding, out_hw):
+    """The forward of a convolution of x (N, C, H, W) with w (F, C, KH, KW) to (OH, OW), if not im2col's:
+    winograd_forward or direct_forward, both called (x, w, b, out, PH, PW, threads, relu); None for im2col."""
+    if _uses_winograd(x_shape, w_shape, kernel, stride, out_hw):
+        return _winograd_kernels.winograd_forward
+    if _uses_direct(w_shape, kernel, stride, padding, out_hw):
+        return _direct_kernels.direct_forward
+    return None
+
+
+def takes_pooling(forward, kernel, stride, padding):
+    """Whether the forward that forward_kernel chose (None: im2col) pools its output in the same pass
+    (pool=True: 2x2 max pooling at stride 2, the inference plan's): direct's, and im2col's but pointwise."""
+    if forward is None:
+        return not (kernel == stride == (1, 1) and padding == (0, 0))
+    return _direct_kernels is not None and forward is _direct_kernels.direct_forward
+
+
+def _uses_direct(w_shape, kernel, stride, padding, out_hw):
+    """Whether a convolution with w (F, C, KH, KW) to (OH, OW) that is not on Winograd runs forward on the direct
+    kernel: where it is built, at stride 1, not pointwise, with DIRECT_MIN_FILTERS filters (at most
+    DIRECT_FEW_FILTERS beyond DIRECT_MAX_TAPS taps) and output rows of at least a vector that fill
+    DIRECT_MIN_LANE_USE of the vectors they take."""
+    if _direct_kernels is None or stride != (1, 1) or (kernel == (1, 1) and padding == (0, 0)):
+        return False
+    filters, taps = w_shape[0], math.prod(w_shape[1:])
+    width, lanes = out_hw[1], _direct_kernels.MIN_WIDTH
+    return (DIRECT_MIN_FILTERS <= filters and (taps <= DIRECT_MAX_TAPS or filters <= DIRECT_FEW_FILTERS)
+            and width >= lanes and width >= DIRECT_MIN_LANE_USE * lanes * -(-width // lanes))
 
 
 def _uses_winograd(x_shape, w_shape, kernel, stride, out_hw):

@@ -22,7 +22,7 @@ from cnnkit.fast._checks import checked_window
 from cnnkit.fast._elementwise import element_threads
 from cnnkit.fast._threads import pool_threads, product_threads
 from cnnkit.fast.affine import forward_threads as affine_threads
-from cnnkit.fast.conv import _uses_winograd, _weights_with_bias, _winograd_kernels
+from cnnkit.fast.conv import _weights_with_bias, forward_kernel, takes_pooling
 
 __all__ = ["affine", "avg_pool2d", "conv2d", "max_pool2d", "maxout", "relu", "single_threaded_blas"]
 
@@ -30,24 +30,27 @@ __all__ = ["affine", "avg_pool2d", "conv2d", "max_pool2d", "maxout", "relu", "si
 def conv2d(x_shape, w_shape, dtype, stride, padding, relu, pool=False):
     """Step(x, w, b) -> out (N, F, OH, OW): conv2d_forward of x (N, C, H, W), its ReLU when relu; with pool,
     the 2x2 max pooling at stride 2 of that (N, F, OH // 2, OW // 2), fused into the convolution's output
-    pass where it runs on im2col (cnnkit/_ext/conv.pyx, 11.), a step of its own after it elsewhere.
+    pass where it runs on im2col (cnnkit/_ext/conv.pyx, 11.) or direct (cnnkit/_ext/direct_avx512.pyx, 3.), a
+    step of its own after it elsewhere (Winograd, pointwise).
 
     w (F, C, KH, KW) and b (F,) are passed on each call (they may have changed in place).
     """
     kernel, stride, padding, out_hw = checked_window(x_shape, w_shape[2:], stride, padding)
     out_shape = (x_shape[0], w_shape[0], *out_hw)
     threads = product_threads(math.prod(out_shape) * math.prod(w_shape[1:]))  # as cnnkit.fast.conv counts
-    winograd = _uses_winograd(x_shape, w_shape, kernel, stride, out_hw)
-    if pool and (winograd or (kernel == stride == (1, 1) and padding == (0, 0))):
+    forward = forward_kernel(x_shape, w_shape, kernel, stride, padding, out_hw)
+    if pool and not takes_pooling(forward, kernel, stride, padding):
         convolution, pooling = (conv2d(x_shape, w_shape, dtype, stride, padding, relu),
                                   _halving_max_pool(out_shape, dtype))
         return lambda x, w, b: pooling(convolution(x, w, b))
     out = np.empty(out_shape[:2] + tuple(size // 2 for size in out_hw) if pool else out_shape, dtype)
-    if winograd:
-        def winograd_run(x, w, b):
-            _winograd_kernels.winograd_forward(x, w, b, out, *padding, threads, relu)
+    if forward is not None:  # Winograd or direct
+        options = {"pool": True} if pool else {}
+
+        def run(x, w, b):
+            forward(x, w, b, out, *padding, threads, relu, **options)
             return out
-        return winograd_run
+        return run
     flat_out = out.reshape(out.shape[:2] + (-1,))
 
     def im2col(x, w, b):

@@ -22,6 +22,7 @@ def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "backend active:" in out and f"winograd kernels:   {conv.WINOGRAD_BUILD}\n" in out
+    assert f"direct kernels:     {conv.DIRECT_BUILD}\n" in out
 
 
 @pytest.mark.subprocess

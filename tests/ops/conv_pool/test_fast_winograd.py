@@ -10,6 +10,7 @@ from test_fast_conv import assert_conv_agrees, conv_arrays
 import cnnkit
 from cnnkit import fast, reference
 from cnnkit._ext import conv as conv_kernels
+from cnnkit._ext import cpu
 from cnnkit._ext import winograd as winograd_kernels
 from cnnkit._runtime import single_threaded_blas
 from cnnkit.fast import conv as fast_conv
@@ -142,7 +143,7 @@ def winograd(x, w, b, padding, dout, kernels=winograd_kernels, threads=1, relu=F
 
 def avx2_build():
     """cnnkit._ext.winograd_avx2, or a skip where it is not built or this CPU has no AVX2."""
-    if not winograd_kernels.cpu_has_avx2():
+    if not cpu.has_avx2():
         pytest.skip("this CPU has no AVX2")
     return pytest.importorskip("cnnkit._ext.winograd_avx2", reason="the AVX2 build is made on x86-64 only")
 
@@ -217,6 +218,7 @@ WIDE, FEW_AT = fast_conv.WINOGRAD_WIDE_CHANNELS, -(-fast_conv.WINOGRAD_FEW_TILES
     (FEW_AT - 1, WIDE, 4, im2col),  # but not fewer
     (FEW_AT, WIDE - 1, 4, im2col),
 ])
+@pytest.mark.usefixtures("no_direct")  # which takes some of these shapes from im2col: see test_fast_direct.py
 def test_dispatch_picks_winograd_from_enough_channels_width_and_tiles(images, channels, width, kernels, rng, dtype):
     cnnkit.set_num_threads(1)
     x, w, b = conv_arrays(rng, (images, channels, 5, width), channels, (3, 3), dtype)
