@@ -1,5 +1,6 @@
 # Maxima of 2x2 windows at stride 2 without padding, inline and GIL-free: the inference plan's
-# pooling (inference.pyx) and the pooling fused into a convolution's output pass (conv.pyx).
+# pooling (inference.pyx) and the pooling fused into a convolution's output pass (conv.pyx,
+# direct_avx512.pyx), with the ReLU of the maxima taken in the same pass where asked.
 #
 # A first loop takes the larger of each vertical pair of inputs (two input rows, contiguous),
 # a second the larger of each horizontal pair of those, BLOCK outputs at a time through an
@@ -22,9 +23,15 @@ cdef inline floating _larger(floating a, floating b) noexcept nogil:
     return b if b != b else (b if b > a else a)
 
 
+cdef inline floating _kept(floating value, bint relu) noexcept nogil:
+    """value, or with relu its ReLU: 0 where value < 0 (a NaN kept)."""
+    return 0 if relu and value < 0 else value
+
+
 cdef inline void max_plane_2x2(const floating* plane, floating* out, Py_ssize_t W, Py_ssize_t oh,
-                               Py_ssize_t ow) noexcept nogil:
-    """out (oh, ow) = the maxima of the 2x2 windows at stride 2 of plane (H >= 2*oh, W >= 2*ow), rows W apart."""
+                               Py_ssize_t ow, bint relu) noexcept nogil:
+    """out (oh, ow) = the maxima of the 2x2 windows at stride 2 of plane (H >= 2*oh, W >= 2*ow), rows W apart,
+    or with relu their ReLU (the maximum of the window's ReLUs)."""
     cdef Py_ssize_t y, x, x0, n, block, rows, r, segment
     cdef const floating* top
     cdef floating* row
@@ -40,7 +47,7 @@ cdef inline void max_plane_2x2(const floating* plane, floating* out, Py_ssize_t 
                     columns[r * 2 * ow + x] = _larger(top[x], top[W + x])
             row = out + y * ow
             for x in range(n * ow):
-                row[x] = _larger(columns[2 * x], columns[2 * x + 1])
+                row[x] = _kept(_larger(columns[2 * x], columns[2 * x + 1]), relu)
         return
     for y in range(oh):
         top, row = plane + 2 * y * W, out + y * ow
@@ -50,4 +57,4 @@ cdef inline void max_plane_2x2(const floating* plane, floating* out, Py_ssize_t 
             for x in range(2 * n):
                 columns[x] = _larger(top[2 * x0 + x], top[W + 2 * x0 + x])
             for x in range(n):
-                row[x0 + x] = _larger(columns[2 * x], columns[2 * x + 1])
+                row[x0 + x] = _kept(_larger(columns[2 * x], columns[2 * x + 1]), relu)

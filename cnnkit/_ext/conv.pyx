@@ -66,8 +66,8 @@ Contract and rules:
    alone, are added in order as in 4.
 11. Pooling fused (pool=True; the inference plan's convolution, ReLU or not, then 2x2 max pooling
    at stride 2): each item's product goes to the thread's buffer, whose 2x2 windows are pooled
-   into out (N, F, OH//2 * OW//2) (cnnkit/_ext/_max2x2.pxd) while it is in cache, then their ReLU
-   taken (the ReLU of a maximum is the maximum of the ReLUs); the full output is never written.
+   into out (N, F, OH//2 * OW//2) (cnnkit/_ext/_max2x2.pxd) while it is in cache, their ReLU taken
+   in the same pass (the ReLU of a maximum is the maximum of the ReLUs); the full output is never written.
    So that no window spans two items, an item of bands of an odd number of rows (but the last)
    takes two of them, one GEMM each: the GEMMs are the unfused forward's, call for call
    (OpenBLAS's sums depend on a product's width), and the values the unfused convolution, ReLU
@@ -248,17 +248,15 @@ cdef void _store(const floating* src, floating* dst, Py_ssize_t rows, Py_ssize_t
 cdef void _emit(const Conv* g, floating* product, floating* out, Py_ssize_t filters, Py_ssize_t y0,
                 Py_ssize_t rows, bint relu) noexcept nogil:
     """Output rows [y0, y0+rows) of `filters` planes of one image from product (filters, rows*OW), rows ld apart,
-    into out (those planes, _out_plane apart): stored (their ReLU when relu), or their 2x2 maxima, then the ReLU of
-    those (see 11.), one of the ReLUs' maxima (NaN, or which of two equal zeros, may differ)."""
+    into out (those planes, _out_plane apart): stored (their ReLU when relu), or their 2x2 maxima (the ReLU of
+    those, see 11.), one of the ReLUs' maxima (NaN, or which of two equal zeros, may differ)."""
     cdef Py_ssize_t f, q = rows * g.OW, plane = _out_plane(g), width = g.OW // 2
     if not g.pool:
         _store(product, out + y0 * g.OW, filters, q, g.ld, plane, relu)
         return
     out += y0 // 2 * width
     for f in range(filters):
-        max_plane_2x2(product + f * g.ld, out + f * plane, g.OW, rows // 2, width)
-    if relu:
-        _store(out, out, filters, rows // 2 * width, plane, plane, relu)
+        max_plane_2x2(product + f * g.ld, out + f * plane, g.OW, rows // 2, width, relu)
 
 
 cdef void _forward_item(const Conv* g, const floating* x, const floating* wb, floating* out,

@@ -21,8 +21,8 @@ multiply-adds; here a register-blocked kernel reads the (padded) input in place:
    (c, i, j) order, multiply-adds fused: the same bits at any thread count.
 3. Pooling fused (pool=True; the inference plan's convolution, ReLU or not, then 2x2 max pooling
    at stride 2, as conv.pyx's 11.): the kernel makes a block's output rows of the band into the
-   thread's buffer, whose 2x2 windows are pooled into out (N, F, OH // 2, OW // 2) while in cache
-   (cnnkit/_ext/_max2x2.pxd), then their ReLU taken; bands have an even number of rows.
+   thread's buffer, whose 2x2 windows are pooled into out (N, F, OH // 2, OW // 2) while in cache,
+   their ReLU taken in the same pass (cnnkit/_ext/_max2x2.pxd); bands have an even number of rows.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -159,15 +159,13 @@ cdef void _forward_item(const Direct* g, const floating* x, const floating* bloc
                         const Py_ssize_t* offsets, floating* out, floating* buffer, Py_ssize_t n,
                         Py_ssize_t y0) noexcept nogil:
     """Output rows [y0, y0 + R) of image n, BLOCK filters at a time, or their pooling (see 1.-3.)."""
-    cdef Py_ssize_t rows = min(g.rows, g.OH - y0), width = g.OW // 2, block, y, f, p
+    cdef Py_ssize_t rows = min(g.rows, g.OH - y0), width = g.OW // 2, block, y, f
     cdef Py_ssize_t plane = (g.OH // 2) * width if g.pool else g.OH * g.OW
     cdef int filters
     cdef const floating* blocked_weights
     cdef const floating* blocked_bias
     cdef floating* dst
-    cdef floating* pooled
     cdef floating* rows_made = buffer + g.C * g.span * g.Wp
-    cdef floating value
     _pad_band(g, x + n * g.C * g.H * g.W, buffer, y0)
     for block in range((g.F + BLOCK - 1) // BLOCK):
         filters = <int>min(<Py_ssize_t>BLOCK, g.F - block * BLOCK)
@@ -182,12 +180,8 @@ cdef void _forward_item(const Direct* g, const floating* x, const floating* bloc
             _row(g, buffer + y * g.Wp, blocked_weights, blocked_bias, offsets, rows_made + y * g.OW, rows * g.OW,
                  filters, False)
         for f in range(filters):
-            pooled = dst + f * plane + y0 // 2 * width
-            max_plane_2x2(rows_made + f * rows * g.OW, pooled, g.OW, rows // 2, width)
-            if g.relu:
-                for p in range(rows // 2 * width):
-                    value = pooled[p]
-                    pooled[p] = 0 if value < 0 else value
+            max_plane_2x2(rows_made + f * rows * g.OW, dst + f * plane + y0 // 2 * width, g.OW, rows // 2, width,
+                          g.relu)
 
 
 def direct_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,

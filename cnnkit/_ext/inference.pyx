@@ -23,4 +23,4 @@ def max_pool_2x2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, int
     if planes * oh * ow == 0:
         return
     for q in prange(planes, nogil=True, schedule="static", num_threads=n_threads):
-        max_plane_2x2(&x[0, 0, 0, 0] + q * H * W, &out[0, 0, 0, 0] + q * oh * ow, W, oh, ow)
+        max_plane_2x2(&x[0, 0, 0, 0] + q * H * W, &out[0, 0, 0, 0] + q * oh * ow, W, oh, ow, False)
