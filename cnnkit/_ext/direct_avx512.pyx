@@ -1,24 +1,29 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Direct convolution at stride 1, built for x86-64-v4 (AVX-512; setup.py): the forward of cnnkit.fast.conv for
-few input channels. Import it only where cnnkit._ext.cpu.has_avx512() (cnnkit.fast.conv does).
+"""Direct convolution, built for x86-64-v4 (AVX-512; setup.py): the forward of cnnkit.fast.conv for few
+taps or filters. Import it only where cnnkit._ext.cpu.has_avx512() (cnnkit.fast.conv does).
 
-Notation as conv.pyx: x (N, C, H, W), w (F, C, KH, KW), b (F,), out (N, F, OH, OW); at stride 1
-OH = H + 2*PH - KH + 1 and OW = W + 2*PW - KW + 1; K = C*KH*KW taps. With few taps im2col copies
-nearly as many entries as the GEMM multiplies, and the GEMM stores each output after only K
-multiply-adds; here a register-blocked kernel reads the (padded) input in place:
+Notation as conv.pyx: x (N, C, H, W), w (F, C, KH, KW), b (F,), out (N, F, OH, OW) at stride
+(SH, SW), padding (PH, PW); K = C*KH*KW taps. With few taps im2col copies nearly as many entries
+as the GEMM multiplies, and the GEMM stores each output after only K multiply-adds; here a
+register-blocked kernel reads the (padded) input in place:
 
 1. A work item is R consecutive output rows of one image (a band). Its input rows are first
-   copied, zero-padded, into the thread's buffer: C planes of R + KH - 1 rows of Wp = W + 2*PW
-   entries (PW zeros, the row, PW zeros; a row of padding all zeros), sized to stay in L1
-   (BAND_ENTRIES). Threads take items dynamically; a batch of fewer items than threads is cut
-   into thinner bands.
-2. The kernel (C, below) makes one output row of BLOCK filters at a time, a vector of LANES
-   outputs after another (the last one overlapping the one before where LANES does not divide
-   OW, so OW >= MIN_WIDTH): BLOCK vector sums in registers, set to the biases, then for each
-   tap (c, i, j) the vector of inputs at offset (c*(R + KH - 1) + i)*Wp + j from the row's start
-   times each filter's weight (weights laid out tap by tap, BLOCK filters a tap, zero past F),
-   then stored, or their ReLU, into the output planes. Each output is b + the products in
-   (c, i, j) order, multiply-adds fused: the same bits at any thread count.
+   copied, zero-padded, into the thread's buffer by phases: input row SH*y + i and column
+   SW*x + j (of the padded input) go to phase (i % SH, j % SW) of their channel, at row y + i // SH
+   and column x + j // SW of it, so that at any stride tap (c, i, j) reads the outputs' inputs
+   at one offset from them: (((c*SH + i % SH)*SW + j % SW)*Hq + i // SH)*Wq + j // SW, each phase
+   Hq = R + (KH - 1) // SH rows of Wq = ceil((W + 2*PW) / SW) entries (at stride 1 the padded rows
+   themselves), and LANES zeros after the last. Bands are sized to stay in L1 (BAND_ENTRIES);
+   threads take items dynamically; a batch of fewer items than threads is cut into thinner bands.
+2. The kernel (C, below) makes output rows of BLOCK filters, a vector of LANES outputs at a
+   time: BLOCK vector sums in registers, set to the biases, then for each tap the vector of
+   inputs at the tap's offset from the vector's times each filter's weight (weights laid out tap
+   by tap, BLOCK filters a tap, zero past F), then stored, or their ReLU, into the output planes
+   with masks. The vectors run along p = y*Wq + x: over a whole band's rows at once, a vector's
+   lanes beyond x = OW - 1 (the padding's) dropped, where that takes fewer vectors than row by
+   row (narrow maps: rows of 8, 10 apart, fill 0.8 of the lanes, not half), else row by row.
+   Each output is b + the products in (c, i, j) order, multiply-adds fused: the same bits at
+   any thread count. lane_use gives the share of lanes kept, for cnnkit.fast.conv's choice.
 3. Pooling fused (pool=True; the inference plan's convolution, ReLU or not, then 2x2 max pooling
    at stride 2, as conv.pyx's 11.): the kernel makes a block's output rows of the band into the
    thread's buffer, whose 2x2 windows are pooled into out (N, F, OH // 2, OW // 2) while in cache,
@@ -36,92 +41,122 @@ from cnnkit._ext._max2x2 cimport max_plane_2x2
 
 cdef extern from *:
     """
+    #include <immintrin.h>
     #define CNNKIT_BLOCK 8  /* filters of a block */
     #define CNNKIT_VECTOR 64  /* bytes of a vector: 16 floats, 8 doubles */
-    /* *dst = s, or its ReLU: 0 where s < 0 (a NaN kept) */
-    #define CNNKIT_STORE(V, M, s, dst, relu) *(V*)(dst) = (relu) ? (V)((M)(s) & ~((s) < (V){0})) : (s)
-    /* out[f * plane + x] for x < width (>= LANES), f < filters (<= CNNKIT_BLOCK): bias[f] + the sum over
-       t < taps of weights[t * CNNKIT_BLOCK + f] * src[x + offsets[t]], or its ReLU */
-    #define CNNKIT_DIRECT_ROW(NAME, T, I)                                                                    \\
+    #define CNNKIT_STORE_FLOATS(dst, mask, v) _mm512_mask_storeu_ps(dst, (__mmask16)(mask), (__m512)(v))
+    #define CNNKIT_STORE_DOUBLES(dst, mask, v) _mm512_mask_storeu_pd(dst, (__mmask8)(mask), (__m512d)(v))
+    /* s, or its ReLU: 0 where s < 0 (a NaN kept) */
+    #define CNNKIT_KEPT(V, M, s, relu) ((relu) ? (V)((M)(s) & ~((s) < (V){0})) : (s))
+    /* Rows y < rows of out (rows of width outputs, planes `plane` apart) for filters f < filters (<= CNNKIT_BLOCK):
+       out[f * plane + y * width + x] = bias[f] + the sum over t < taps of weights[t * CNNKIT_BLOCK + f] *
+       src[y * pitch + x + offsets[t]], or its ReLU; vectors of lanes at p = y * pitch + x, p = 0, lanes, ...,
+       their lanes of x < width stored (masked), the others dropped. */
+    #define CNNKIT_DIRECT_ROWS(NAME, T, I, STORE)                                                           \\
     typedef T NAME##_vector __attribute__((vector_size(CNNKIT_VECTOR), aligned(sizeof(T)), may_alias));      \\
     typedef I NAME##_mask __attribute__((vector_size(CNNKIT_VECTOR)));                                      \\
     static void NAME(const T* src, const Py_ssize_t* offsets, Py_ssize_t taps, const T* weights,            \\
-                     const T* bias, T* out, Py_ssize_t plane, Py_ssize_t width, int filters, int relu) {    \\
+                     const T* bias, T* out, Py_ssize_t plane, Py_ssize_t pitch, Py_ssize_t width,          \\
+                     Py_ssize_t rows, int filters, int relu) {                                              \\
         typedef NAME##_vector V;                                                                            \\
         typedef NAME##_mask M;                                                                              \\
-        const Py_ssize_t lanes = CNNKIT_VECTOR / sizeof(T);                                                 \\
-        for (Py_ssize_t x = 0; x < width; x += lanes) {                                                     \\
-            if (x + lanes > width)                                                                          \\
-                x = width - lanes;                                                                          \\
+        const Py_ssize_t lanes = CNNKIT_VECTOR / sizeof(T), end = (rows - 1) * pitch + width;               \\
+        for (Py_ssize_t p = 0; p < end; p += lanes) {                                                       \\
             V s0 = (V){0} + bias[0], s1 = (V){0} + bias[1], s2 = (V){0} + bias[2], s3 = (V){0} + bias[3],  \\
               s4 = (V){0} + bias[4], s5 = (V){0} + bias[5], s6 = (V){0} + bias[6], s7 = (V){0} + bias[7];  \\
             const T* w = weights;                                                                           \\
             for (Py_ssize_t t = 0; t < taps; t++, w += CNNKIT_BLOCK) {                                      \\
-                V v = *(const V*)(src + x + offsets[t]);                                                    \\
+                V v = *(const V*)(src + p + offsets[t]);                                                    \\
                 s0 += w[0] * v; s1 += w[1] * v; s2 += w[2] * v; s3 += w[3] * v;                             \\
                 s4 += w[4] * v; s5 += w[5] * v; s6 += w[6] * v; s7 += w[7] * v;                             \\
             }                                                                                               \\
-            T* o = out + x;                                                                                 \\
-            switch (filters) {                                                                              \\
-            default: CNNKIT_STORE(V, M, s7, o + 7 * plane, relu); /* fall through */                        \\
-            case 7: CNNKIT_STORE(V, M, s6, o + 6 * plane, relu); /* fall through */                         \\
-            case 6: CNNKIT_STORE(V, M, s5, o + 5 * plane, relu); /* fall through */                         \\
-            case 5: CNNKIT_STORE(V, M, s4, o + 4 * plane, relu); /* fall through */                         \\
-            case 4: CNNKIT_STORE(V, M, s3, o + 3 * plane, relu); /* fall through */                         \\
-            case 3: CNNKIT_STORE(V, M, s2, o + 2 * plane, relu); /* fall through */                         \\
-            case 2: CNNKIT_STORE(V, M, s1, o + plane, relu); /* fall through */                             \\
-            case 1: CNNKIT_STORE(V, M, s0, o, relu);                                                        \\
+            s0 = CNNKIT_KEPT(V, M, s0, relu); s1 = CNNKIT_KEPT(V, M, s1, relu);                             \\
+            s2 = CNNKIT_KEPT(V, M, s2, relu); s3 = CNNKIT_KEPT(V, M, s3, relu);                             \\
+            s4 = CNNKIT_KEPT(V, M, s4, relu); s5 = CNNKIT_KEPT(V, M, s5, relu);                             \\
+            s6 = CNNKIT_KEPT(V, M, s6, relu); s7 = CNNKIT_KEPT(V, M, s7, relu);                             \\
+            for (Py_ssize_t y = p / pitch; y < rows && y * pitch < p + lanes; y++) {                        \\
+                Py_ssize_t first = y * pitch - p, last = first + width;  /* the lanes of row y: [first, last) */ \\
+                first = first < 0 ? 0 : first;                                                              \\
+                last = last > lanes ? lanes : last;                                                         \\
+                if (first >= last)                                                                          \\
+                    continue;                                                                               \\
+                unsigned mask = (1u << last) - (1u << first);                                               \\
+                T* o = out + y * (width - pitch) + p;  /* lane k: out[y * width + x] at x = p + k - y * pitch */ \\
+                switch (filters) {                                                                          \\
+                default: STORE(o + 7 * plane, mask, s7); /* fall through */                                 \\
+                case 7: STORE(o + 6 * plane, mask, s6); /* fall through */                                  \\
+                case 6: STORE(o + 5 * plane, mask, s5); /* fall through */                                  \\
+                case 5: STORE(o + 4 * plane, mask, s4); /* fall through */                                  \\
+                case 4: STORE(o + 3 * plane, mask, s3); /* fall through */                                  \\
+                case 3: STORE(o + 2 * plane, mask, s2); /* fall through */                                  \\
+                case 2: STORE(o + plane, mask, s1); /* fall through */                                      \\
+                case 1: STORE(o, mask, s0);                                                                 \\
+                }                                                                                           \\
             }                                                                                               \\
         }                                                                                                   \\
     }
-    CNNKIT_DIRECT_ROW(cnnkit_direct_floats, float, int)
-    CNNKIT_DIRECT_ROW(cnnkit_direct_doubles, double, long long)
+    CNNKIT_DIRECT_ROWS(cnnkit_direct_floats, float, int, CNNKIT_STORE_FLOATS)
+    CNNKIT_DIRECT_ROWS(cnnkit_direct_doubles, double, long long, CNNKIT_STORE_DOUBLES)
     """
     enum: BLOCK "CNNKIT_BLOCK"
     enum: VECTOR_BYTES "CNNKIT_VECTOR"
-    void _row_floats "cnnkit_direct_floats"(const float* src, const Py_ssize_t* offsets, Py_ssize_t taps,
-                                            const float* weights, const float* bias, float* out, Py_ssize_t plane,
-                                            Py_ssize_t width, int filters, int relu) noexcept nogil
-    void _row_doubles "cnnkit_direct_doubles"(const double* src, const Py_ssize_t* offsets, Py_ssize_t taps,
-                                              const double* weights, const double* bias, double* out,
-                                              Py_ssize_t plane, Py_ssize_t width, int filters,
-                                              int relu) noexcept nogil
+    void _rows_floats "cnnkit_direct_floats"(const float* src, const Py_ssize_t* offsets, Py_ssize_t taps,
+                                             const float* weights, const float* bias, float* out, Py_ssize_t plane,
+                                             Py_ssize_t pitch, Py_ssize_t width, Py_ssize_t rows, int filters,
+                                             int relu) noexcept nogil
+    void _rows_doubles "cnnkit_direct_doubles"(const double* src, const Py_ssize_t* offsets, Py_ssize_t taps,
+                                               const double* weights, const double* bias, double* out,
+                                               Py_ssize_t plane, Py_ssize_t pitch, Py_ssize_t width, Py_ssize_t rows,
+                                               int filters, int relu) noexcept nogil
 
-MIN_WIDTH = VECTOR_BYTES // 4  # OW of at least one vector of floats (see 2.)
 cdef enum:
     BAND_ENTRIES = 6144  # a band's padded input at most: 24 KB of float32 (see 1.)
+    LANES = VECTOR_BYTES // 4  # a vector's floats: the most entries a vector reads past a band's input
 
 
 cdef struct Direct:
-    Py_ssize_t N, C, H, W, F, OH, OW, Wp, rows, bands, span, taps
-    int kh, kw, ph, pw
+    Py_ssize_t N, C, H, W, F, OH, OW, Hq, Wq, rows, bands, taps, band_rows
+    int kh, kw, sh, sw, ph, pw
     bint relu, pool
 
 
-cdef Direct _direct(tuple x_shape, tuple w_shape, int ph, int pw, bint relu, bint pool, int n_threads) except *:
-    """The geometry of the convolution, its bands cut for n_threads (see 1.)."""
+cdef Direct _direct(tuple x_shape, tuple w_shape, int sh, int sw, int ph, int pw, bint relu, bint pool,
+                    int n_threads) except *:
+    """The geometry of the convolution, its bands cut for n_threads (see 1. and 2.)."""
     cdef Direct g
-    cdef Py_ssize_t per_image
-    g.OH, g.OW = output_hw(x_shape, w_shape[2], w_shape[3], 1, 1, ph, pw)
-    if g.OW < MIN_WIDTH:
-        raise ValueError(f"direct convolution needs an output width (OW) of at least {MIN_WIDTH}, got {g.OW}")
+    cdef Py_ssize_t per_image, phases = sh * sw
+    g.OH, g.OW = output_hw(x_shape, w_shape[2], w_shape[3], sh, sw, ph, pw)
     g.N, g.C, g.H, g.W, g.F = x_shape[0], x_shape[1], x_shape[2], x_shape[3], w_shape[0]
-    g.kh, g.kw, g.ph, g.pw, g.relu, g.pool = w_shape[2], w_shape[3], ph, pw, relu, pool
-    g.Wp, g.taps = g.W + 2 * pw, g.C * g.kh * g.kw
-    g.rows = max(1, min(g.OH, BAND_ENTRIES // max(1, g.C * g.Wp) - (g.kh - 1)))
+    g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.relu, g.pool = w_shape[2], w_shape[3], sh, sw, ph, pw, relu, pool
+    g.Wq, g.taps = (g.W + 2 * pw + sw - 1) // sw, g.C * g.kh * g.kw
+    g.rows = max(1, min(g.OH, BAND_ENTRIES // max(1, g.C * phases * g.Wq) - (g.kh - 1) // sh))
     if 0 < g.N * ((g.OH + g.rows - 1) // g.rows) < n_threads:
         per_image = (n_threads + g.N - 1) // g.N
         g.rows = (g.OH + per_image - 1) // per_image
     if pool and g.rows < g.OH:
         g.rows = min(g.OH, g.rows + g.rows % 2)
-    g.bands, g.span = (g.OH + g.rows - 1) // g.rows, g.rows + g.kh - 1
+    g.bands, g.Hq = (g.OH + g.rows - 1) // g.rows, g.rows + (g.kh - 1) // sh
+    g.band_rows = g.rows if _vectors(g.rows, g.Wq, g.OW) < g.rows * _vectors(1, g.Wq, g.OW) else 1
     return g
+
+
+cdef inline Py_ssize_t _vectors(Py_ssize_t rows, Py_ssize_t pitch, Py_ssize_t width) noexcept nogil:
+    """The vectors the kernel takes for rows rows of width outputs, pitch apart in its input (see 2.)."""
+    return ((rows - 1) * pitch + width + LANES - 1) // LANES
+
+
+def lane_use(tuple x_shape, tuple w_shape, stride, padding):
+    """The share of the kernel's vector lanes that make outputs of a convolution of x (N, C, H, W) with
+    w (F, C, KH, KW) at stride (SH, SW), padded by (PH, PW) (see 2.; vectors of float32), 0 where it has no output."""
+    cdef Direct g = _direct(x_shape, w_shape, stride[0], stride[1], padding[0], padding[1], False, False, 1)
+    cdef Py_ssize_t vectors = (g.rows // g.band_rows) * _vectors(g.band_rows, g.Wq, g.OW)
+    return g.rows * g.OW / <double>(LANES * vectors) if vectors > 0 else 0.0
 
 
 cdef void _block_weights(const Direct* g, const floating* w, const floating* b, floating* blocked,
                          floating* bias, Py_ssize_t* offsets) noexcept nogil:
     """blocked (blocks, taps, BLOCK) = w (F, taps) by blocks of BLOCK filters, bias (blocks*BLOCK) = b, both zero
-    past F; offsets (taps) = where tap (c, i, j) reads in a band's padded input, from an output row's start."""
+    past F; offsets (taps) = where tap (c, i, j) reads in a band's padded input, from an output's (see 1.)."""
     cdef Py_ssize_t f, t, c, i, j, blocks = (g.F + BLOCK - 1) // BLOCK
     memset(blocked, 0, blocks * g.taps * BLOCK * sizeof(floating))
     memset(bias, 0, blocks * BLOCK * sizeof(floating))
@@ -132,73 +167,101 @@ cdef void _block_weights(const Direct* g, const floating* w, const floating* b, 
     for c in range(g.C):
         for i in range(g.kh):
             for j in range(g.kw):
-                offsets[(c * g.kh + i) * g.kw + j] = (c * g.span + i) * g.Wp + j
+                offsets[(c * g.kh + i) * g.kw + j] = ((((c * g.sh + i % g.sh) * g.sw + j % g.sw) * g.Hq + i // g.sh)
+                                                      * g.Wq + j // g.sw)
+
+
+cdef inline void _gather(const floating* src, floating* dst, Py_ssize_t count, Py_ssize_t step) noexcept nogil:
+    """dst[k] = src[k * step] for k < count (a loop of its own at step 2, which GCC vectorises)."""
+    cdef Py_ssize_t k
+    if step == 2:
+        for k in range(count):
+            dst[k] = src[2 * k]
+    else:
+        for k in range(count):
+            dst[k] = src[k * step]
 
 
 cdef void _pad_band(const Direct* g, const floating* image, floating* padded, Py_ssize_t y0) noexcept nogil:
-    """Input rows [y0 - PH, y0 - PH + span) of each channel of image (C, H, W), zero-padded (see 1.)."""
-    cdef Py_ssize_t c, r, y
-    memset(padded, 0, g.C * g.span * g.Wp * sizeof(floating))
+    """The input rows of output rows [y0, y0 + R) of image (C, H, W), zero-padded, by phases (see 1.)."""
+    cdef Py_ssize_t c, r, y, q, first, phase_entries = g.Hq * g.Wq
+    cdef const floating* row
+    cdef floating* dst
+    memset(padded, 0, (g.C * g.sh * g.sw * phase_entries + LANES) * sizeof(floating))
     for c in range(g.C):
-        for r in range(g.span):
-            y = y0 - g.ph + r
-            if 0 <= y < g.H:
-                memcpy(padded + (c * g.span + r) * g.Wp + g.pw, image + (c * g.H + y) * g.W, g.W * sizeof(floating))
+        for r in range((g.rows - 1) * g.sh + g.kh):
+            y = y0 * g.sh - g.ph + r
+            if not 0 <= y < g.H:
+                continue
+            row, dst = image + (c * g.H + y) * g.W, padded + (c * g.sh + r % g.sh) * g.sw * phase_entries
+            dst += (r // g.sh) * g.Wq
+            if g.sw == 1:
+                memcpy(dst + g.pw, row, g.W * sizeof(floating))
+                continue
+            for q in range(g.sw):  # column phase q: padded columns q, q + SW, ..., input columns first, first + SW, ...
+                first = (q - g.pw % g.sw + g.sw) % g.sw
+                _gather(row + first, dst + q * phase_entries + (first + g.pw) // g.sw, (g.W - first + g.sw - 1) // g.sw,
+                        g.sw)
 
 
-cdef inline void _row(const Direct* g, const floating* padded, const floating* blocked, const floating* bias,
-                      const Py_ssize_t* offsets, floating* out, Py_ssize_t plane, int filters, bint relu) noexcept nogil:
-    """One output row of a block of filters into out, planes `plane` apart: the kernel of this dtype (see 2.)."""
+cdef inline void _rows(const Direct* g, const floating* padded, const floating* blocked, const floating* bias,
+                       const Py_ssize_t* offsets, floating* out, Py_ssize_t plane, Py_ssize_t rows, int filters,
+                       bint relu) noexcept nogil:
+    """Output rows [0, rows) of a block of filters from their band's padded input into out, planes `plane`
+    apart: the kernel of this dtype (see 2.)."""
     if floating is float:
-        _row_floats(padded, offsets, g.taps, blocked, bias, out, plane, g.OW, filters, relu)
+        _rows_floats(padded, offsets, g.taps, blocked, bias, out, plane, g.Wq, g.OW, rows, filters, relu)
     else:
-        _row_doubles(padded, offsets, g.taps, blocked, bias, out, plane, g.OW, filters, relu)
+        _rows_doubles(padded, offsets, g.taps, blocked, bias, out, plane, g.Wq, g.OW, rows, filters, relu)
 
 
 cdef void _forward_item(const Direct* g, const floating* x, const floating* blocked, const floating* bias,
                         const Py_ssize_t* offsets, floating* out, floating* buffer, Py_ssize_t n,
                         Py_ssize_t y0) noexcept nogil:
     """Output rows [y0, y0 + R) of image n, BLOCK filters at a time, or their pooling (see 1.-3.)."""
-    cdef Py_ssize_t rows = min(g.rows, g.OH - y0), width = g.OW // 2, block, y, f
+    cdef Py_ssize_t rows = min(g.rows, g.OH - y0), width = g.OW // 2, block, part, y, f, taken
     cdef Py_ssize_t plane = (g.OH // 2) * width if g.pool else g.OH * g.OW
     cdef int filters
     cdef const floating* blocked_weights
     cdef const floating* blocked_bias
     cdef floating* dst
-    cdef floating* rows_made = buffer + g.C * g.span * g.Wp
+    cdef floating* rows_made = buffer + g.C * g.sh * g.sw * g.Hq * g.Wq + LANES
     _pad_band(g, x + n * g.C * g.H * g.W, buffer, y0)
     for block in range((g.F + BLOCK - 1) // BLOCK):
         filters = <int>min(<Py_ssize_t>BLOCK, g.F - block * BLOCK)
         blocked_weights, blocked_bias = blocked + block * g.taps * BLOCK, bias + block * BLOCK
         dst = out + (n * g.F + block * BLOCK) * plane
-        if not g.pool:
-            for y in range(rows):
-                _row(g, buffer + y * g.Wp, blocked_weights, blocked_bias, offsets, dst + (y0 + y) * g.OW, plane,
-                     filters, g.relu)
-            continue
-        for y in range(rows):
-            _row(g, buffer + y * g.Wp, blocked_weights, blocked_bias, offsets, rows_made + y * g.OW, rows * g.OW,
-                 filters, False)
-        for f in range(filters):
-            max_plane_2x2(rows_made + f * rows * g.OW, dst + f * plane + y0 // 2 * width, g.OW, rows // 2, width,
-                          g.relu)
+        for part in range((rows + g.band_rows - 1) // g.band_rows):
+            y = part * g.band_rows
+            taken = min(g.band_rows, rows - y)
+            if g.pool:
+                _rows(g, buffer + y * g.Wq, blocked_weights, blocked_bias, offsets, rows_made + y * g.OW,
+                      rows * g.OW, taken, filters, False)
+            else:
+                _rows(g, buffer + y * g.Wq, blocked_weights, blocked_bias, offsets, dst + (y0 + y) * g.OW, plane,
+                      taken, filters, g.relu)
+        if g.pool:
+            for f in range(filters):
+                max_plane_2x2(rows_made + f * rows * g.OW, dst + f * plane + y0 // 2 * width, g.OW, rows // 2,
+                              width, g.relu)
 
 
 def direct_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
-                   floating[:, :, :, ::1] out, int ph, int pw, int n_threads, bint relu=False, bint pool=False):
-    """out (N, F, OH, OW) = the stride-1 convolution of x (N, C, H, W) with w (F, C, KH, KW) and b (F,),
-    padded by (ph, pw), or its ReLU with relu; OW >= MIN_WIDTH. pool: out (N, F, OH // 2, OW // 2), the
-    maxima of that's 2x2 windows at stride 2 (see 3.)."""
+                   floating[:, :, :, ::1] out, int sh, int sw, int ph, int pw, int n_threads, bint relu=False,
+                   bint pool=False):
+    """out (N, F, OH, OW) = the convolution of x (N, C, H, W) with w (F, C, KH, KW) and b (F,) at stride
+    (sh, sw), padded by (ph, pw), or its ReLU with relu. pool: out (N, F, OH // 2, OW // 2), the maxima of
+    that's 2x2 windows at stride 2 (see 3.)."""
     if w.shape[1] != x.shape[1] or b.shape[0] != w.shape[0]:
         raise ValueError(f"x {tuple(x.shape)[:4]}, w {tuple(w.shape)[:4]} and b ({b.shape[0]},) do not match: "
                          f"expected x (N, C, H, W), w (F, C, KH, KW), b (F,)")
     check_threads(n_threads)
-    cdef Direct g = _direct(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, relu, pool, n_threads)
+    cdef Direct g = _direct(tuple(x.shape)[:4], tuple(w.shape)[:4], sh, sw, ph, pw, relu, pool, n_threads)
     expect_shape(tuple(out.shape)[:4], (g.N, g.F, g.OH // 2, g.OW // 2) if pool else (g.N, g.F, g.OH, g.OW), "out")
     if out.size == 0:
         return
     cdef Py_ssize_t blocks = (g.F + BLOCK - 1) // BLOCK, item
-    cdef Py_ssize_t size = g.C * g.span * g.Wp + (BLOCK * g.rows * g.OW if pool else 0)  # the band, its outputs
+    cdef Py_ssize_t size = g.C * sh * sw * g.Hq * g.Wq + LANES + (BLOCK * g.rows * g.OW if pool else 0)
     dtype = np.asarray(out).dtype
     cdef floating[::1] weights = workspace(dtype, blocks * (g.taps + 1) * BLOCK, slot="direct")
     cdef Py_ssize_t[::1] offsets = workspace(np.intp, g.taps, slot="direct")

@@ -1,7 +1,7 @@
 """2-D convolution on the compiled drivers of cnnkit._ext (conv, winograd, direct); cnnkit.reference.conv's contract.
 
 Shapes: x (N, C, H, W), w (F, C, KH, KW), b (F,) -> out (N, F, OH, OW), any stride and padding.
-One algorithm per shape (forward_kernel), the same for forward and backward but direct's:
+One algorithm per shape (forward_algorithm), the same for forward and backward but direct's:
 
 - Winograd F(2x2, 3x3) (cnnkit/_ext/winograd.pyx, or its AVX2 build winograd_avx2.pyx where the
   CPU has AVX2) for a 3x3 stride-1 convolution, any padding, with C and F >= WINOGRAD_MIN_CHANNELS,
@@ -11,10 +11,12 @@ One algorithm per shape (forward_kernel), the same for forward and backward but 
   take as one band): 2.25 times fewer multiply-adds, which pay for its transforms only with
   enough channels, and for its 16 weight matrices only with enough tiles.
 - direct (cnnkit/_ext/direct_avx512.pyx, built and imported where the CPU has AVX-512), forward only,
-  for any other stride-1 convolution but a pointwise one with F >= DIRECT_MIN_FILTERS (at most
-  DIRECT_FEW_FILTERS beyond DIRECT_MAX_TAPS taps C*KH*KW, where GEMM runs near its peak) and output
-  rows of a vector at least (OW >= MIN_WIDTH) that fill DIRECT_MIN_LANE_USE of the vectors they
-  take: the products in registers over the input in place, no im2col; its backward is im2col's.
+  for any other convolution but a pointwise one with F >= DIRECT_MIN_FILTERS whose outputs fill
+  enough of the kernel's vector lanes (lane_use; narrow maps take a vector over several rows): at
+  stride 1 with at most DIRECT_MAX_TAPS taps C*KH*KW or DIRECT_FEW_FILTERS filters (GEMM runs near
+  its peak beyond), at other strides with at most DIRECT_STRIDED_MAX_TAPS (stems: few channels,
+  large windows): the products in registers over the input in place, no im2col; its backward is
+  im2col's.
 - im2col + GEMM (cnnkit/_ext/conv.pyx) otherwise: work items of output rows, or of whole
   images on small maps, im2col into a per-thread buffer that stays in cache, single-threaded
   BLAS calls without the GIL, col2im; where the weights outweigh the batch (N*OH*OW at most
@@ -61,10 +63,12 @@ WINOGRAD_NARROW_CHANNELS = 64  # C and F from which it did on narrower maps too 
 WINOGRAD_MIN_TILES = 256  # 2x2 tiles of the batch below which it did not: too few to pay for its weight transforms
 WINOGRAD_WIDE_CHANNELS = 128  # C and F from which it did with fewer tiles: small maps, few images
 WINOGRAD_FEW_TILES = 32  # the tiles it then needs
-DIRECT_MIN_FILTERS = 8  # F from which the direct convolution measured faster than im2col: a block of its kernel's
-DIRECT_MIN_LANE_USE = 0.75  # share of its vectors' lanes that OW must fill for it to (17 of 32: 1.4-1.7x slower)
+DIRECT_MIN_FILTERS = 4  # F from which the direct convolution measured faster than im2col (0.74-0.90 with 4)
+DIRECT_MIN_LANE_USE = 0.65  # share of its vectors' lanes that the outputs must fill for it to (0.69: 0.80-0.88)
 DIRECT_MAX_TAPS = 800  # C*KH*KW up to which it did with any F; with more, GEMM ran as fast from 128 filters on
 DIRECT_FEW_FILTERS = 64  # F up to which it did with more taps (and 0.4-0.7 times the time with 8 to 32 filters)
+DIRECT_STRIDED_MAX_TAPS = 400  # C*KH*KW up to which it did at strides above 1 (stems 0.5-0.7; 3x3/2 on 32 ch. 0.95)
+DIRECT_STRIDED_MIN_LANE_USE = 0.8  # the lanes those must fill (3x3/2, 24 channels, 0.75 of the lanes: 1.1-1.2)
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -103,13 +107,9 @@ def _forward(x, w, b, stride, padding, relu):
     kernel, stride, padding, out_hw = checked_window(x.shape, w.shape[2:], stride, padding)
     out = np.empty(x.shape[:1] + w.shape[:1] + out_hw, dtype=x.dtype)
     threads = product_threads(_multiply_adds(out, w))
-    forward = forward_kernel(x.shape, w.shape, kernel, stride, padding, out_hw)
+    algorithm = forward_algorithm(x.shape, w.shape, kernel, stride, padding, out_hw)
     with single_threaded_blas():
-        if forward is not None:
-            forward(x, w, b, out, *padding, threads, relu)
-        else:
-            _kernels.conv_forward(x, _weights_with_bias(w, b), _flat_hw(out), *kernel, *stride, *padding, threads,
-                                  relu)
+        run_forward(algorithm, x, w, b, out, kernel, stride, padding, threads, relu)
     return out, (x, w, b, (kernel, stride, padding))
 
 
@@ -133,35 +133,46 @@ def _backward(dout, cache, relu_out, input_grad):
     return dx, weight_bias_grad[:, :-1].reshape(w.shape), weight_bias_grad[:, -1].copy()
 
 
-def forward_kernel(x_shape, w_shape, kernel, stride, padding, out_hw):
-    """The forward of a convolution of x (N, C, H, W) with w (F, C, KH, KW) to (OH, OW), if not im2col's:
-    winograd_forward or direct_forward, both called (x, w, b, out, PH, PW, threads, relu); None for im2col."""
+def forward_algorithm(x_shape, w_shape, kernel, stride, padding, out_hw):
+    """The forward's algorithm for a convolution of x (N, C, H, W) with w (F, C, KH, KW) to (OH, OW):
+    "winograd", "direct" or "im2col"."""
     if _uses_winograd(x_shape, w_shape, kernel, stride, out_hw):
-        return _winograd_kernels.winograd_forward
-    if _uses_direct(w_shape, kernel, stride, padding, out_hw):
-        return _direct_kernels.direct_forward
-    return None
+        return "winograd"
+    if _uses_direct(x_shape, w_shape, kernel, stride, padding):
+        return "direct"
+    return "im2col"
 
 
-def takes_pooling(forward, kernel, stride, padding):
-    """Whether the forward that forward_kernel chose (None: im2col) pools its output in the same pass
-    (pool=True: 2x2 max pooling at stride 2, the inference plan's): direct's, and im2col's but pointwise."""
-    if forward is None:
-        return not (kernel == stride == (1, 1) and padding == (0, 0))
-    return _direct_kernels is not None and forward is _direct_kernels.direct_forward
+def takes_pooling(algorithm, kernel, stride, padding):
+    """Whether algorithm's forward pools its output in the same pass (pool=True: 2x2 max pooling at stride 2,
+    the inference plan's): direct's, and im2col's but pointwise."""
+    return algorithm == "direct" or (algorithm == "im2col" and not (kernel == stride == (1, 1) and padding == (0, 0)))
 
 
-def _uses_direct(w_shape, kernel, stride, padding, out_hw):
-    """Whether a convolution with w (F, C, KH, KW) to (OH, OW) that is not on Winograd runs forward on the direct
-    kernel: where it is built, at stride 1, not pointwise, with DIRECT_MIN_FILTERS filters (at most
-    DIRECT_FEW_FILTERS beyond DIRECT_MAX_TAPS taps) and output rows of at least a vector that fill
-    DIRECT_MIN_LANE_USE of the vectors they take."""
-    if _direct_kernels is None or stride != (1, 1) or (kernel == (1, 1) and padding == (0, 0)):
+def run_forward(algorithm, x, w, b, out, kernel, stride, padding, threads, relu, pool=False):
+    """out (N, F, OH, OW) = the convolution of x with w and b on algorithm, or its ReLU with relu; with pool (where
+    takes_pooling), out (N, F, OH // 2, OW // 2) = the maxima of that's 2x2 windows at stride 2."""
+    if algorithm == "winograd":
+        _winograd_kernels.winograd_forward(x, w, b, out, *padding, threads, relu)
+    elif algorithm == "direct":
+        _direct_kernels.direct_forward(x, w, b, out, *stride, *padding, threads, relu, pool)
+    else:
+        _kernels.conv_forward(x, _weights_with_bias(w, b), _flat_hw(out), *kernel, *stride, *padding, threads, relu,
+                              pool)
+
+
+def _uses_direct(x_shape, w_shape, kernel, stride, padding):
+    """Whether a convolution of x (N, C, H, W) with w (F, C, KH, KW) that is not on Winograd runs forward on the
+    direct kernel: where it is built, not pointwise, with DIRECT_MIN_FILTERS filters, and outputs that fill
+    DIRECT_MIN_LANE_USE of the kernel's vector lanes; at stride 1 with at most DIRECT_MAX_TAPS taps, or more with
+    at most DIRECT_FEW_FILTERS filters; at other strides with at most DIRECT_STRIDED_MAX_TAPS taps that fill
+    DIRECT_STRIDED_MIN_LANE_USE of the lanes."""
+    if _direct_kernels is None or w_shape[0] < DIRECT_MIN_FILTERS or (kernel == (1, 1) and padding == (0, 0)):
         return False
-    filters, taps = w_shape[0], math.prod(w_shape[1:])
-    width, lanes = out_hw[1], _direct_kernels.MIN_WIDTH
-    return (DIRECT_MIN_FILTERS <= filters and (taps <= DIRECT_MAX_TAPS or filters <= DIRECT_FEW_FILTERS)
-            and width >= lanes and width >= DIRECT_MIN_LANE_USE * lanes * -(-width // lanes))
+    taps, lane_use = math.prod(w_shape[1:]), _direct_kernels.lane_use(x_shape, w_shape, stride, padding)
+    if stride != (1, 1):
+        return taps <= DIRECT_STRIDED_MAX_TAPS and lane_use >= DIRECT_STRIDED_MIN_LANE_USE
+    return (taps <= DIRECT_MAX_TAPS or w_shape[0] <= DIRECT_FEW_FILTERS) and lane_use >= DIRECT_MIN_LANE_USE
 
 
 def _uses_winograd(x_shape, w_shape, kernel, stride, out_hw):

@@ -13,7 +13,6 @@ import numpy as np
 
 from cnnkit._ext import activations as _activations
 from cnnkit._ext import affine as _affine
-from cnnkit._ext import conv as _conv
 from cnnkit._ext import inference as _inference
 from cnnkit._ext import pool as _pool
 from cnnkit._ext.activations import Activation
@@ -22,7 +21,7 @@ from cnnkit.fast._checks import checked_window
 from cnnkit.fast._elementwise import element_threads
 from cnnkit.fast._threads import pool_threads, product_threads
 from cnnkit.fast.affine import forward_threads as affine_threads
-from cnnkit.fast.conv import _weights_with_bias, forward_kernel, takes_pooling
+from cnnkit.fast.conv import forward_algorithm, run_forward, takes_pooling
 
 __all__ = ["affine", "avg_pool2d", "conv2d", "max_pool2d", "maxout", "relu", "single_threaded_blas"]
 
@@ -38,25 +37,17 @@ def conv2d(x_shape, w_shape, dtype, stride, padding, relu, pool=False):
     kernel, stride, padding, out_hw = checked_window(x_shape, w_shape[2:], stride, padding)
     out_shape = (x_shape[0], w_shape[0], *out_hw)
     threads = product_threads(math.prod(out_shape) * math.prod(w_shape[1:]))  # as cnnkit.fast.conv counts
-    forward = forward_kernel(x_shape, w_shape, kernel, stride, padding, out_hw)
-    if pool and not takes_pooling(forward, kernel, stride, padding):
+    algorithm = forward_algorithm(x_shape, w_shape, kernel, stride, padding, out_hw)
+    if pool and not takes_pooling(algorithm, kernel, stride, padding):
         convolution, pooling = (conv2d(x_shape, w_shape, dtype, stride, padding, relu),
                                   _halving_max_pool(out_shape, dtype))
         return lambda x, w, b: pooling(convolution(x, w, b))
     out = np.empty(out_shape[:2] + tuple(size // 2 for size in out_hw) if pool else out_shape, dtype)
-    if forward is not None:  # Winograd or direct
-        options = {"pool": True} if pool else {}
 
-        def run(x, w, b):
-            forward(x, w, b, out, *padding, threads, relu, **options)
-            return out
-        return run
-    flat_out = out.reshape(out.shape[:2] + (-1,))
-
-    def im2col(x, w, b):
-        _conv.conv_forward(x, _weights_with_bias(w, b), flat_out, *kernel, *stride, *padding, threads, relu, pool)
+    def step(x, w, b):
+        run_forward(algorithm, x, w, b, out, kernel, stride, padding, threads, relu, pool)
         return out
-    return im2col
+    return step
 
 
 def affine(x_shape, w_shape, dtype, relu):

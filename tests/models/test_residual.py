@@ -51,7 +51,7 @@ def test_gradients_match_numerical(backend, rng):
     X, y = rng.standard_normal((4, 2, 6, 6)), rng.integers(0, 3, 4)
     report = check_loss_gradients(lambda: model.loss(X, y), model.params)
     assert report.errors.keys() == model.params.keys()
-    assert report.worst < 1e-6, report
+    assert report.worst < 1e-5, report  # entries of 1e-6 carry 1e-11 of the differences' round-off
 
 
 def test_fast_and_reference_agree_on_a_resnet(rng):

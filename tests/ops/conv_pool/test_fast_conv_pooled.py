@@ -35,6 +35,7 @@ def fused(x, w, b, stride, padding, relu, threads):
     return out
 
 
+@pytest.mark.usefixtures("no_direct")  # the unfused convolution on im2col (or Winograd) too
 @settings(max_examples=160, deadline=None)
 @given(windows(), st.integers(1, 5), st.sampled_from([1, 600, conv_kernels.BAND_BYTES]),
        st.sampled_from([0, conv_kernels.BATCH_POSITIONS_PER_FILTER, 10**6]), st.booleans(), st.integers(0, 2),
@@ -53,6 +54,7 @@ def test_fused_pooling_equals_the_unfused_ops(g, filters, band_size, positions_p
                                       unfused(x, w, b, g["stride"], g["padding"], relu))
 
 
+@pytest.mark.usefixtures("no_direct")
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("shape, kernel, stride, padding, size, item", [p for p in PATHS if p[1:4] != ((1, 1),
                                                                                                        (1, 1), (0, 0))])
