@@ -13,7 +13,7 @@ register-blocked kernel reads the (padded) input in place:
    and column x + j // SW of it, so that at any stride tap (c, i, j) reads the outputs' inputs
    at one offset from them: (((c*SH + i % SH)*SW + j % SW)*Hq + i // SH)*Wq + j // SW, each phase
    Hq = R + (KH - 1) // SH rows of Wq = ceil((W + 2*PW) / SW) entries (at stride 1 the padded rows
-   themselves), and LANES zeros after the last. Bands are sized to stay in L1 (BAND_ENTRIES);
+   themselves), and LANES zeros after the last. Bands are sized to stay in L2 (BAND_ENTRIES);
    threads take items dynamically; a batch of fewer items than threads is cut into thinner bands.
 2. The kernel (C, below) makes output rows of BLOCK filters, a vector of LANES outputs at a
    time: BLOCK vector sums in registers, set to the biases, then for each tap the vector of
@@ -110,7 +110,7 @@ cdef extern from *:
                                                int filters, int relu) noexcept nogil
 
 cdef enum:
-    BAND_ENTRIES = 6144  # a band's padded input at most: 24 KB of float32 (see 1.)
+    BAND_ENTRIES = 32768  # a band's input at most, 128 KB of float32: in L2 (as fast as L1 here), more rows a vector
     LANES = VECTOR_BYTES // 4  # a vector's floats: the most entries a vector reads past a band's input
 
 
