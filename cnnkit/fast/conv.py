@@ -152,6 +152,8 @@ def takes_pooling(algorithm, kernel, stride, padding):
 def run_forward(algorithm, x, w, b, out, kernel, stride, padding, threads, relu, pool=False):
     """out (N, F, OH, OW) = the convolution of x with w and b on algorithm, or its ReLU with relu; with pool (where
     takes_pooling), out (N, F, OH // 2, OW // 2) = the maxima of that's 2x2 windows at stride 2."""
+    if pool and not takes_pooling(algorithm, kernel, stride, padding):
+        raise ValueError(f"the {algorithm} forward of this window pools in a step of its own, not in its output pass")
     if algorithm == "winograd":
         _winograd_kernels.winograd_forward(x, w, b, out, *padding, threads, relu)
     elif algorithm == "direct":
@@ -169,10 +171,12 @@ def _uses_direct(x_shape, w_shape, kernel, stride, padding):
     DIRECT_STRIDED_MIN_LANE_USE of the lanes."""
     if _direct_kernels is None or w_shape[0] < DIRECT_MIN_FILTERS or (kernel == (1, 1) and padding == (0, 0)):
         return False
-    taps, lane_use = math.prod(w_shape[1:]), _direct_kernels.lane_use(x_shape, w_shape, stride, padding)
+    taps = math.prod(w_shape[1:])
     if stride != (1, 1):
-        return taps <= DIRECT_STRIDED_MAX_TAPS and lane_use >= DIRECT_STRIDED_MIN_LANE_USE
-    return (taps <= DIRECT_MAX_TAPS or w_shape[0] <= DIRECT_FEW_FILTERS) and lane_use >= DIRECT_MIN_LANE_USE
+        few, least = taps <= DIRECT_STRIDED_MAX_TAPS, DIRECT_STRIDED_MIN_LANE_USE
+    else:
+        few, least = taps <= DIRECT_MAX_TAPS or w_shape[0] <= DIRECT_FEW_FILTERS, DIRECT_MIN_LANE_USE
+    return few and _direct_kernels.lane_use(x_shape, w_shape, stride, padding) >= least
 
 
 def _uses_winograd(x_shape, w_shape, kernel, stride, out_hw):

@@ -10,6 +10,7 @@ from test_fast_conv_paths import FILTERS, PATHS
 import cnnkit
 from cnnkit import fast
 from cnnkit._ext import conv as conv_kernels
+from cnnkit.fast import conv as fast_conv
 from cnnkit.fast import inference as steps
 from cnnkit.fast._checks import checked_window
 from cnnkit.fast.conv import _weights_with_bias
@@ -94,3 +95,10 @@ def test_fused_pooling_checks_its_output_and_path():
         conv_kernels.conv_forward(x, wb, np.zeros((2, 4, 36)), 3, 3, 1, 1, 1, 1, 1, False, True)
     with pytest.raises(ValueError, match="not a pointwise one"):
         conv_kernels.conv_forward(x, np.zeros((4, 4)), np.zeros((2, 4, 9)), 1, 1, 1, 1, 0, 0, 1, False, True)
+
+
+@pytest.mark.parametrize("algorithm, kernel, padding", [("winograd", (3, 3), (1, 1)), ("im2col", (1, 1), (0, 0))])
+def test_run_forward_refuses_pooling_an_algorithm_does_not_fuse(algorithm, kernel, padding):
+    x, w, b = np.zeros((2, 16, 6, 6)), np.zeros((16, 16, *kernel)), np.zeros(16)
+    with pytest.raises(ValueError, match=f"the {algorithm} forward of this window pools in a step of its own"):
+        fast_conv.run_forward(algorithm, x, w, b, np.zeros((2, 16, 3, 3)), kernel, (1, 1), padding, 1, False, True)
