@@ -153,6 +153,11 @@ def lane_use(tuple x_shape, tuple w_shape, stride, padding):
     return g.rows * g.OW / <double>(LANES * vectors) if vectors > 0 else 0.0
 
 
+cdef inline Py_ssize_t _band_size(const Direct* g) noexcept nogil:
+    """The entries of a band's padded input, by phases, and the LANES zeros after it (see 1.)."""
+    return g.C * g.sh * g.sw * g.Hq * g.Wq + LANES
+
+
 cdef void _block_weights(const Direct* g, const floating* w, const floating* b, floating* blocked,
                          floating* bias, Py_ssize_t* offsets) noexcept nogil:
     """blocked (blocks, taps, BLOCK) = w (F, taps) by blocks of BLOCK filters, bias (blocks*BLOCK) = b, both zero
@@ -187,7 +192,7 @@ cdef void _pad_band(const Direct* g, const floating* image, floating* padded, Py
     cdef Py_ssize_t c, r, y, q, first, phase_entries = g.Hq * g.Wq
     cdef const floating* row
     cdef floating* dst
-    memset(padded, 0, (g.C * g.sh * g.sw * phase_entries + LANES) * sizeof(floating))
+    memset(padded, 0, _band_size(g) * sizeof(floating))
     for c in range(g.C):
         for r in range((g.rows - 1) * g.sh + g.kh):
             y = y0 * g.sh - g.ph + r
@@ -225,7 +230,7 @@ cdef void _forward_item(const Direct* g, const floating* x, const floating* bloc
     cdef const floating* blocked_weights
     cdef const floating* blocked_bias
     cdef floating* dst
-    cdef floating* rows_made = buffer + g.C * g.sh * g.sw * g.Hq * g.Wq + LANES
+    cdef floating* rows_made = buffer + _band_size(g)
     _pad_band(g, x + n * g.C * g.H * g.W, buffer, y0)
     for block in range((g.F + BLOCK - 1) // BLOCK):
         filters = <int>min(<Py_ssize_t>BLOCK, g.F - block * BLOCK)
@@ -261,7 +266,7 @@ def direct_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     if out.size == 0:
         return
     cdef Py_ssize_t blocks = (g.F + BLOCK - 1) // BLOCK, item
-    cdef Py_ssize_t size = g.C * sh * sw * g.Hq * g.Wq + LANES + (BLOCK * g.rows * g.OW if pool else 0)
+    cdef Py_ssize_t size = _band_size(&g) + (BLOCK * g.rows * g.OW if pool else 0)
     dtype = np.asarray(out).dtype
     cdef floating[::1] weights = workspace(dtype, blocks * (g.taps + 1) * BLOCK, slot="direct")
     cdef Py_ssize_t[::1] offsets = workspace(np.intp, g.taps, slot="direct")
