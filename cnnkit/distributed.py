@@ -20,6 +20,7 @@ Batchnorm layers normalise with the statistics of each rank's slice unless
 import contextlib
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -27,6 +28,7 @@ import numpy as np
 from cnnkit.layers import BatchNorm1d, BatchNorm2d
 
 REDUCTIONS = ("ordered", "mpi")
+ABORT_GRACE = 0.5  # seconds a failing rank waits between printing its error and MPI Abort (see abort_on_error)
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")  # set by mpiexec
 
 
@@ -176,7 +178,9 @@ class DataParallel:
     def abort_on_error(self):
         """On an exception in the block: print it once, from this rank, and end every rank (MPI Abort).
 
-        A rank that stopped on its own would leave the others waiting in a collective forever.
+        A rank that stopped on its own would leave the others waiting in a collective forever. The message is
+        given ABORT_GRACE to reach mpiexec's output first: Abort kills the processes that forward it (the
+        message was lost so from a loaded machine's CI).
         """
         try:
             yield
@@ -188,4 +192,5 @@ class DataParallel:
             else:
                 print(f"cnnkit ({where}): {''.join(traceback.format_exception(error)).rstrip()}", file=sys.stderr)
             sys.stderr.flush()
+            time.sleep(ABORT_GRACE)  # for mpiexec to forward the message: Abort kills the processes that carry it
             self.comm.Abort(1)
