@@ -8,7 +8,8 @@ Design:
    and calls the single-threaded BLAS GEMM (cnnkit/_ext/_blas.pxd) on it without the GIL;
    the caller keeps BLAS's own pool at one thread meanwhile, so only our threads run.
 2. Forward: out rows start as the bias and GEMM adds x @ w (beta = 1): no second pass. With
-   fewer rows than threads (a batch of one), thread t takes a block of columns instead.
+   fewer rows than threads (a batch of one), thread t takes a block of columns instead. With
+   relu (the inference plan's Linear + ReLU), each thread takes the ReLU of its block after.
 3. Backward: dx = dout @ w.T splits the N rows; dw = x.T @ dout splits the D rows of dw,
    each block a whole product over N, so no thread sums another's partial result and
    dw is the same bit for bit for a given thread count. db, the column sums of dout, is
@@ -49,14 +50,22 @@ cdef void _column_sums(const floating* a, floating* sums, Py_ssize_t rows, Py_ss
         sums[c] = <floating>total
 
 
+cdef inline void _relu(floating* a, Py_ssize_t count) noexcept nogil:
+    """a[i] = 0 where a[i] < 0, for i < count, NaN and -0.0 kept: the ReLU of cnnkit/_ext/activations.pyx."""
+    cdef Py_ssize_t i
+    for i in range(count):
+        if a[i] < 0:
+            a[i] = 0
+
+
 cdef _expect(str name, tuple shape, tuple expected):
     if shape != expected:
         raise ValueError(f"{name} must have shape {expected}, got {shape}")
 
 
 def affine_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] b,
-                   floating[:, ::1] out, int n_threads):
-    """out (N, M) = x (N, D) @ w (D, M) + b (M,)."""
+                   floating[:, ::1] out, int n_threads, bint relu=False):
+    """out (N, M) = x (N, D) @ w (D, M) + b (M,), or its ReLU with relu."""
     cdef Py_ssize_t N = x.shape[0], D = x.shape[1], M = w.shape[1], n, r0, r1, m0, m1
     _expect("w", (w.shape[0], M), (D, M))
     _expect("b", (b.shape[0],), (M,))
@@ -71,6 +80,9 @@ def affine_forward(const floating[:, ::1] x, const floating[:, ::1] w, const flo
             memcpy(&out[0, 0] + n * M + m0, &b[0] + m0, (m1 - m0) * sizeof(floating))
         _product(False, False, r1 - r0, m1 - m0, D, &x[0, 0] + r0 * D, D, &w[0, 0] + m0, M, 1,
                  &out[0, 0] + r0 * M + m0, M)
+        if relu:
+            for n in range(r0, r1):
+                _relu(&out[0, 0] + n * M + m0, m1 - m0)
 
 
 def affine_backward(const floating[:, ::1] dout, const floating[:, ::1] x, const floating[:, ::1] w,

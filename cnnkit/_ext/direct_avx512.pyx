@@ -153,6 +153,11 @@ def lane_use(tuple x_shape, tuple w_shape, stride, padding):
     return g.rows * g.OW / <double>(LANES * vectors) if vectors > 0 else 0.0
 
 
+cdef inline Py_ssize_t _lines(Py_ssize_t entries) noexcept nogil:
+    """entries rounded up to whole vectors (LANES: a cache line of float32)."""
+    return (entries + LANES - 1) // LANES * LANES
+
+
 cdef inline Py_ssize_t _band_size(const Direct* g) noexcept nogil:
     """The entries of a band's padded input, by phases, and the LANES zeros after it (see 1.)."""
     return g.C * g.sh * g.sw * g.Hq * g.Wq + LANES
@@ -265,15 +270,17 @@ def direct_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     expect_shape(tuple(out.shape)[:4], (g.N, g.F, g.OH // 2, g.OW // 2) if pool else (g.N, g.F, g.OH, g.OW), "out")
     if out.size == 0:
         return
-    cdef Py_ssize_t blocks = (g.F + BLOCK - 1) // BLOCK, item
-    cdef Py_ssize_t size = _band_size(&g) + (BLOCK * g.rows * g.OW if pool else 0)
-    dtype = np.asarray(out).dtype
-    cdef floating[::1] weights = workspace(dtype, blocks * (g.taps + 1) * BLOCK, slot="direct")
-    cdef Py_ssize_t[::1] offsets = workspace(np.intp, g.taps, slot="direct")
-    cdef floating[::1] work = workspace(dtype, n_threads * size)
-    cdef floating* bias = &weights[0] + blocks * g.taps * BLOCK
+    cdef Py_ssize_t item, size = _band_size(&g) + (BLOCK * g.rows * g.OW if pool else 0)
+    # one workspace: the taps' offsets, the blocked weights and biases, then each thread's buffer (a cache line apart)
+    cdef Py_ssize_t offset_entries = _lines(g.taps * sizeof(Py_ssize_t) // sizeof(floating))
+    cdef Py_ssize_t weight_entries = _lines((g.F + BLOCK - 1) // BLOCK * (g.taps + 1) * BLOCK)
+    cdef floating[::1] work = workspace(np.asarray(out).dtype, offset_entries + weight_entries + n_threads * size)
+    cdef Py_ssize_t* offsets = <Py_ssize_t*>&work[0]
+    cdef floating* weights = &work[0] + offset_entries
+    cdef floating* bias = weights + (g.F + BLOCK - 1) // BLOCK * g.taps * BLOCK
+    cdef floating* buffers = weights + weight_entries
     with nogil:
-        _block_weights(&g, &w[0, 0, 0, 0], &b[0], &weights[0], bias, &offsets[0])
+        _block_weights(&g, &w[0, 0, 0, 0], &b[0], weights, bias, offsets)
     for item in prange(g.N * g.bands, nogil=True, schedule="dynamic", num_threads=n_threads):
-        _forward_item(&g, &x[0, 0, 0, 0], &weights[0], bias, &offsets[0], &out[0, 0, 0, 0],
-                      &work[0] + threadid() * size, item // g.bands, (item % g.bands) * g.rows)
+        _forward_item(&g, &x[0, 0, 0, 0], weights, bias, offsets, &out[0, 0, 0, 0], buffers + threadid() * size,
+                      item // g.bands, (item % g.bands) * g.rows)

@@ -58,12 +58,9 @@ def affine(x_shape, w_shape, dtype, relu):
     n, features, units = x_shape[0], math.prod(x_shape[1:]), math.prod(w_shape[1:])
     out = np.empty((n, units), dtype)
     threads = affine_threads(n, features, units)
-    flat_out, relu_threads = out.reshape(-1), element_threads(out.size)
 
     def step(x, w, b):
-        _affine.affine_forward(x.reshape(n, features), w.reshape(features, units), b.reshape(units), out, threads)
-        if relu:
-            _activations.activation_forward(Activation.RELU, flat_out, flat_out, 0.0, relu_threads)
+        _affine.affine_forward(x.reshape(n, features), w.reshape(features, units), b.reshape(units), out, threads, relu)
         return out
     return step
 

@@ -14,6 +14,7 @@ from cnnkit.recipes import build_model
 from cnnkit.trainer import Trainer
 
 kernels = pytest.importorskip("cnnkit._ext.inference", reason="needs the compiled kernels")
+affine_kernels = pytest.importorskip("cnnkit._ext.affine", reason="needs the compiled kernels")
 RELATIVE = {np.float32: 1e-5, np.float64: 1e-12}
 
 
@@ -203,6 +204,24 @@ def test_reference_backend_runs_the_layers(rng):
     X = rng.standard_normal((3, 3, 9, 11))
     with cnnkit.use_backend("reference"):
         np.testing.assert_array_equal(model.loss(X), layer_by_layer(model, X))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 5), features=st.integers(0, 40), units=st.integers(1, 40), threads=st.integers(1, 3),
+       dtype=st.sampled_from([np.float32, np.float64]), nans=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
+def test_affine_kernel_with_relu_equals_the_reference(n, features, units, threads, dtype, nans, seed):
+    """The plan's Linear + ReLU in one kernel call (rows, or with fewer rows than threads columns, per thread)."""
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.standard_normal(shape).astype(dtype) for shape in ((n, features), (features, units), (units,)))
+    b.reshape(-1)[rng.integers(0, units, nans)] = np.nan
+    out = np.full((n, units), 7, dtype)
+    affine_kernels.affine_forward(x, w, b, out, threads, True)
+    plain = np.full((n, units), 7, dtype)
+    affine_kernels.affine_forward(x, w, b, plain, threads)
+    assert np.isnan(out).sum() == np.isnan(plain).sum() == n * np.isnan(b).sum()
+    np.testing.assert_array_equal(out, reference.relu_forward(plain)[0])
+    np.testing.assert_allclose(plain, reference.affine_forward(x, w, b)[0], rtol=RELATIVE[dtype] * 10,
+                               atol=RELATIVE[dtype] * 10 * max(1, features))
 
 
 @settings(max_examples=60, deadline=None)

@@ -152,6 +152,35 @@ def test_kernel_runtime_holds_blas_at_one_thread_on_fast_only():
         assert blas_threads() == {2}
 
 
+def test_blas_thread_counts_use_openblas_functions_where_they_exist_else_the_controller():
+    calls = []
+
+    class Controller:
+        internal_api, threading_layer = "openblas", "pthreads"
+
+        def get_num_threads(self):
+            return 3
+
+        def set_num_threads(self, count):
+            calls.append(count)
+
+    class WithSymbols(Controller):
+        def _get_symbol(self, name):
+            return {"openblas_get_num_threads": "get", "openblas_set_num_threads": "set"}.get(name)
+
+    class OpenMPBuild(WithSymbols):
+        threading_layer = "openmp"
+
+    class MKL(WithSymbols):
+        internal_api = "mkl"
+
+    assert _runtime._thread_count_functions(WithSymbols()) == ("get", "set")
+    for lib in (Controller(), OpenMPBuild(), MKL()):
+        get_count, set_count = _runtime._thread_count_functions(lib)
+        set_count(get_count())
+    assert calls == [3, 3, 3]
+
+
 PAGE_FAULTS_PER_STEP = """
 import contextlib, resource, sys
 import numpy as np
