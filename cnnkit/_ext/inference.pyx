@@ -4,12 +4,13 @@
 Max pooling over 2x2 windows at stride 2 without padding, the pooling of most CNNs, keeps
 no argmax (cnnkit/_ext/_max2x2.pxd: vectorised selects, every window's maximum, NaN when it
 holds one, as max_pool2d_forward gives; which of two equal zeros or two NaNs comes out may
-differ).
+differ). Small planes of an even height go BLOCK outputs' worth at a time as one tall plane
+(their row pairs never straddle two planes), as in pool.pyx.
 """
 from cython cimport floating
 from cython.parallel cimport prange
 
-from cnnkit._ext._max2x2 cimport max_plane_2x2
+from cnnkit._ext._max2x2 cimport BLOCK, max_plane_2x2
 
 
 def max_pool_2x2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, int n_threads):
@@ -22,5 +23,8 @@ def max_pool_2x2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, int
                          f"got {tuple(out.shape)[:4]} and {n_threads}")
     if planes * oh * ow == 0:
         return
-    for q in prange(planes, nogil=True, schedule="static", num_threads=n_threads):
-        max_plane_2x2(&x[0, 0, 0, 0] + q * H * W, &out[0, 0, 0, 0] + q * oh * ow, W, oh, ow, False)
+    cdef Py_ssize_t per_item = max(1, BLOCK // (oh * ow)) if H % 2 == 0 else 1, first
+    for q in prange((planes + per_item - 1) // per_item, nogil=True, schedule="static", num_threads=n_threads):
+        first = q * per_item
+        max_plane_2x2(&x[0, 0, 0, 0] + first * H * W, &out[0, 0, 0, 0] + first * oh * ow, W,
+                      min(per_item, planes - first) * oh, ow, False)

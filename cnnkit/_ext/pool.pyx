@@ -37,8 +37,14 @@ Design:
    outputs at most, a first pass takes each column's pair of inputs, contiguous rows, to the
    first maximum of the two and its flat index, a second each window's two columns to the
    one that beats the other or ties it with the lower index (the first in row-major order),
-   all the segment's outputs in one loop however short its rows. float64 keeps the rows:
-   GCC vectorises the second pass poorly with 8-byte values beside 4-byte indices.
+   all the segment's outputs in one loop however short its rows. float64 keeps the rows but on
+   maps up to SEGMENT_WIDTH_DOUBLE outputs wide (4x4 maps: 0.4 times the time): GCC vectorises
+   the second pass poorly with 8-byte values beside 4-byte indices, and rows that short leave
+   only its scalar tails, which branch on every entry. Small planes of an even height (4x4,
+   8x8) are taken BLOCK outputs' worth at a time as one tall plane (their row pairs never
+   straddle two planes; an input row's index is taken modulo H): one work item and one segment
+   for many planes, not a few outputs each (4x4 maps: 0.7 times the time in float32). Backward
+   zeroes and scatters into as many planes per work item.
 6. Average pooling's backward adds dout over each window, then divides the plane by
    KH*KW once. By rows, each output row is first spread over one input row (for each
    column, the sum over the windows covering it: KW strided passes of OW), which is then
@@ -66,6 +72,7 @@ from cnnkit._ext._im2col cimport end_inside, first_inside, output_hw
 cdef enum:
     BLOCK = 512  # outputs of 2x2 windows taken into arrays on the stack first (see 5.)
     SEGMENT_WIDTH = 14  # output width up to which float32's 2x2 max pooling goes by segments (see 5.)
+    SEGMENT_WIDTH_DOUBLE = 3  # and float64's
     LANES = 8  # interleaved partial results of a run (see 3.): two SSE vectors of float32
     ROW_MIN = 8  # outputs a row needs to be done by rows (see 3.): fewer leave its loops too short
     SHORT_ROW = 3  # outputs a row may have for max pooling by windows in any case (see _max_by_windows)
@@ -201,19 +208,22 @@ cdef void _max_rows(const floating* plane, floating* out, int* argmax, Geometry 
 
 
 cdef void _max_plane_2x2(const floating* plane, floating* out, int* argmax, int W, Py_ssize_t oh,
-                         int ow) noexcept nogil:
-    """_max_rows for 2x2 windows at stride 2 without padding (see 5.): the same maxima and indices."""
-    cdef Py_ssize_t segment, y0, per_segment = BLOCK // max(1, ow)
-    if floating is float and ow <= SEGMENT_WIDTH:
+                         int ow, Py_ssize_t H) noexcept nogil:
+    """_max_rows for 2x2 windows at stride 2 without padding (see 5.): the same maxima and indices. plane may be
+    several planes of height H one after the other (H even): their indices are each plane's own."""
+    cdef Py_ssize_t segment, y0, per_segment = BLOCK // max(1, ow), widest = SEGMENT_WIDTH_DOUBLE
+    if floating is float:
+        widest = SEGMENT_WIDTH
+    if ow <= widest:
         for segment in range((oh + per_segment - 1) // per_segment):
             y0 = segment * per_segment
-            _max_segment_2x2(plane, out + y0 * ow, argmax + y0 * ow, W, y0, min(per_segment, oh - y0), ow)
+            _max_segment_2x2(plane, out + y0 * ow, argmax + y0 * ow, W, y0, min(per_segment, oh - y0), ow, H)
     else:
-        _max_rows_2x2(plane, out, argmax, W, oh, ow)
+        _max_rows_2x2(plane, out, argmax, W, oh, ow, H)
 
 
 cdef void _max_segment_2x2(const floating* plane, floating* out, int* argmax, int W, Py_ssize_t y0,
-                           Py_ssize_t rows, int ow) noexcept nogil:
+                           Py_ssize_t rows, int ow, Py_ssize_t H) noexcept nogil:
     """Output rows [y0, y0+rows) (rows*ow <= BLOCK outputs) into out and argmax (see 5.)."""
     cdef Py_ssize_t r, k
     cdef int c, top_index, index, other
@@ -222,7 +232,7 @@ cdef void _max_segment_2x2(const floating* plane, floating* out, int* argmax, in
     cdef floating column_max[2 * BLOCK]
     cdef int column_index[2 * BLOCK]
     for r in range(rows):  # each column's pair: the lower value where it beats the upper (larger, or the first NaN)
-        top, top_index = plane + 2 * (y0 + r) * W, <int>(2 * (y0 + r) * W)
+        top, top_index = plane + 2 * (y0 + r) * W, <int>((2 * (y0 + r)) % H * W)
         for c in range(2 * ow):
             upper, lower = top[c], top[W + c]
             index = top_index + c
@@ -238,21 +248,21 @@ cdef void _max_segment_2x2(const floating* plane, floating* out, int* argmax, in
 
 
 cdef void _max_rows_2x2(const floating* plane, floating* out, int* argmax, int W, Py_ssize_t oh,
-                        int ow) noexcept nogil:
+                        int ow, Py_ssize_t H) noexcept nogil:
     """_max_plane_2x2 row by row: one pass per output row over the four values of each window (see 5.)."""
     cdef Py_ssize_t y
-    cdef int block, x, x0, n, corner, index, right = 1, below = W, below_right = W + 1  # ints: no long in the loop
+    cdef int block, x, x0, n, corner, index, first, right = 1, below = W, below_right = W + 1  # ints: no long in the loop
     cdef const floating* top
     cdef floating best, value
     cdef floating bests[BLOCK]
     cdef int indices[BLOCK]
     for y in range(oh):
-        top = plane + 2 * y * W
+        top, first = plane + 2 * y * W, <int>((2 * y) % H * W)
         for block in range((ow + BLOCK - 1) // BLOCK):
             x0 = block * BLOCK
             n = min(BLOCK, ow - x0)
             for x in range(x0, x0 + n):  # locals, if, or and and (not bint's | and &): so GCC vectorises it
-                corner = <int>(2 * y * W) + 2 * x
+                corner = first + 2 * x
                 best, index = top[2 * x], corner
                 value = top[2 * x + 1]
                 if value > best or (value != value and best == best):
@@ -270,10 +280,18 @@ cdef void _max_rows_2x2(const floating* plane, floating* out, int* argmax, int W
 
 cdef void _max_pool_2x2(const floating* x, floating* out, int* argmax, Py_ssize_t planes, Py_ssize_t H, int W,
                         Py_ssize_t oh, int ow, int n_threads) noexcept nogil:
-    """_max_plane_2x2 over `planes` planes (H, W) of x into out and argmax (planes, oh, ow)."""
-    cdef Py_ssize_t q
-    for q in prange(planes, schedule="guided", num_threads=n_threads):
-        _max_plane_2x2(x + q * H * W, out + q * oh * ow, argmax + q * oh * ow, W, oh, ow)
+    """_max_plane_2x2 over `planes` planes (H, W) of x into out and argmax (planes, oh, ow); small planes of an even
+    height _planes_per_item at a time, as one tall plane (see 5.)."""
+    cdef Py_ssize_t item, first, per_item = _planes_per_item(oh * ow) if H % 2 == 0 else 1
+    for item in prange((planes + per_item - 1) // per_item, schedule="guided", num_threads=n_threads):
+        first = item * per_item
+        _max_plane_2x2(x + first * H * W, out + first * oh * ow, argmax + first * oh * ow, W,
+                       min(per_item, planes - first) * oh, ow, H)
+
+
+cdef inline Py_ssize_t _planes_per_item(Py_ssize_t outputs) noexcept nogil:
+    """Planes of `outputs` outputs a work item takes: BLOCK outputs' worth (small maps), else one (see 5.)."""
+    return max(1, BLOCK // max(1, outputs))
 
 
 cdef void _avg_windows(const floating* plane, floating* out, Geometry g) noexcept nogil:
@@ -430,18 +448,24 @@ def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1]
     if tuple(dout.shape)[:4] != tuple(argmax.shape)[:4] or tuple(dx.shape)[:2] != tuple(dout.shape)[:2]:
         raise ValueError(f"dout {tuple(dout.shape)[:4]}, argmax {tuple(argmax.shape)[:4]} and "
                          f"dx {tuple(dx.shape)[:4]} must agree on (N, C) and on (OH, OW)")
-    cdef Py_ssize_t C = dx.shape[1], size = dx.shape[2] * dx.shape[3], outs = dout.shape[2] * dout.shape[3]
-    cdef Py_ssize_t q, o, index
+    cdef Py_ssize_t planes = dx.shape[0] * dx.shape[1], size = dx.shape[2] * dx.shape[3]
+    cdef Py_ssize_t outs = dout.shape[2] * dout.shape[3], per_item = _planes_per_item(outs), item, first, count, q, o
+    cdef Py_ssize_t index
     cdef floating* plane
     cdef const floating* grad
     cdef const int* where
-    for q in prange(dx.shape[0] * C, nogil=True, schedule="guided", num_threads=n_threads):
-        plane, grad, where = &dx[q // C, q % C, 0, 0], &dout[q // C, q % C, 0, 0], &argmax[q // C, q % C, 0, 0]
-        memset(plane, 0, size * sizeof(floating))
-        for o in range(outs):
-            index = where[o]
-            if 0 <= index < size:
-                plane[index] += grad[o]
+    if planes * size == 0:
+        return
+    for item in prange((planes + per_item - 1) // per_item, nogil=True, schedule="guided", num_threads=n_threads):
+        first = item * per_item
+        count = min(per_item, planes - first)
+        memset(&dx[0, 0, 0, 0] + first * size, 0, count * size * sizeof(floating))
+        for q in range(first, first + count):
+            plane, grad, where = &dx[0, 0, 0, 0] + q * size, &dout[0, 0, 0, 0] + q * outs, &argmax[0, 0, 0, 0] + q * outs
+            for o in range(outs):
+                index = where[o]
+                if 0 <= index < size:
+                    plane[index] += grad[o]
 
 
 def avg_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,

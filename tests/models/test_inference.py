@@ -241,6 +241,9 @@ def test_halving_max_pool_kernel_equals_the_reference(n, c, h, w, dtype, nans, t
     (1, 2, 81, 29),  # rows of 14: segments of 18 rows, then 4, a dangling row and column
     (2, 1, 9, 256),  # rows of 128: segments of two rows
     (1, 1, 7, 258),  # rows of 129: row by row
+    (300, 2, 4, 6),  # 85 small planes a work item as one tall plane, the last item 5
+    (40, 3, 8, 9),  # 16 planes an item, the last column in no window
+    (33, 2, 7, 4),  # an odd height: a plane an item
 ])
 def test_halving_max_pool_kernel_by_segments_of_rows(shape, rng, dtype):
     x = rng.integers(-3, 4, shape).astype(dtype)

@@ -177,6 +177,22 @@ def test_max_pool_2x2_stride_2_segments_and_blocks(shape, values, rng, dtype):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("values", ["ties", "nan and inf"])
+@pytest.mark.parametrize("shape", [
+    (600, 1, 4, 4),  # 128 planes a work item as one tall plane, the last item 88 (segments in both dtypes)
+    (7, 50, 8, 8),  # 32 planes an item, the last 30 (float64 by rows)
+    (33, 17, 6, 7),  # rows of 3 outputs, the last column in no window (float64's widest segments)
+    (40, 13, 5, 4),  # an odd height: the last row in no window, a plane an item
+])
+def test_max_pool_2x2_stride_2_many_small_planes(shape, values, threads, rng, dtype):
+    """Small planes taken many at a time as one tall plane (cnnkit/_ext/pool.pyx, 5.): each window's index is its
+    own plane's, and backward scatters into as many planes per item; exactly the reference's."""
+    cnnkit.set_num_threads(threads)
+    x = special_values(rng, shape, values).astype(dtype)
+    assert_max_pool_2x2_exact(x, rng)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 def test_max_pool_ties_go_to_the_first_maximum(threads):
     cnnkit.set_num_threads(threads)
     x = np.array([[[[1, 3, 3], [3, 0, 3]]]], dtype=np.float32)  # 2x3, one 2x3 window with four 3s
