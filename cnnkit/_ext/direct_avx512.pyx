@@ -28,6 +28,16 @@ register-blocked kernel reads the (padded) input in place:
    at stride 2, as conv.pyx's 11.): the kernel makes a block's output rows of the band into the
    thread's buffer, whose 2x2 windows are pooled into out (N, F, OH // 2, OW // 2) while in cache,
    their ReLU taken in the same pass (cnnkit/_ext/_max2x2.pxd); bands have an even number of rows.
+4. Filters in the lanes (the other kernel, below; float32 where filters_in_lanes): two vectors of filters, for
+   CNNKIT_PIXELS outputs of a band at a time (consecutive ones of its rows, the padding's columns skipped): set to
+   the biases, then for each tap each output's input at the tap's offset, broadcast, times the tap's two vectors
+   of weights (weights laid out tap by tap, 2 * LANES filters a tap, zero past F); then transposed in registers
+   and stored filter by filter, CNNKIT_PIXELS outputs a masked store. Every lane makes an output whatever the
+   map's width, where 2. leaves the padding's lanes idle (rows of 14: 0.88 of them), at the cost of the
+   transposition: from 64 taps and F that fills its blocks (32, 64, ...), 0.91-0.95 times 2.'s time on narrow
+   maps (16 -> 32 channels on 14x14, 32 -> 64 on 8x8, 3x3/2 to 8x8; 1 and 2 threads); 1.05 on rows of 32, 1.5
+   with 16 filters. The same sums in the same order as 2.: the same bits. (float64 stores entry by entry and
+   does not gain: not chosen.)
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -97,8 +107,104 @@ cdef extern from *:
     }
     CNNKIT_DIRECT_ROWS(cnnkit_direct_floats, float, int, CNNKIT_STORE_FLOATS)
     CNNKIT_DIRECT_ROWS(cnnkit_direct_doubles, double, long long, CNNKIT_STORE_DOUBLES)
+    #define CNNKIT_PIXELS 12  /* outputs a pass of the filter-lanes kernel takes */
+    /* The same rows as CNNKIT_DIRECT_ROWS for filters f < filters (<= 2 * lanes), the filters in the lanes:
+       CNNKIT_PIXELS outputs (y, x), x < width, at a time, two vectors of lanes filters each, set to the biases, then
+       for each tap the input at the tap's offset from each output, broadcast, times the tap's two vectors of
+       weights (weights[t * 2 * lanes + f]); stored filter by filter. The padding's columns take no lanes. */
+    #define CNNKIT_FILTER_LANES(NAME, T, SET1, STORE)                                                       \\
+    typedef T NAME##_vector __attribute__((vector_size(CNNKIT_VECTOR), aligned(sizeof(T)), may_alias));      \\
+    static void NAME(const T* src, const Py_ssize_t* offsets, Py_ssize_t taps, const T* weights,            \\
+                     const T* bias, T* out, Py_ssize_t plane, Py_ssize_t pitch, Py_ssize_t width,          \\
+                     Py_ssize_t rows, int filters, int relu) {                                              \\
+        typedef NAME##_vector V;                                                                            \\
+        enum { L = CNNKIT_VECTOR / sizeof(T), P = CNNKIT_PIXELS };                                          \\
+        const Py_ssize_t count = rows * width;                                                              \\
+        const V b0 = *(const V*)bias, b1 = *(const V*)(bias + L);                                           \\
+        for (Py_ssize_t k0 = 0; k0 < count; k0 += P) {                                                      \\
+            const T* s[P];                                                                                  \\
+            V a0[P], a1[P];                                                                                 \\
+            for (int j = 0; j < P; j++) {  /* past the last output: the last one again, not stored */       \\
+                Py_ssize_t k = k0 + j < count ? k0 + j : count - 1, y = k / width;                          \\
+                s[j] = src + y * pitch + (k - y * width);                                                   \\
+                a0[j] = b0;                                                                                 \\
+                a1[j] = b1;                                                                                 \\
+            }                                                                                               \\
+            const T* w = weights;                                                                           \\
+            for (Py_ssize_t t = 0; t < taps; t++, w += 2 * L) {                                             \\
+                const V w0 = *(const V*)w, w1 = *(const V*)(w + L);                                         \\
+                const Py_ssize_t offset = offsets[t];                                                       \\
+                for (int j = 0; j < P; j++) {                                                               \\
+                    const V v = (V)SET1(s[j][offset]);  /* not (V){0} + x: a separate add (x may be -0.0) */ \\
+                    a0[j] += v * w0;                                                                        \\
+                    a1[j] += v * w1;                                                                        \\
+                }                                                                                           \\
+            }                                                                                               \\
+            const int n = count - k0 < P ? (int)(count - k0) : P;                                           \\
+            STORE(a0, out + k0, plane, n, filters < L ? filters : L, relu);                                 \\
+            if (filters > L)                                                                                \\
+                STORE(a1, out + L * plane + k0, plane, n, filters - L, relu);                               \\
+        }                                                                                                   \\
+    }
+    /* out[f * plane + j] = a[j][f] (its ReLU with relu: 0 where < 0, a NaN kept) for j < n, f < filters: the
+       CNNKIT_PIXELS vectors of 16 filters transposed in registers (16 x 16, the rows past CNNKIT_PIXELS zeros),
+       then a masked store of the n outputs per filter */
+    static inline void cnnkit_store_filter_lanes_floats(const void* vectors, float* out, Py_ssize_t plane, int n,
+                                                        int filters, int relu) {
+        const __m512* a = (const __m512*)vectors;
+        __m512 r[16], t[16], u[16], v[16];
+        for (int j = 0; j < 16; j++)
+            r[j] = j < CNNKIT_PIXELS ? a[j] : _mm512_setzero_ps();
+        for (int j = 0; j < 16; j += 2) {
+            t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
+            t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+        }
+        for (int j = 0; j < 16; j += 4) {
+            u[j] = _mm512_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(1, 0, 1, 0));
+            u[j + 1] = _mm512_shuffle_ps(t[j], t[j + 2], _MM_SHUFFLE(3, 2, 3, 2));
+            u[j + 2] = _mm512_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(1, 0, 1, 0));
+            u[j + 3] = _mm512_shuffle_ps(t[j + 1], t[j + 3], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        for (int j = 0; j < 16; j += 8)
+            for (int i = 0; i < 4; i++) {
+                v[j + i] = _mm512_shuffle_f32x4(u[j + i], u[j + 4 + i], 0x88);
+                v[j + 4 + i] = _mm512_shuffle_f32x4(u[j + i], u[j + 4 + i], 0xdd);
+            }
+        for (int i = 0; i < 8; i++) {
+            r[i] = _mm512_shuffle_f32x4(v[i], v[8 + i], 0x88);
+            r[8 + i] = _mm512_shuffle_f32x4(v[i], v[8 + i], 0xdd);
+        }
+        const __mmask16 mask = (__mmask16)((1u << n) - 1);
+        for (int f = 0; f < filters; f++) {
+            __m512 value = r[f];
+            if (relu)  /* 0 where value < 0: a NaN is not < 0 and stays */
+                value = _mm512_mask_mov_ps(value, _mm512_cmp_ps_mask(value, _mm512_setzero_ps(), _CMP_LT_OQ),
+                                           _mm512_setzero_ps());
+            _mm512_mask_storeu_ps(out + f * plane, mask, value);
+        }
+    }
+    /* the same for doubles, entry by entry */
+    static inline void cnnkit_store_filter_lanes_doubles(const void* vectors, double* out, Py_ssize_t plane, int n,
+                                                         int filters, int relu) {
+        const double* a = (const double*)vectors;
+        for (int j = 0; j < n; j++)
+            for (int f = 0; f < filters; f++) {
+                double value = a[j * 8 + f];
+                out[f * plane + j] = relu && value < 0 ? 0 : value;
+            }
+    }
+    CNNKIT_FILTER_LANES(cnnkit_filter_lanes_floats, float, _mm512_set1_ps, cnnkit_store_filter_lanes_floats)
+    CNNKIT_FILTER_LANES(cnnkit_filter_lanes_doubles, double, _mm512_set1_pd, cnnkit_store_filter_lanes_doubles)
     """
     enum: BLOCK "CNNKIT_BLOCK"
+    void _filter_lanes_floats "cnnkit_filter_lanes_floats"(
+        const float* src, const Py_ssize_t* offsets, Py_ssize_t taps, const float* weights, const float* bias,
+        float* out, Py_ssize_t plane, Py_ssize_t pitch, Py_ssize_t width, Py_ssize_t rows, int filters,
+        int relu) noexcept nogil
+    void _filter_lanes_doubles "cnnkit_filter_lanes_doubles"(
+        const double* src, const Py_ssize_t* offsets, Py_ssize_t taps, const double* weights, const double* bias,
+        double* out, Py_ssize_t plane, Py_ssize_t pitch, Py_ssize_t width, Py_ssize_t rows, int filters,
+        int relu) noexcept nogil
     enum: VECTOR_BYTES "CNNKIT_VECTOR"
     void _rows_floats "cnnkit_direct_floats"(const float* src, const Py_ssize_t* offsets, Py_ssize_t taps,
                                              const float* weights, const float* bias, float* out, Py_ssize_t plane,
@@ -109,6 +215,10 @@ cdef extern from *:
                                                Py_ssize_t plane, Py_ssize_t pitch, Py_ssize_t width, Py_ssize_t rows,
                                                int filters, int relu) noexcept nogil
 
+FILTER_LANES_MIN_TAPS = 64  # taps from which filters in the lanes can pay for their transposed stores (see 4.)
+FILTER_LANES_MARGIN = 0.05  # share of the lanes by which they must fill more than outputs in the lanes do
+
+
 cdef enum:
     BAND_ENTRIES = 32768  # a band's input at most, 128 KB of float32: in L2 (as fast as L1 here), more rows a vector
     LANES = VECTOR_BYTES // 4  # a vector's floats: the most entries a vector reads past a band's input
@@ -116,18 +226,19 @@ cdef enum:
 
 cdef struct Direct:
     Py_ssize_t N, C, H, W, F, OH, OW, Hq, Wq, rows, bands, taps, band_rows
-    int kh, kw, sh, sw, ph, pw
-    bint relu, pool
+    int kh, kw, sh, sw, ph, pw, block  # block: filters a kernel call makes (BLOCK, or two vectors' with filter_lanes)
+    bint relu, pool, filter_lanes
 
 
 cdef Direct _direct(tuple x_shape, tuple w_shape, int sh, int sw, int ph, int pw, bint relu, bint pool,
-                    int n_threads) except *:
+                    int n_threads, bint filter_lanes=False, Py_ssize_t itemsize=4) except *:
     """The geometry of the convolution, its bands cut for n_threads (see 1. and 2.)."""
     cdef Direct g
     cdef Py_ssize_t per_image, phases = sh * sw
     g.OH, g.OW = output_hw(x_shape, w_shape[2], w_shape[3], sh, sw, ph, pw)
     g.N, g.C, g.H, g.W, g.F = x_shape[0], x_shape[1], x_shape[2], x_shape[3], w_shape[0]
     g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.relu, g.pool = w_shape[2], w_shape[3], sh, sw, ph, pw, relu, pool
+    g.filter_lanes, g.block = filter_lanes, 2 * VECTOR_BYTES // itemsize if filter_lanes else BLOCK
     g.Wq, g.taps = (g.W + 2 * pw + sw - 1) // sw, g.C * g.kh * g.kw
     g.rows = max(1, min(g.OH, BAND_ENTRIES // max(1, g.C * phases * g.Wq) - (g.kh - 1) // sh))
     if 0 < g.N * ((g.OH + g.rows - 1) // g.rows) < n_threads:
@@ -136,7 +247,7 @@ cdef Direct _direct(tuple x_shape, tuple w_shape, int sh, int sw, int ph, int pw
     if pool and g.rows < g.OH:
         g.rows = min(g.OH, g.rows + g.rows % 2)
     g.bands, g.Hq = (g.OH + g.rows - 1) // g.rows, g.rows + (g.kh - 1) // sh
-    g.band_rows = g.rows if _vectors(g.rows, g.Wq, g.OW) < g.rows * _vectors(1, g.Wq, g.OW) else 1
+    g.band_rows = g.rows if filter_lanes or _vectors(g.rows, g.Wq, g.OW) < g.rows * _vectors(1, g.Wq, g.OW) else 1
     return g
 
 
@@ -149,8 +260,29 @@ def lane_use(tuple x_shape, tuple w_shape, stride, padding):
     """The share of the kernel's vector lanes that make outputs of a convolution of x (N, C, H, W) with
     w (F, C, KH, KW) at stride (SH, SW), padded by (PH, PW) (see 2.; vectors of float32), 0 where it has no output."""
     cdef Direct g = _direct(x_shape, w_shape, stride[0], stride[1], padding[0], padding[1], False, False, 1)
+    return _lane_share(&g)
+
+
+cdef double _lane_share(const Direct* g) noexcept nogil:
+    """lane_use of the outputs-in-lanes geometry g."""
     cdef Py_ssize_t vectors = (g.rows // g.band_rows) * _vectors(g.band_rows, g.Wq, g.OW)
     return g.rows * g.OW / <double>(LANES * vectors) if vectors > 0 else 0.0
+
+
+def filters_in_lanes(tuple x_shape, tuple w_shape, stride, padding, dtype):
+    """Whether direct_forward puts the filters in the vector lanes (see 4.) for this convolution of dtype: float32
+    only, with FILTER_LANES_MIN_TAPS taps or more, where F fills a larger share of the two-vector blocks of filters,
+    by FILTER_LANES_MARGIN, than the outputs fill of the lanes (lane_use)."""
+    return _filters_in_lanes(x_shape, w_shape, stride[0], stride[1], padding[0], padding[1], np.dtype(dtype).itemsize)
+
+
+cdef bint _filters_in_lanes(tuple x_shape, tuple w_shape, int sh, int sw, int ph, int pw,
+                            Py_ssize_t itemsize) except -1:
+    cdef Direct g = _direct(x_shape, w_shape, sh, sw, ph, pw, False, False, 1)
+    cdef Py_ssize_t block = 2 * LANES
+    if itemsize != 4 or g.taps < FILTER_LANES_MIN_TAPS or g.F == 0:
+        return False
+    return g.F / <double>(block * ((g.F + block - 1) // block)) >= _lane_share(&g) + FILTER_LANES_MARGIN
 
 
 cdef inline Py_ssize_t _lines(Py_ssize_t entries) noexcept nogil:
@@ -167,13 +299,13 @@ cdef void _block_weights(const Direct* g, const floating* w, const floating* b, 
                          floating* bias, Py_ssize_t* offsets) noexcept nogil:
     """blocked (blocks, taps, BLOCK) = w (F, taps) by blocks of BLOCK filters, bias (blocks*BLOCK) = b, both zero
     past F; offsets (taps) = where tap (c, i, j) reads in a band's padded input, from an output's (see 1.)."""
-    cdef Py_ssize_t f, t, c, i, j, blocks = (g.F + BLOCK - 1) // BLOCK
-    memset(blocked, 0, blocks * g.taps * BLOCK * sizeof(floating))
-    memset(bias, 0, blocks * BLOCK * sizeof(floating))
+    cdef Py_ssize_t f, t, c, i, j, blocks = (g.F + g.block - 1) // g.block
+    memset(blocked, 0, blocks * g.taps * g.block * sizeof(floating))
+    memset(bias, 0, blocks * g.block * sizeof(floating))
     for f in range(g.F):
         bias[f] = b[f]
         for t in range(g.taps):
-            blocked[((f // BLOCK) * g.taps + t) * BLOCK + f % BLOCK] = w[f * g.taps + t]
+            blocked[((f // g.block) * g.taps + t) * g.block + f % g.block] = w[f * g.taps + t]
     for c in range(g.C):
         for i in range(g.kh):
             for j in range(g.kw):
@@ -219,8 +351,12 @@ cdef inline void _rows(const Direct* g, const floating* padded, const floating* 
                        bint relu) noexcept nogil:
     """Output rows [0, rows) of a block of filters from their band's padded input into out, planes `plane`
     apart: the kernel of this dtype (see 2.)."""
-    if floating is float:
+    if floating is float and g.filter_lanes:
+        _filter_lanes_floats(padded, offsets, g.taps, blocked, bias, out, plane, g.Wq, g.OW, rows, filters, relu)
+    elif floating is float:
         _rows_floats(padded, offsets, g.taps, blocked, bias, out, plane, g.Wq, g.OW, rows, filters, relu)
+    elif g.filter_lanes:
+        _filter_lanes_doubles(padded, offsets, g.taps, blocked, bias, out, plane, g.Wq, g.OW, rows, filters, relu)
     else:
         _rows_doubles(padded, offsets, g.taps, blocked, bias, out, plane, g.Wq, g.OW, rows, filters, relu)
 
@@ -237,10 +373,10 @@ cdef void _forward_item(const Direct* g, const floating* x, const floating* bloc
     cdef floating* dst
     cdef floating* rows_made = buffer + _band_size(g)
     _pad_band(g, x + n * g.C * g.H * g.W, buffer, y0)
-    for block in range((g.F + BLOCK - 1) // BLOCK):
-        filters = <int>min(<Py_ssize_t>BLOCK, g.F - block * BLOCK)
-        blocked_weights, blocked_bias = blocked + block * g.taps * BLOCK, bias + block * BLOCK
-        dst = out + (n * g.F + block * BLOCK) * plane
+    for block in range((g.F + g.block - 1) // g.block):
+        filters = <int>min(<Py_ssize_t>g.block, g.F - block * g.block)
+        blocked_weights, blocked_bias = blocked + block * g.taps * g.block, bias + block * g.block
+        dst = out + (n * g.F + block * g.block) * plane
         for part in range((rows + g.band_rows - 1) // g.band_rows):
             y = part * g.band_rows
             taken = min(g.band_rows, rows - y)
@@ -258,26 +394,30 @@ cdef void _forward_item(const Direct* g, const floating* x, const floating* bloc
 
 def direct_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
                    floating[:, :, :, ::1] out, int sh, int sw, int ph, int pw, int n_threads, bint relu=False,
-                   bint pool=False):
+                   bint pool=False, filter_lanes=None):
     """out (N, F, OH, OW) = the convolution of x (N, C, H, W) with w (F, C, KH, KW) and b (F,) at stride
     (sh, sw), padded by (ph, pw), or its ReLU with relu. pool: out (N, F, OH // 2, OW // 2), the maxima of
-    that's 2x2 windows at stride 2 (see 3.)."""
+    that's 2x2 windows at stride 2 (see 3.). filter_lanes: the kernel of 4. (True) or of 2. (False); None:
+    filters_in_lanes's choice. Both give the same bits."""
     if w.shape[1] != x.shape[1] or b.shape[0] != w.shape[0]:
         raise ValueError(f"x {tuple(x.shape)[:4]}, w {tuple(w.shape)[:4]} and b ({b.shape[0]},) do not match: "
                          f"expected x (N, C, H, W), w (F, C, KH, KW), b (F,)")
     check_threads(n_threads)
-    cdef Direct g = _direct(tuple(x.shape)[:4], tuple(w.shape)[:4], sh, sw, ph, pw, relu, pool, n_threads)
+    if filter_lanes is None:
+        filter_lanes = _filters_in_lanes(tuple(x.shape)[:4], tuple(w.shape)[:4], sh, sw, ph, pw, sizeof(floating))
+    cdef Direct g = _direct(tuple(x.shape)[:4], tuple(w.shape)[:4], sh, sw, ph, pw, relu, pool, n_threads,
+                            filter_lanes, sizeof(floating))
     expect_shape(tuple(out.shape)[:4], (g.N, g.F, g.OH // 2, g.OW // 2) if pool else (g.N, g.F, g.OH, g.OW), "out")
     if out.size == 0:
         return
-    cdef Py_ssize_t item, size = _band_size(&g) + (BLOCK * g.rows * g.OW if pool else 0)
+    cdef Py_ssize_t item, size = _band_size(&g) + (g.block * g.rows * g.OW if pool else 0)
     # one workspace: the taps' offsets, the blocked weights and biases, then each thread's buffer (a cache line apart)
     cdef Py_ssize_t offset_entries = _lines(g.taps * sizeof(Py_ssize_t) // sizeof(floating))
-    cdef Py_ssize_t weight_entries = _lines((g.F + BLOCK - 1) // BLOCK * (g.taps + 1) * BLOCK)
+    cdef Py_ssize_t weight_entries = _lines((g.F + g.block - 1) // g.block * (g.taps + 1) * g.block)
     cdef floating[::1] work = workspace(np.asarray(out).dtype, offset_entries + weight_entries + n_threads * size)
     cdef Py_ssize_t* offsets = <Py_ssize_t*>&work[0]
     cdef floating* weights = &work[0] + offset_entries
-    cdef floating* bias = weights + (g.F + BLOCK - 1) // BLOCK * g.taps * BLOCK
+    cdef floating* bias = weights + (g.F + g.block - 1) // g.block * g.taps * g.block
     cdef floating* buffers = weights + weight_entries
     with nogil:
         _block_weights(&g, &w[0, 0, 0, 0], &b[0], weights, bias, offsets)

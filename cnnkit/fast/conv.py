@@ -15,8 +15,9 @@ One algorithm per shape (forward_algorithm), the same for forward and backward b
   enough of the kernel's vector lanes (lane_use; narrow maps take a vector over several rows): at
   stride 1 with at most DIRECT_MAX_TAPS taps C*KH*KW or DIRECT_FEW_FILTERS filters (GEMM runs near
   its peak beyond), at other strides with at most DIRECT_STRIDED_MAX_TAPS (stems: few channels,
-  large windows): the products in registers over the input in place, no im2col; its backward is
-  im2col's.
+  large windows): the products in registers over the input in place, no im2col, with the outputs
+  or (narrow maps, many filters: direct_avx512.filters_in_lanes) the filters in the vector lanes;
+  its backward is im2col's.
 - im2col + GEMM (cnnkit/_ext/conv.pyx) otherwise: work items of output rows, or of whole
   images on small maps, im2col into a per-thread buffer that stays in cache, single-threaded
   BLAS calls without the GIL, col2im; where the weights outweigh the batch (N*OH*OW at most

@@ -28,16 +28,17 @@ def problems(draw):
     out_hw = draw(st.integers(1, 7)), draw(st.integers(1, 2 * LANES + 3))
     h, w = (max(1, (out_hw[d] - 1) * stride[d] + kernel[d] - 2 * padding[d]) for d in range(2))
     return dict(shape=(draw(st.integers(1, 3)), draw(st.integers(1, 4)), h, w), kernel=kernel, stride=stride,
-                padding=padding, filters=draw(st.integers(1, 19)),
+                padding=padding, filters=draw(st.integers(1, 40)),
                 dtype=draw(st.sampled_from([np.float32, np.float64])), threads=draw(st.sampled_from([1, 2, 3])),
-                relu=draw(st.booleans()), pool=draw(st.booleans()))
+                relu=draw(st.booleans()), pool=draw(st.booleans()),
+                filter_lanes=draw(st.sampled_from([None, False, True])))
 
 
-def run(x, w, b, padding, threads, relu=False, pool=False, stride=(1, 1)):
+def run(x, w, b, padding, threads, relu=False, pool=False, stride=(1, 1), filter_lanes=None):
     """direct_forward's out (N, F, OH, OW), or pooled (N, F, OH // 2, OW // 2), into an array of NaNs."""
     out_hw = [(x.shape[2 + d] + 2 * padding[d] - w.shape[2 + d]) // stride[d] + 1 for d in range(2)]
     out = np.full((len(x), len(w), *(size // (1 + pool) for size in out_hw)), np.nan, x.dtype)
-    direct.direct_forward(x, w, b, out, *stride, *padding, threads, relu, pool)
+    direct.direct_forward(x, w, b, out, *stride, *padding, threads, relu, pool, filter_lanes)
     return out
 
 
@@ -50,16 +51,17 @@ def expected(x, w, b, padding, relu=False, pool=False, stride=(1, 1)):
 @settings(max_examples=200, deadline=None)
 @given(problems(), st.integers(0, 2**32 - 1))
 def test_direct_agrees_with_reference(p, seed):
-    """Any F (blocks of 8 and what is left), kernel, stride, padding (beyond the kernel too), width (a vector's
-    lanes over several rows, whole vectors, a part of one), both dtypes, with and without its ReLU, pooled or not
-    (odd sizes, bands of an image cut for the threads); every output written."""
+    """Any F (blocks of 8, or of 32 with the filters in the lanes, and what is left), kernel, stride, padding
+    (beyond the kernel too), width (a vector's lanes over several rows, whole vectors, a part of one), both dtypes,
+    with and without its ReLU, pooled or not (odd sizes, bands of an image cut for the threads), either kernel
+    (outputs or filters in the lanes, or the rule's choice); every output written."""
     rng = np.random.default_rng(seed)
     x, w, b = conv_arrays(rng, p["shape"], p["filters"], p["kernel"], p["dtype"])
     options = dict(relu=p["relu"], pool=p["pool"], stride=p["stride"])
     want = expected(x, w, b, p["padding"], relu=p["relu"], stride=p["stride"])
     if p["pool"] and min(want.shape[2:]) < 2:
         return  # no 2x2 window
-    np.testing.assert_allclose(run(x, w, b, p["padding"], p["threads"], **options),
+    np.testing.assert_allclose(run(x, w, b, p["padding"], p["threads"], filter_lanes=p["filter_lanes"], **options),
                                expected(x, w, b, p["padding"], **options), **TOLERANCE[p["dtype"]])
 
 
@@ -77,6 +79,42 @@ def test_direct_gives_the_same_bits_at_any_thread_count(shape, filters, kernel, 
     for threads in (1, 2, 3):
         assert np.array_equal(run(x, w, b, padding, threads, pool=pool, stride=stride), once)
     np.testing.assert_allclose(once, expected(x, w, b, padding, pool=pool, stride=stride), **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("shape, filters, kernel, stride, padding", [
+    ((3, 16, 14, 14), 32, (3, 3), (1, 1), (1, 1)),  # two whole vectors of filters, rows of 14: the pixels run on
+    ((2, 5, 9, 7), 40, (3, 3), (1, 1), (1, 1)),  # a second block of 8 filters; 63 outputs: five passes and 3
+    ((1, 3, 13, 21), 33, (5, 3), (2, 2), (2, 0)),  # strided; the second vector of one filter
+    ((2, 1, 4, 4), 1, (1, 1), (1, 1), (0, 0)),  # one filter, fewer outputs than a pass
+])
+@pytest.mark.parametrize("pool", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+def test_filters_in_lanes_give_the_outputs_in_lanes_bits(shape, filters, kernel, stride, padding, pool, relu, dtype,
+                                                         rng):
+    """The two kernels (cnnkit/_ext/direct_avx512.pyx, 2. and 4.) make the same sums in the same order: the same
+    bits, at any thread count."""
+    x, w, b = conv_arrays(rng, shape, filters, kernel, dtype)
+    if pool and min((shape[2 + d] + 2 * padding[d] - kernel[d]) // stride[d] + 1 for d in range(2)) < 2:
+        pytest.skip("no 2x2 window")
+    options = dict(relu=relu, pool=pool, stride=stride)
+    outputs_in_lanes = run(x, w, b, padding, 1, filter_lanes=False, **options)
+    for threads in (1, 2, 3):
+        assert np.array_equal(run(x, w, b, padding, threads, filter_lanes=True, **options), outputs_in_lanes,
+                              equal_nan=True)
+    np.testing.assert_allclose(outputs_in_lanes, expected(x, w, b, padding, **options), **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, dtype, chosen", [
+    ((64, 16, 14, 14), (32, 16, 3, 3), 1, np.float32, True),  # rows of 14: 0.875 of the outputs' lanes, all filters'
+    ((64, 16, 14, 14), (32, 16, 3, 3), 1, np.float64, False),  # float64: never
+    ((64, 32, 32, 32), (32, 32, 3, 3), 1, np.float32, False),  # rows of 32: every output lane used
+    ((64, 6, 14, 14), (16, 6, 3, 3), 1, np.float32, False),  # 16 filters fill half their block
+    ((64, 6, 14, 14), (32, 6, 3, 3), 1, np.float32, False),  # 54 taps: too few to pay for the stores
+    ((32, 32, 16, 16), (64, 32, 3, 3), 2, np.float32, True),  # strided to 8x8
+    ((8, 64, 28, 28), (48, 64, 3, 3), 1, np.float32, False),  # 48 filters: 0.75 of their blocks, 0.94 of the lanes
+])
+def test_filters_go_in_the_lanes_where_they_fill_more_of_them(x_shape, w_shape, stride, dtype, chosen):
+    assert direct.filters_in_lanes(x_shape, w_shape, (stride, stride), (1, 1), dtype) is chosen
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding, share", [
