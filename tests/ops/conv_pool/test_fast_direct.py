@@ -141,14 +141,17 @@ def test_lane_use_counts_the_kernels_vectors(x_shape, w_shape, stride, padding, 
     (8, 3, (1, 1), (1, 1), (1, 1), LANES, "direct"),  # 1x1 with padding
     (fast_conv.DIRECT_FEW_FILTERS + 1, 3, (5, 5), (1, 1), (2, 2), LANES, "direct"),  # 75 taps: many filters, too
     (fast_conv.DIRECT_FEW_FILTERS, fast_conv.DIRECT_MAX_TAPS // 9 + 1, (1, 9), (1, 1), (0, 4), LANES, "direct"),
-    (fast_conv.DIRECT_FEW_FILTERS + 1, fast_conv.DIRECT_MAX_TAPS // 9 + 1, (1, 9), (1, 1), (0, 4), LANES, "im2col"),
+    (fast_conv.DIRECT_FEW_FILTERS + 1, fast_conv.DIRECT_MAX_TAPS // 9 + 1, (1, 9), (1, 1), (0, 4),
+     fast_conv.DIRECT_WIDE_OUTPUT - 1, "im2col"),
+    (fast_conv.DIRECT_FEW_FILTERS + 1, fast_conv.DIRECT_MAX_TAPS // 9 + 1, (1, 9), (1, 1), (0, 4),
+     fast_conv.DIRECT_WIDE_OUTPUT, "direct"),  # wide outputs: any taps and filters
     (fast_conv.WINOGRAD_MIN_CHANNELS, fast_conv.WINOGRAD_MIN_CHANNELS, (3, 3), (1, 1), (1, 1), 2 * LANES,
      "winograd"),  # Winograd's shapes stay its
 ])
 def test_dispatch_gives_direct_few_taps_filled_lanes_and_enough_filters(filters, channels, kernel, stride, padding,
                                                                       width, path, rng):
     """Then conv2d and conv2d_relu agree with the reference, forward and backward (im2col's, or Winograd's).
-    Beyond the most taps only with few filters (the fifth from last, fourth from last rows)."""
+    Beyond the most taps only with few filters or on wide outputs (the sixth to fourth from last rows)."""
     shape = (40, channels, 6, (width - 1) * stride[1] + kernel[1] - 2 * padding[1])
     x, w, b = conv_arrays(rng, shape, filters, kernel, np.float64)
     x = np.ascontiguousarray(x[:, ::-1])[:, ::-1]  # non-contiguous input
