@@ -14,7 +14,7 @@ One algorithm per shape (forward_algorithm), the same for forward and backward b
   for any other convolution but a pointwise one with F >= DIRECT_MIN_FILTERS whose outputs fill
   enough of the kernel's vector lanes (lane_use; narrow maps take a vector over several rows): at
   stride 1 with at most DIRECT_MAX_TAPS taps C*KH*KW or DIRECT_FEW_FILTERS filters, or any on
-  outputs DIRECT_WIDE_OUTPUT wide (GEMM runs as fast on narrower ones with more), at other strides
+  float32 outputs DIRECT_WIDE_OUTPUT wide (GEMM runs as fast on narrower ones with more), at other strides
   with at most DIRECT_STRIDED_MAX_TAPS (stems: few channels, large windows): the products in
   registers over the input in place, no im2col, with the outputs or (narrow maps, many filters:
   direct_avx512.filters_in_lanes) the filters in the vector lanes; its backward is im2col's.
@@ -70,7 +70,8 @@ DIRECT_MAX_TAPS = 800  # C*KH*KW up to which it did with any F; with more, GEMM 
 DIRECT_FEW_FILTERS = 64  # F up to which it did with more taps (and 0.4-0.7 times the time with 8 to 32 filters)
 DIRECT_WIDE_OUTPUT = 16  # OW from which it did with any taps and filters (0.66-0.92 times im2col's: 5x5 on 27x27 and
 #                          28x28 with 64 and 192 channels, 1x7 and 7x1 on 17x17 and 28x28 with 128 and 256); with
-#                          narrower outputs and many taps and filters, im2col stays (1.0-1.4: 13x13, 8x8, 2x2)
+#                          narrower outputs and many taps and filters, im2col stays (1.0-1.4: 13x13, 8x8, 2x2);
+#                          float32 only (float64 1x7 / 7x1 on 17x17 with 128: 1.17 times im2col's forward + backward)
 DIRECT_STRIDED_MAX_TAPS = 400  # C*KH*KW up to which it did at strides above 1 (stems 0.5-0.7; 3x3/2 on 32 ch. 0.95)
 DIRECT_STRIDED_MIN_LANE_USE = 0.8  # the lanes those must fill (3x3/2, 24 channels, 0.75 of the lanes: 1.1-1.2)
 
@@ -111,7 +112,7 @@ def _forward(x, w, b, stride, padding, relu):
     kernel, stride, padding, out_hw = checked_window(x.shape, w.shape[2:], stride, padding)
     out = np.empty(x.shape[:1] + w.shape[:1] + out_hw, dtype=x.dtype)
     threads = product_threads(_multiply_adds(out, w))
-    algorithm = forward_algorithm(x.shape, w.shape, kernel, stride, padding, out_hw)
+    algorithm = forward_algorithm(x.shape, w.shape, kernel, stride, padding, out_hw, x.dtype)
     with single_threaded_blas():
         run_forward(algorithm, x, w, b, out, kernel, stride, padding, threads, relu)
     return out, (x, w, b, (kernel, stride, padding))
@@ -137,12 +138,12 @@ def _backward(dout, cache, relu_out, input_grad):
     return dx, weight_bias_grad[:, :-1].reshape(w.shape), weight_bias_grad[:, -1].copy()
 
 
-def forward_algorithm(x_shape, w_shape, kernel, stride, padding, out_hw):
-    """The forward's algorithm for a convolution of x (N, C, H, W) with w (F, C, KH, KW) to (OH, OW):
+def forward_algorithm(x_shape, w_shape, kernel, stride, padding, out_hw, dtype):
+    """The forward's algorithm for a convolution of x (N, C, H, W) with w (F, C, KH, KW) to (OH, OW) in dtype:
     "winograd", "direct" or "im2col"."""
     if _uses_winograd(x_shape, w_shape, kernel, stride, out_hw):
         return "winograd"
-    if _uses_direct(x_shape, w_shape, kernel, stride, padding, out_hw):
+    if _uses_direct(x_shape, w_shape, kernel, stride, padding, out_hw, dtype):
         return "direct"
     return "im2col"
 
@@ -167,19 +168,20 @@ def run_forward(algorithm, x, w, b, out, kernel, stride, padding, threads, relu,
                               pool)
 
 
-def _uses_direct(x_shape, w_shape, kernel, stride, padding, out_hw):
+def _uses_direct(x_shape, w_shape, kernel, stride, padding, out_hw, dtype):
     """Whether a convolution of x (N, C, H, W) with w (F, C, KH, KW) to (OH, OW) that is not on Winograd runs
     forward on the direct kernel: where it is built, not pointwise, with DIRECT_MIN_FILTERS filters, and outputs
     that fill DIRECT_MIN_LANE_USE of the kernel's vector lanes; at stride 1 with at most DIRECT_MAX_TAPS taps, or
-    more with at most DIRECT_FEW_FILTERS filters or on outputs DIRECT_WIDE_OUTPUT wide; at other strides with at
-    most DIRECT_STRIDED_MAX_TAPS taps that fill DIRECT_STRIDED_MIN_LANE_USE of the lanes."""
+    more with at most DIRECT_FEW_FILTERS filters or (float32) on outputs DIRECT_WIDE_OUTPUT wide; at other strides
+    with at most DIRECT_STRIDED_MAX_TAPS taps that fill DIRECT_STRIDED_MIN_LANE_USE of the lanes."""
     if _direct_kernels is None or w_shape[0] < DIRECT_MIN_FILTERS or (kernel == (1, 1) and padding == (0, 0)):
         return False
     taps = math.prod(w_shape[1:])
     if stride != (1, 1):
         few, least = taps <= DIRECT_STRIDED_MAX_TAPS, DIRECT_STRIDED_MIN_LANE_USE
     else:
-        few = taps <= DIRECT_MAX_TAPS or w_shape[0] <= DIRECT_FEW_FILTERS or out_hw[1] >= DIRECT_WIDE_OUTPUT
+        wide = out_hw[1] >= DIRECT_WIDE_OUTPUT and np.dtype(dtype) == np.float32
+        few = taps <= DIRECT_MAX_TAPS or w_shape[0] <= DIRECT_FEW_FILTERS or wide
         least = DIRECT_MIN_LANE_USE
     return few and _direct_kernels.lane_use(x_shape, w_shape, stride, padding) >= least
 

@@ -37,7 +37,7 @@ def conv2d(x_shape, w_shape, dtype, stride, padding, relu, pool=False):
     kernel, stride, padding, out_hw = checked_window(x_shape, w_shape[2:], stride, padding)
     out_shape = (x_shape[0], w_shape[0], *out_hw)
     threads = product_threads(math.prod(out_shape) * math.prod(w_shape[1:]))  # as cnnkit.fast.conv counts
-    algorithm = forward_algorithm(x_shape, w_shape, kernel, stride, padding, out_hw)
+    algorithm = forward_algorithm(x_shape, w_shape, kernel, stride, padding, out_hw, dtype)
     if pool and not takes_pooling(algorithm, kernel, stride, padding):
         convolution, pooling = (conv2d(x_shape, w_shape, dtype, stride, padding, relu),
                                   _halving_max_pool(out_shape, dtype))

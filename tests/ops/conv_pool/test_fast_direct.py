@@ -156,9 +156,16 @@ def test_dispatch_gives_direct_few_taps_filled_lanes_and_enough_filters(filters,
     x, w, b = conv_arrays(rng, shape, filters, kernel, np.float64)
     x = np.ascontiguousarray(x[:, ::-1])[:, ::-1]  # non-contiguous input
     out_hw = fast.conv2d_forward(x, w, b, stride, padding)[0].shape[2:]
-    assert out_hw[1] == width and fast_conv.forward_algorithm(x.shape, w.shape, kernel, stride, padding, out_hw) == path
+    assert out_hw[1] == width  # the float32 rule (float64 keeps wide outputs with many taps on im2col, tested below)
+    assert fast_conv.forward_algorithm(x.shape, w.shape, kernel, stride, padding, out_hw, np.float32) == path
     for relu in (False, True):
         assert_conv_agrees(x, w, b, stride, padding, rng, relu)
+
+
+def test_wide_outputs_with_many_taps_and_filters_go_direct_in_float32_only():
+    x_shape, w_shape = (4, 128, 17, 17), (128, 128, 1, 7)  # 896 taps, 128 filters, 17 wide
+    for dtype, path in ((np.float32, "direct"), (np.float64, "im2col")):
+        assert fast_conv.forward_algorithm(x_shape, w_shape, (1, 7), (1, 1), (0, 3), (17, 17), dtype) == path
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -169,7 +176,7 @@ def test_conv_on_the_direct_path_matches_numerical_gradients(shape, stride, out_
     gradients in float64 differences."""
     cnnkit.set_num_threads(threads)
     x, w, b = conv_arrays(rng, shape, 9, (3, 4), np.float64)
-    assert fast_conv.forward_algorithm(x.shape, w.shape, (3, 4), stride, (1, 2), out_hw) == "direct"
+    assert fast_conv.forward_algorithm(x.shape, w.shape, (3, 4), stride, (1, 2), out_hw, x.dtype) == "direct"
     report = check_gradients(lambda x, w, b: fast.conv2d_forward(x, w, b, stride, (1, 2)),
                              fast.conv2d_backward, dict(x=x, w=w, b=b))
     assert report.worst < 1e-7, report
@@ -189,7 +196,7 @@ def test_inference_plan_pools_in_the_direct_convolution(rng):
     from cnnkit.fast import inference
 
     x, w, b = conv_arrays(rng, (3, 2, 10, 24), 8, (3, 3), np.float32)
-    assert fast_conv.forward_algorithm(x.shape, w.shape, (3, 3), (1, 1), (1, 1), (10, 24)) == "direct"
+    assert fast_conv.forward_algorithm(x.shape, w.shape, (3, 3), (1, 1), (1, 1), (10, 24), x.dtype) == "direct"
     cnnkit.set_num_threads(2)
     step = inference.conv2d(x.shape, w.shape, x.dtype, (1, 1), (1, 1), relu=True, pool=True)
     np.testing.assert_allclose(step(x, w, b), expected(x, w, b, (1, 1), relu=True, pool=True), **TOLERANCE[np.float32])
