@@ -186,10 +186,11 @@ cdef extern from *:
     /* the same for doubles, entry by entry */
     static inline void cnnkit_store_filter_lanes_doubles(const void* vectors, double* out, Py_ssize_t plane, int n,
                                                          int filters, int relu) {
-        const double* a = (const double*)vectors;
+        const double* a = (const double*)vectors;  /* CNNKIT_PIXELS vectors of lanes doubles */
+        const int lanes = CNNKIT_VECTOR / sizeof(double);
         for (int j = 0; j < n; j++)
             for (int f = 0; f < filters; f++) {
-                double value = a[j * 8 + f];
+                double value = a[j * lanes + f];
                 out[f * plane + j] = relu && value < 0 ? 0 : value;
             }
     }
