@@ -17,7 +17,9 @@ One algorithm per shape (forward_algorithm), the same for forward and backward b
   float32 outputs DIRECT_WIDE_OUTPUT wide (GEMM runs as fast on narrower ones with more), at other strides
   with at most DIRECT_STRIDED_MAX_TAPS (stems: few channels, large windows): the products in
   registers over the input in place, no im2col, with the outputs or (narrow maps, many filters:
-  direct_avx512.filters_in_lanes) the filters in the vector lanes; its backward is im2col's.
+  direct_avx512.filters_in_lanes) the filters in the vector lanes; its backward is im2col's but for
+  the data gradient at stride 1 with C >= DIRECT_DATA_MIN_CHANNELS, the direct forward of dout with
+  the flipped weights where that forward is direct by this rule (_direct_data_gradient).
 - im2col + GEMM (cnnkit/_ext/conv.pyx) otherwise: work items of output rows, or of whole
   images on small maps, im2col into a per-thread buffer that stays in cache, single-threaded
   BLAS calls without the GIL, col2im; where the weights outweigh the batch (N*OH*OW at most
@@ -74,6 +76,7 @@ DIRECT_WIDE_OUTPUT = 16  # OW from which it did with any taps and filters (0.66-
 #                          float32 only (float64 1x7 / 7x1 on 17x17 with 128: 1.17 times im2col's forward + backward)
 DIRECT_STRIDED_MAX_TAPS = 400  # C*KH*KW up to which it did at strides above 1 (stems 0.5-0.7; 3x3/2 on 32 ch. 0.95)
 DIRECT_STRIDED_MIN_LANE_USE = 0.8  # the lanes those must fill (3x3/2, 24 channels, 0.75 of the lanes: 1.1-1.2)
+DIRECT_DATA_MIN_CHANNELS = 16  # C from which the data gradient as a direct forward beat im2col's (LeNet's 6: 1.1-1.25)
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -132,10 +135,34 @@ def _backward(dout, cache, relu_out, input_grad):
             dw, db = np.empty_like(w), np.empty_like(b)
             _winograd_kernels.winograd_backward(x, w, dout, dx, dw, db, *padding, threads, relu_out)
             return dx, dw, db
+        direct_dx = input_grad and _direct_data_gradient(x.shape, w.shape, kernel, stride, padding, x.dtype)
         weight_bias_grad = np.empty((len(w), math.prod(w.shape[1:]) + 1), dtype=x.dtype)
-        _kernels.conv_backward(x, _weights_with_bias(w, b), _flat_hw(dout), dx, weight_bias_grad, *kernel, *stride,
-                               *padding, threads, None if relu_out is None else _flat_hw(relu_out))
+        _kernels.conv_backward(x, _weights_with_bias(w, b), _flat_hw(dout), None if direct_dx else dx,
+                               weight_bias_grad, *kernel, *stride, *padding, threads,
+                               None if relu_out is None else _flat_hw(relu_out))
+        if direct_dx:
+            counted = dout if relu_out is None else np.where(relu_out > 0, dout, 0)  # the mask conv_backward reads
+            _direct_kernels.direct_forward(counted, _flipped(w), np.zeros(x.shape[1], x.dtype), dx, 1, 1,
+                                           kernel[0] - 1 - padding[0], kernel[1] - 1 - padding[1], threads)
     return dx, weight_bias_grad[:, :-1].reshape(w.shape), weight_bias_grad[:, -1].copy()
+
+
+def _direct_data_gradient(x_shape, w_shape, kernel, stride, padding, dtype):
+    """Whether the data gradient of a convolution on im2col's backward runs as the direct forward of dout (N, F, OH,
+    OW) with the flipped weights (C, F, KH, KW) at padding (KH - 1 - PH, KW - 1 - PW): at stride 1 with padding
+    inside the kernel, C >= DIRECT_DATA_MIN_CHANNELS, where that forward is direct by _uses_direct."""
+    if _direct_kernels is None or stride != (1, 1) or x_shape[1] < DIRECT_DATA_MIN_CHANNELS:
+        return False
+    flipped_padding = tuple(k - 1 - p for k, p in zip(kernel, padding))
+    out_hw = tuple(size + 2 * p - k + 1 for size, p, k in zip(x_shape[2:], padding, kernel))
+    return min(flipped_padding) >= 0 and _uses_direct((x_shape[0], w_shape[0], *out_hw), (x_shape[1], w_shape[0],
+                                                      *kernel), kernel, (1, 1), flipped_padding, x_shape[2:], dtype)
+
+
+def _flipped(w):
+    """w (F, C, KH, KW) as the weights (C, F, KH, KW) of its data gradient's convolution: transposed, rotated 180
+    degrees."""
+    return np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
 
 
 def forward_algorithm(x_shape, w_shape, kernel, stride, padding, out_hw, dtype):

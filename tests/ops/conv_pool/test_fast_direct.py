@@ -220,3 +220,44 @@ def test_direct_bad_input_raises(call, message):
     x, w, b, out = np.zeros((2, 3, 6, 20)), np.zeros((4, 3, 3, 3)), np.zeros(4), np.zeros((2, 4, 6, 20))
     with pytest.raises(ValueError, match=message):
         call(x, w, b, out)
+
+
+@pytest.mark.parametrize("shape, filters, kernel, padding", [
+    ((4, 16, 14, 14), 32, (3, 3), (1, 1)),  # MNIST's second convolution
+    ((2, 16, 9, 20), 24, (3, 5), (1, 2)),  # non-square
+    ((2, 32, 17, 17), 16, (1, 7), (0, 3)),  # Inception's 1x7
+    ((2, 17, 8, 18), 5, (2, 3), (0, 0)),  # no padding: the flipped convolution pads by the kernel less one
+])
+def test_data_gradient_by_the_direct_forward_agrees_with_reference(shape, filters, kernel, padding, rng):
+    """im2col's backward with the data gradient as the direct forward of dout with the flipped weights, for conv2d
+    and conv2d_relu (dout through the output's mask), non-contiguous input; in float64, whose tolerance the sums of
+    hundreds of products keep (float32's kernel is the same code, tested against the reference above)."""
+    dtype = np.float64
+    x, w, b = conv_arrays(rng, shape, filters, kernel, dtype)
+    x = np.ascontiguousarray(x[:, ::-1])[:, ::-1]
+    out_hw = tuple(size + 2 * p - k + 1 for size, p, k in zip(shape[2:], padding, kernel))
+    assert fast_conv._direct_data_gradient(x.shape, w.shape, kernel, (1, 1), padding, dtype)
+    assert not fast_conv._uses_winograd(x.shape, w.shape, kernel, (1, 1), out_hw)
+    for relu in (False, True):
+        assert_conv_agrees(x, w, b, (1, 1), padding, rng, relu)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kernel, stride, padding, chosen", [
+    ((4, 16, 14, 14), (32, 16, 3, 3), (3, 3), (1, 1), (1, 1), True),
+    ((4, 15, 14, 14), (32, 15, 3, 3), (3, 3), (1, 1), (1, 1), False),  # too few channels (LeNet's 6: 1.1-1.25)
+    ((4, 16, 14, 14), (32, 16, 3, 3), (3, 3), (2, 2), (1, 1), False),  # strided
+    ((4, 16, 14, 14), (32, 16, 3, 3), (3, 3), (1, 1), (3, 3), False),  # padding beyond the kernel
+    ((4, 16, 4, 4), (32, 16, 3, 3), (3, 3), (1, 1), (1, 1), False),  # rows of 4: the flipped forward is im2col's
+])
+def test_data_gradient_goes_direct_where_its_forward_would(x_shape, w_shape, kernel, stride, padding, chosen):
+    assert fast_conv._direct_data_gradient(x_shape, w_shape, kernel, stride, padding, np.float32) is chosen
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_data_gradient_by_the_direct_forward_matches_numerical_gradients(threads, rng):
+    cnnkit.set_num_threads(threads)
+    x, w, b = conv_arrays(rng, (2, 16, 6, 16), 4, (3, 3), np.float64)
+    assert fast_conv._direct_data_gradient(x.shape, w.shape, (3, 3), (1, 1), (1, 1), np.float64)
+    report = check_gradients(lambda x, w, b: fast.conv2d_forward(x, w, b, (1, 1), (1, 1)), fast.conv2d_backward,
+                             dict(x=x, w=w, b=b))  # the ReLU's mask: against the reference above (its kinks blur
+    assert report.worst < 1e-6, report  # centred differences); im2col's data gradient: the same errors here
