@@ -298,8 +298,8 @@ cdef inline Py_ssize_t _band_size(const Direct* g) noexcept nogil:
 
 cdef void _block_weights(const Direct* g, const floating* w, const floating* b, floating* blocked,
                          floating* bias, Py_ssize_t* offsets) noexcept nogil:
-    """blocked (blocks, taps, BLOCK) = w (F, taps) by blocks of BLOCK filters, bias (blocks*BLOCK) = b, both zero
-    past F; offsets (taps) = where tap (c, i, j) reads in a band's padded input, from an output's (see 1.)."""
+    """blocked (blocks, taps, g.block) = w (F, taps) by blocks of g.block filters, bias (blocks*g.block) = b,
+    both zero past F; offsets (taps) = where tap (c, i, j) reads in a band's padded input, from an output's (see 1.)."""
     cdef Py_ssize_t f, t, c, i, j, blocks = (g.F + g.block - 1) // g.block
     memset(blocked, 0, blocks * g.taps * g.block * sizeof(floating))
     memset(bias, 0, blocks * g.block * sizeof(floating))
@@ -365,7 +365,7 @@ cdef inline void _rows(const Direct* g, const floating* padded, const floating* 
 cdef void _forward_item(const Direct* g, const floating* x, const floating* blocked, const floating* bias,
                         const Py_ssize_t* offsets, floating* out, floating* buffer, Py_ssize_t n,
                         Py_ssize_t y0) noexcept nogil:
-    """Output rows [y0, y0 + R) of image n, BLOCK filters at a time, or their pooling (see 1.-3.)."""
+    """Output rows [y0, y0 + R) of image n, g.block filters at a time, or their pooling (see 1.-4.)."""
     cdef Py_ssize_t rows = min(g.rows, g.OH - y0), width = g.OW // 2, block, part, y, f, taken
     cdef Py_ssize_t plane = (g.OH // 2) * width if g.pool else g.OH * g.OW
     cdef int filters

@@ -42,7 +42,6 @@ import math
 
 import numpy as np
 
-from cnnkit._ext import activations as _activations
 from cnnkit._ext import conv as _kernels
 from cnnkit._ext import cpu
 from cnnkit._ext import winograd as _winograd_kernels
@@ -51,6 +50,7 @@ from cnnkit._ext.activations import Activation
 from cnnkit._runtime import single_threaded_blas
 from cnnkit.fast._checks import checked_float_arrays, checked_gradient, checked_window
 from cnnkit.fast._threads import product_threads
+from cnnkit.fast.activations import relu_backward
 
 if cpu.has_avx2():  # the same drivers built for AVX2 (not built off x86-64): same bits, faster
     with contextlib.suppress(ImportError):
@@ -138,13 +138,14 @@ def _backward(dout, cache, relu_out, input_grad):
             _winograd_kernels.winograd_backward(x, w, dout, dx, dw, db, *padding, threads, relu_out)
             return dx, dw, db
         direct_dx = input_grad and _direct_data_gradient(x.shape, w.shape, kernel, stride, padding, x.dtype)
+        if direct_dx and relu_out is not None:  # masked once, for both the weight and the data gradient
+            dout, relu_out = relu_backward(dout, (Activation.RELU, relu_out, relu_out, 0.0)), None
         weight_bias_grad = np.empty((len(w), math.prod(w.shape[1:]) + 1), dtype=x.dtype)
         _kernels.conv_backward(x, _weights_with_bias(w, b), _flat_hw(dout), None if direct_dx else dx,
                                weight_bias_grad, *kernel, *stride, *padding, threads,
                                None if relu_out is None else _flat_hw(relu_out))
         if direct_dx:
-            counted = dout if relu_out is None else _through_relu(dout, relu_out, threads)
-            _direct_kernels.direct_forward(counted, _flipped(w), np.zeros(x.shape[1], x.dtype), dx, 1, 1,
+            _direct_kernels.direct_forward(dout, _flipped(w), np.zeros(x.shape[1], x.dtype), dx, 1, 1,
                                            kernel[0] - 1 - padding[0], kernel[1] - 1 - padding[1], threads)
     return dx, weight_bias_grad[:, :-1].reshape(w.shape), weight_bias_grad[:, -1].copy()
 
@@ -159,15 +160,6 @@ def _direct_data_gradient(x_shape, w_shape, kernel, stride, padding, dtype):
     out_hw = tuple(size + 2 * p - k + 1 for size, p, k in zip(x_shape[2:], padding, kernel))
     return min(flipped_padding) >= 0 and _uses_direct((x_shape[0], w_shape[0], *out_hw), (x_shape[1], w_shape[0],
                                                       *kernel), kernel, (1, 1), flipped_padding, x_shape[2:], dtype)
-
-
-def _through_relu(dout, out, threads):
-    """dout where out (a fused ReLU's output) > 0, else 0: the output gradient conv_backward reads (the fast ReLU's
-    backward kernel; np.where took longer than the data gradient saved)."""
-    counted = np.empty_like(dout)
-    _activations.activation_backward(Activation.RELU, dout.reshape(-1), out.reshape(-1), out.reshape(-1),
-                                     counted.reshape(-1), 0.0, threads)
-    return counted
 
 
 def _flipped(w):
