@@ -44,12 +44,17 @@ Contract and rules:
    more gather each kernel column's input rows once and copy or add each offset's rows from
    them in one run (cnnkit/_ext/_im2col.pxd).
 7. A pointwise convolution (1x1 kernel, unit stride, no padding) skips im2col: x[n] seen as
-   (C, P) is its own column matrix; plain loops add the bias and sum db. Its items are bands.
+   (C, P) is its own column matrix; its items are whole images. The output is first filled with
+   the bias, to which the product is added (BLAS would zero it first otherwise); db is summed
+   in SUM_LANES interleaved partial sums (_sum). Its backward on images so small that
+   N*P <= POINTWISE_BATCH_POSITIONS_PER_FILTER * F runs as the batch-wide item of 9. instead:
+   an image's [dw | db] product, P deep, would rewrite the whole of it for a few positions
+   (0.73-0.91 of the per-image backward on 2x2 to 7x7 maps with 128 to 1024 channels).
 8. ReLU fused (conv2d_relu): the forward takes an item's ReLU while it is in cache, the
    backward stages dout through the output's mask (pointwise, too, stages it then). The
    gradients are those of the unfused pair, bit for bit, without ReLU's own passes.
 9. Weights that outweigh the batch (N*P <= BATCH_POSITIONS_PER_FILTER * F: small maps with
-   many channels, batches of one or two), when its columns fit BATCH_BYTES: the whole batch
+   many channels, batches of one or two; see 7. for pointwise), when its columns fit BATCH_BYTES: the whole batch
    is one item. Its columns (K+1, N*P) are made once (threads take images), and each product
    runs once over them, cut into an even number of equal slices that threads take: of at
    most F_SLICE filters for the output and [dw | db] (dout staged for the whole batch first),
@@ -110,11 +115,13 @@ GRADIENT_GROUPS = 8  # groups of images whose weight gradients are summed apart 
 BAND_BYTES = 1 << 20  # largest columns + output (gradient) of one item: about an L2 (see 1.)
 BATCH_BYTES = 1 << 24  # largest columns + output (gradient) of the batch-wide item (see 9.)
 BATCH_POSITIONS_PER_FILTER = 2  # the batch is one item from F >= N*P / this (see 9.)
+POINTWISE_BATCH_POSITIONS_PER_FILTER = 8  # the same for a pointwise convolution's backward (see 7.)
 cdef enum:
     CACHE_LINE = 64  # bytes
     TILE = 16  # entries a side of the squares the weight gradient is transposed in
     F_SLICE = 128  # filters of one product of the batch-wide item at most (see 9.)
     K_SLICE = 512  # column rows of one of its data-gradient products at most
+    SUM_LANES = 8  # partial sums of a pointwise convolution's bias gradient (_sum)
 
 
 cdef struct Conv:
@@ -125,9 +132,11 @@ cdef struct Conv:
 
 
 cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, int ph, int pw,
-                Py_ssize_t itemsize) except *:
-    """The geometry of a convolution after checking that wb is (F, C*KH*KW + 1) for x (N, C, H, W)."""
+                Py_ssize_t itemsize, bint backward=False) except *:
+    """The geometry of a convolution (its backward's if backward) after checking that wb is (F, C*KH*KW + 1) for
+    x (N, C, H, W)."""
     cdef Conv g
+    cdef bint pointwise = kh == kw == sh == sw == 1 and ph == pw == 0
     cdef Py_ssize_t image_bytes
     g.OH, g.OW = output_hw(x_shape, kh, kw, sh, sw, ph, pw)
     g.N, g.C, g.H, g.W, g.F = x_shape[0], x_shape[1], x_shape[2], x_shape[3], wb_shape[0]
@@ -137,17 +146,20 @@ cdef Conv _conv(tuple x_shape, tuple wb_shape, int kh, int kw, int sh, int sw, i
     if max(g.K + 1, g.P, g.F) > INT_MAX:
         raise ValueError(f"C*KH*KW + 1 = {g.K + 1}, OH*OW = {g.P} and F = {g.F} must each fit BLAS's int")
     g.kh, g.kw, g.sh, g.sw, g.ph, g.pw = kh, kw, sh, sw, ph, pw
-    g.pointwise = kh == kw == sh == sw == 1 and ph == pw == 0
     g.pool = False
     image_bytes = (g.K + 1 + g.F) * g.P * itemsize
+    if pointwise:
+        g.batch = backward and g.N * g.P <= POINTWISE_BATCH_POSITIONS_PER_FILTER * g.F
+    else:
+        g.batch = g.N * g.P <= BATCH_POSITIONS_PER_FILTER * g.F
+    g.batch = g.batch and g.N * image_bytes <= BATCH_BYTES
+    g.pointwise = pointwise and not g.batch
     g.rows = g.OH if g.pointwise else max(1, min(g.OH, BAND_BYTES // ((g.K + 1 + g.F) * g.OW * itemsize)))
     if g.N < GRADIENT_GROUPS and not g.pointwise:  # bands the kernel does not reach past (see 10.)
         g.rows = max(g.rows, min(g.OH, (kh + sh - 1) // sh - 1))
     g.images = 1
     if not g.pointwise and g.rows == g.OH and g.P < g.F:
         g.images = max(1, min(BAND_BYTES // max(1, image_bytes), g.N // GRADIENT_GROUPS))
-    g.batch = (not g.pointwise and g.N * g.P <= BATCH_POSITIONS_PER_FILTER * g.F
-               and g.N * image_bytes <= BATCH_BYTES)
     if g.batch:
         g.rows, g.images = g.OH, max(1, g.N)
     g.ld = _row_stride(g.images * g.rows * g.OW, itemsize)
@@ -272,11 +284,11 @@ cdef void _forward_item(const Conv* g, const floating* x, const floating* wb, fl
     out += n0 * planes
     if g.pointwise:
         out += y0 * g.OW
-        gemm(False, False, <int>g.F, <int>q, <int>g.K, <floating>1, wb, <int>(g.K + 1),
-             x + y0 * g.OW, <int>g.P, <floating>0, out, <int>g.P)
-        for f in range(g.F):
+        for f in range(g.F):  # the bias, to which the product is added (see 7.)
             for p in range(q):
-                out[f * g.P + p] += wb[f * (g.K + 1) + g.K]
+                out[f * g.P + p] = wb[f * (g.K + 1) + g.K]
+        gemm(False, False, <int>g.F, <int>q, <int>g.K, <floating>1, wb, <int>(g.K + 1),
+             x + y0 * g.OW, <int>g.P, <floating>1, out, <int>g.P)
         if relu:
             _store(out, out, g.F, q, g.P, g.P, relu)
         return
@@ -344,7 +356,6 @@ cdef void _backward_item(const Conv* g, const floating* x, const floating* wb, c
     cdef Py_ssize_t rows = min(g.rows, g.OH - y0), q = rows * g.OW, i, f, p
     cdef Py_ssize_t plane = g.C * g.H * g.W, planes = g.F * g.P, offset = y0 * g.OW
     cdef int ld = <int>g.P
-    cdef double total
     x += n0 * plane
     dout += n0 * planes + offset
     if dx != NULL:
@@ -358,10 +369,7 @@ cdef void _backward_item(const Conv* g, const floating* x, const floating* wb, c
         gemm(False, True, <int>g.K, <int>g.F, <int>q, <floating>1, x + offset, <int>g.P, dout, ld,
              <floating>1, dwb_t, <int>g.F)
         for f in range(g.F):
-            total = 0
-            for p in range(q):
-                total = total + dout[f * ld + p]
-            dwb_t[g.K * g.F + f] += <floating>total
+            dwb_t[g.K * g.F + f] += <floating>_sum(dout + f * ld, q)
         if dx != NULL:
             gemm(True, False, <int>g.K, <int>q, <int>g.F, <floating>1, wb, <int>(g.K + 1), dout, ld,
                  <floating>0, dx + offset, <int>g.P)
@@ -375,6 +383,27 @@ cdef void _backward_item(const Conv* g, const floating* x, const floating* wb, c
              <floating>0, cols, <int>g.ld)
         for i in range(nb):
             _col2im_band(g, cols + i * q, dx + i * plane, y0, rows)
+
+
+cdef double _sum(const floating* run, Py_ssize_t n) noexcept nogil:
+    """The sum of run[0..n) in double: SUM_LANES interleaved partial sums (vectorised, a fixed order) added
+    pairwise, then the tail in order (one chain of dependent adds cost 15% of a pointwise backward)."""
+    cdef double lanes[SUM_LANES]
+    cdef double total = 0
+    cdef Py_ssize_t t, k, tail = n - n % SUM_LANES
+    for k in range(SUM_LANES):
+        lanes[k] = 0
+    for t in range(n // SUM_LANES):
+        for k in range(SUM_LANES):
+            lanes[k] += run[t * SUM_LANES + k]
+    for k in range(SUM_LANES // 2):
+        lanes[k] += lanes[k + SUM_LANES // 2]
+    for k in range(SUM_LANES // 4):
+        lanes[k] += lanes[k + SUM_LANES // 4]
+    total = lanes[0] + lanes[1]
+    for t in range(tail, n):
+        total += run[t]
+    return total
 
 
 cdef inline Py_ssize_t _slice(Py_ssize_t total, Py_ssize_t most) noexcept nogil:
@@ -529,7 +558,7 @@ def conv_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] wb, con
     x (N, C, H, W) and wb (F, K+1) are the forward inputs, dout (N, F, OH*OW) the output
     gradient; out: the output of a forward with relu (conv2d_relu's backward), None without.
     """
-    cdef Conv g = _conv(tuple(x.shape)[:4], tuple(wb.shape)[:2], kh, kw, sh, sw, ph, pw, sizeof(floating))
+    cdef Conv g = _conv(tuple(x.shape)[:4], tuple(wb.shape)[:2], kh, kw, sh, sw, ph, pw, sizeof(floating), True)
     expect_shape(tuple(dout.shape)[:3], (x.shape[0], g.F, g.P), "dout")
     if dx is not None:
         expect_shape(tuple(dx.shape)[:4], tuple(x.shape)[:4], "dx")

@@ -25,7 +25,8 @@ One algorithm per shape (forward_algorithm), the same for forward and backward b
   BLAS calls without the GIL, col2im; where the weights outweigh the batch (N*OH*OW at most
   twice F: small maps with many channels, batches of one or two) the whole batch is one item,
   each product made once over all its columns in fixed slices of filters or rows; a pointwise
-  convolution (1x1, unit stride, no padding) multiplies x itself, with no im2col.
+  convolution (1x1, unit stride, no padding) multiplies x itself, with no im2col (its backward on maps
+  small enough: the whole batch's columns, as above).
 
 Threads: cnnkit.set_num_threads, with one per CONV_GRAIN multiply-adds at most; BLAS's own pool
 is held at one thread meanwhile (both in cnnkit/fast/_threads.py). Results are bit for bit the

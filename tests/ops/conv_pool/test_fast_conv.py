@@ -75,13 +75,17 @@ def band_bytes(size):
 
 @contextlib.contextmanager
 def whole_batch(positions_per_filter):
-    """The batch is one work item where N*P <= positions_per_filter * F (cnnkit/_ext/conv.pyx, 9.)."""
-    kept = conv_kernels.BATCH_POSITIONS_PER_FILTER
-    conv_kernels.BATCH_POSITIONS_PER_FILTER = positions_per_filter
+    """The batch is one work item where N*P <= positions_per_filter * F (cnnkit/_ext/conv.pyx, 9.), a pointwise
+    convolution's backward included (7.)."""
+    names = "BATCH_POSITIONS_PER_FILTER", "POINTWISE_BATCH_POSITIONS_PER_FILTER"
+    kept = [getattr(conv_kernels, name) for name in names]
+    for name in names:
+        setattr(conv_kernels, name, positions_per_filter)
     try:
         yield
     finally:
-        conv_kernels.BATCH_POSITIONS_PER_FILTER = kept
+        for name, value in zip(names, kept):
+            setattr(conv_kernels, name, value)
 
 
 @settings(max_examples=160, deadline=None)
@@ -116,6 +120,26 @@ def test_conv_special_windows(shape, kernel, stride, padding, threads, band_size
     x, w, b = conv_arrays(rng, shape, 4, kernel, dtype)
     with band_bytes(band_size):
         assert_conv_agrees(x, w, b, stride, padding, rng)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape, filters", [
+    ((16, 6, 2, 3), 16),  # N*P = 96 <= 8 * 16: the backward on the whole batch, the forward by image
+    ((5, 7, 1, 1), 3),  # 5 <= 8 * 3, a single position an image
+    ((16, 6, 2, 3), 8),  # 96 > 8 * 8: by image both ways
+])
+def test_pointwise_backward_of_small_maps(shape, filters, relu, dtype, rng):
+    """A pointwise convolution's backward on small maps takes the whole batch as one item (cnnkit/_ext/conv.pyx,
+    7.): the reference's gradients, and the same dw and db bits at 1 and 2 threads."""
+    x, w, b = conv_arrays(rng, shape, filters, (1, 1), dtype)
+    grads = []
+    for threads in (1, 2):
+        cnnkit.set_num_threads(threads)
+        assert_conv_agrees(x, w, b, (1, 1), (0, 0), np.random.default_rng(0), relu)
+        op = "conv2d_relu" if relu else "conv2d"
+        out, cache = getattr(fast, f"{op}_forward")(x, w, b, (1, 1), (0, 0))
+        grads.append(getattr(fast, f"{op}_backward")(np.ones_like(out), cache))
+    assert all(np.array_equal(one, two) for one, two in zip(grads[0][1:], grads[1][1:]))
 
 
 @pytest.mark.parametrize("winograd", [False, True])
