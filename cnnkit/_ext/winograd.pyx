@@ -29,7 +29,11 @@ Contract and rules:
    rows are copied, zero-padded, into an array on the stack, transformed into another and
    stored to their 16 matrices, so the loop over tiles has no bounds test and GCC vectorises
    it (plain loops, not memcpy calls per block). Channel by channel, then tile row: reads run
-   along each plane rather than jumping from plane to plane. The 16 matrices of a band lie
+   along each plane rather than jumping from plane to plane. On narrow maps (rows of at most
+   NARROW_TILES tiles) a block is BLOCK consecutive tiles of the band across tile rows (and
+   images), taken in runs of one tile row each: a row's own tiles would fill few of a block's
+   lanes and pay a block's loops and stores per tile row (4x4 maps: 0.70-0.76 of the forward's time, 0.81-0.85 of the backward's; 8x8 and
+   14x14 0.88-0.94). The data gradient's transform goes by tile rows. The 16 matrices of a band lie
    SKEW entries more than their size apart, so that the 16 streams of a block's stores do not
    fall in one cache set when that size is a power of two. The filter transforms take BLOCK
    filters at a time the same way, vectorised across filters.
@@ -135,6 +139,7 @@ GRADIENT_GROUPS = 8  # groups of bands whose weight gradients are summed apart (
 BAND_BYTES = 1 << 20  # largest V and M of one band together (see 1.)
 MIN_BANDS = 16  # bands at least, when there are as many tile rows (see 1.)
 WHOLE_BATCH = 2.0  # the batch is one band where its tiles times (C + F) are at most this times F * C (see 1.)
+NARROW_TILES = 7  # tiles a row up to which the transforms take blocks across tile rows (see 2.)
 cdef enum:
     BLOCK = 16  # tiles transformed together, in arrays on the stack (see 2.)
     SKEW = 16  # entries between the 16 matrices of a band (see 2.)
@@ -146,6 +151,7 @@ cdef struct Tiling:
     Py_ssize_t ph, pw  # padding, >= 0
     Py_ssize_t TH, TW, rows, bands  # tiles down and across an image, tile rows per band, bands
     bint whole  # the whole batch is one band, its work split by channels, filters and k (see 1.)
+    bint narrow  # rows of at most NARROW_TILES tiles: blocks of tiles across tile rows (see 2.)
     Py_ssize_t vs, ms  # entries from one matrix V_k (M_k) of a band to the next, skewed (see 2.)
 
 
@@ -163,6 +169,7 @@ cdef Tiling _tiling(tuple x_shape, tuple w_shape, Py_ssize_t ph, Py_ssize_t pw, 
     if t.OH < 1 or t.OW < 1:
         raise ValueError(f"a 3x3 window does not fit x {x_shape} with padding ({ph}, {pw})")
     t.TH, t.TW = (t.OH + 1) // 2, (t.OW + 1) // 2
+    t.narrow = t.TW <= NARROW_TILES
     t.whole = t.N > 0 and t.N * t.TH * t.TW * <double>(t.C + t.F) <= WHOLE_BATCH * t.F * <double>t.C
     if t.whole:
         t.rows = t.N * t.TH
@@ -332,25 +339,41 @@ cdef void _transform_inputs(const Tiling* t, const floating* x, floating* V, Py_
     """V (16, C, count*TW) = B^T d B of every tile of tile rows [r0, r0+count), channels [lo, hi);
     V (16, count*TW, C) when transposed (see 4.), lo then a multiple of CHANNELS.
     """
-    cdef Py_ssize_t q = count * t.TW, group = CHANNELS if transposed else 1, i, c0, g, r, n, ty, c, block, tx, nt
+    cdef Py_ssize_t q = count * t.TW, group = CHANNELS if transposed else 1, i, c0, g, r, c, block, j, nt, l, row, tx
+    cdef Py_ssize_t run
     cdef floating d[4 * (2 * BLOCK + 2)]
     cdef floating v[CHANNELS * 16 * BLOCK]
     for i in range(lo // group, (hi + group - 1) // group):
         c0 = i * group
         g = min(group, hi - c0)
-        for r in range(count):
-            n, ty = (r0 + r) // t.TH, (r0 + r) % t.TH
-            for block in range((t.TW + BLOCK - 1) // BLOCK):
-                tx = block * BLOCK
-                nt = min(BLOCK, t.TW - tx)
+        for r in range(1 if t.narrow else count):
+            for block in range(_blocks(t, r, q)):
+                j, nt = _block(t, r, q, block)
                 for c in range(g):
-                    _padded_rows(x + (n * t.C + c0 + c) * t.H * t.W, d, 4, 2 * nt + 2, 2 * BLOCK + 2, 2 * ty - t.ph,
-                                 2 * tx - t.pw, t.H, t.W)
-                    _input_tiles(d, v + c * 16 * BLOCK, nt)
+                    l = 0
+                    while l < nt:  # the runs of the block's tiles in one tile row
+                        row, tx = r0 + (j + l) // t.TW, (j + l) % t.TW
+                        run = min(nt - l, t.TW - tx)
+                        _padded_rows(x + (row // t.TH * t.C + c0 + c) * t.H * t.W, d, 4, 2 * run + 2, 2 * BLOCK + 2,
+                                     2 * (row % t.TH) - t.ph, 2 * tx - t.pw, t.H, t.W)
+                        _input_tiles(d, v + c * 16 * BLOCK + l, run)
+                        l += run
                 if transposed:
-                    _store_block_transposed(v, V + (r * t.TW + tx) * t.C + c0, t.vs, t.C, nt, g)
+                    _store_block_transposed(v, V + j * t.C + c0, t.vs, t.C, nt, g)
                 else:
-                    _store_block(v, V + c0 * q + r * t.TW + tx, t.vs, nt)
+                    _store_block(v, V + c0 * q + j, t.vs, nt)
+
+
+cdef inline Py_ssize_t _blocks(const Tiling* t, Py_ssize_t r, Py_ssize_t q) noexcept nogil:
+    """Blocks of BLOCK tiles of the band's q tiles (t.narrow) or of its tile row r (see 2.)."""
+    return (q + BLOCK - 1) // BLOCK if t.narrow else (t.TW + BLOCK - 1) // BLOCK
+
+
+cdef inline (Py_ssize_t, Py_ssize_t) _block(const Tiling* t, Py_ssize_t r, Py_ssize_t q,
+                                            Py_ssize_t block) noexcept nogil:
+    """(j, nt): the band's tiles j, ..., j + nt - 1 of that block."""
+    cdef Py_ssize_t j = block * BLOCK if t.narrow else r * t.TW + block * BLOCK
+    return j, min(BLOCK, (q if t.narrow else (r + 1) * t.TW) - j)
 
 
 cdef inline void _input_tiles(const floating* d, floating* v, Py_ssize_t nt) noexcept nogil:
@@ -369,36 +392,46 @@ cdef void _transform_outputs(const Tiling* t, const floating* M, const floating*
     """out (N, F, OH, OW) on tile rows [r0, r0+count), filters [lo, hi) = A^T m A (+ b[f] unless b is NULL),
     M (16, F, count*TW); its ReLU when relu.
     """
-    cdef Py_ssize_t q = count * t.TW, r, n, ty, f, block, tx, nt, i, l, x, height, width
+    cdef Py_ssize_t q = count * t.TW, r, f, block, j, nt, i, l, row, tx, run
     cdef floating y[2 * 2 * BLOCK]
     cdef floating s[8]
-    cdef floating bias = 0, value
+    cdef floating bias = 0
     cdef const floating* m
-    cdef floating* o
     for f in range(lo, hi):
-        for r in range(count):
-            n, ty = (r0 + r) // t.TH, (r0 + r) % t.TH
-            height = min(2, t.OH - 2 * ty)
-            m = M + f * q + r * t.TW
-            o = out + ((n * t.F + f) * t.OH + 2 * ty) * t.OW
-            if b != NULL:
-                bias = b[f]
-            for block in range((t.TW + BLOCK - 1) // BLOCK):
-                tx = block * BLOCK
-                nt, width = min(BLOCK, t.TW - tx), min(2 * BLOCK, t.OW - 2 * tx)
-                for l in range(nt):
+        m = M + f * q
+        if b != NULL:
+            bias = b[f]
+        for r in range(1 if t.narrow else count):
+            for block in range(_blocks(t, r, q)):
+                j, nt = _block(t, r, q, block)
+                for l in range(nt):  # y: row i of tile l's 2x2 at y[i * 2 * BLOCK + 2 * l]
                     for i in range(4):
-                        _output_1d(m + tx + l + i * t.ms, 4 * t.ms, s + i, 4)
+                        _output_1d(m + j + l + i * t.ms, 4 * t.ms, s + i, 4)
                     for i in range(2):
                         _output_1d(s + 4 * i, 1, y + i * 2 * BLOCK + 2 * l, 1)
-                for i in range(height):
-                    if relu:
-                        for x in range(width):
-                            value = y[i * 2 * BLOCK + x] + bias
-                            o[i * t.OW + 2 * tx + x] = 0 if value < 0 else value
-                    else:
-                        for x in range(width):
-                            o[i * t.OW + 2 * tx + x] = y[i * 2 * BLOCK + x] + bias
+                l = 0
+                while l < nt:  # the runs of the block's tiles in one tile row
+                    row, tx = r0 + (j + l) // t.TW, (j + l) % t.TW
+                    run = min(nt - l, t.TW - tx)
+                    _put_outputs(t, y + 2 * l, 2 * BLOCK, row, tx, run, out, f, bias, relu)
+                    l += run
+
+
+cdef inline void _put_outputs(const Tiling* t, const floating* y, Py_ssize_t ys, Py_ssize_t row, Py_ssize_t tx,
+                              Py_ssize_t nt, floating* out, Py_ssize_t f, floating bias, bint relu) noexcept nogil:
+    """out[n, f] at tiles (ty, tx), ..., (ty, tx + nt - 1) of tile row `row` (image n, row ty) = y (2, 2*nt), rows
+    ys apart, + bias (its ReLU when relu), cropped to the output."""
+    cdef Py_ssize_t i, x, height = min(2, t.OH - 2 * (row % t.TH)), width = min(2 * nt, t.OW - 2 * tx)
+    cdef floating* o = out + ((row // t.TH * t.F + f) * t.OH + 2 * (row % t.TH)) * t.OW + 2 * tx
+    cdef floating value
+    for i in range(height):
+        if relu:
+            for x in range(width):
+                value = y[i * ys + x] + bias
+                o[i * t.OW + x] = 0 if value < 0 else value
+        else:
+            for x in range(width):
+                o[i * t.OW + x] = y[i * ys + x] + bias
 
 
 cdef void _transform_gradients(const Tiling* t, const floating* dout, const floating* out, floating* dM,
@@ -409,29 +442,23 @@ cdef void _transform_gradients(const Tiling* t, const floating* dout, const floa
 
     With out (the fused ReLU's output) not NULL, dy is dout where out > 0, else 0.
     """
-    cdef Py_ssize_t q = count * t.TW, r, n, ty, f, block, tx, nt, i, l
+    cdef Py_ssize_t q = count * t.TW, r, f, block, j, nt, i, l, row, tx, run
     cdef floating d[2 * 2 * BLOCK]
-    cdef floating positive[2 * 2 * BLOCK]
     cdef floating v[16 * BLOCK]
     cdef floating s[8]
     cdef double sums[2 * BLOCK]
-    cdef floating* dst
     for f in range(lo, hi):
         for i in range(2 * BLOCK):
             sums[i] = 0
-        for r in range(count):
-            n, ty = (r0 + r) // t.TH, (r0 + r) % t.TH
-            dst = dM + f * q + r * t.TW
-            for block in range((t.TW + BLOCK - 1) // BLOCK):
-                tx = block * BLOCK
-                nt = min(BLOCK, t.TW - tx)
-                _padded_rows(dout + (n * t.F + f) * t.OH * t.OW, d, 2, 2 * nt, 2 * BLOCK, 2 * ty, 2 * tx, t.OH, t.OW)
-                if out != NULL:
-                    _padded_rows(out + (n * t.F + f) * t.OH * t.OW, positive, 2, 2 * nt, 2 * BLOCK, 2 * ty, 2 * tx,
-                                 t.OH, t.OW)
-                    for i in range(2):
-                        for l in range(i * 2 * BLOCK, i * 2 * BLOCK + 2 * nt):
-                            d[l] = d[l] if positive[l] > 0 else 0
+        for r in range(1 if t.narrow else count):
+            for block in range(_blocks(t, r, q)):
+                j, nt = _block(t, r, q, block)
+                l = 0
+                while l < nt:  # the runs of the block's tiles in one tile row, side by side in d (2, 2*BLOCK)
+                    row, tx = r0 + (j + l) // t.TW, (j + l) % t.TW
+                    run = min(nt - l, t.TW - tx)
+                    _gradient_rows(t, dout, out, f, row, tx, run, d + 2 * l)
+                    l += run
                 for i in range(2 * nt):  # the lanes past 2 * nt would add zeros
                     sums[i] = sums[i] + d[i] + d[2 * BLOCK + i]
                 for l in range(nt):
@@ -439,10 +466,24 @@ cdef void _transform_gradients(const Tiling* t, const floating* dout, const floa
                         _output_gradient_1d(d + i * 2 * BLOCK + 2 * l, 1, s + 4 * i, 1)
                     for i in range(4):
                         _output_gradient_1d(s + i, 4, v + i * BLOCK + l, 4 * BLOCK)
-                _store_block(v, dst + tx, t.ms, nt)
+                _store_block(v, dM + f * q + j, t.ms, nt)
         for i in range(1, 2 * BLOCK):  # once per channel and band, not per tile row: a serial chain
             sums[0] = sums[0] + sums[i]
         db[f] += <floating>sums[0]
+
+
+cdef inline void _gradient_rows(const Tiling* t, const floating* dout, const floating* out, Py_ssize_t f,
+                                Py_ssize_t row, Py_ssize_t tx, Py_ssize_t n, floating* d) noexcept nogil:
+    """d (2, 2*n), rows 2*BLOCK apart, = the output gradient of filter f at tiles tx, ..., tx + n - 1 of tile row
+    `row`, zero outside the output and where out, unless NULL, is not > 0."""
+    cdef Py_ssize_t plane = (row // t.TH * t.F + f) * t.OH * t.OW, i, x
+    cdef floating positive[2 * 2 * BLOCK]
+    _padded_rows(dout + plane, d, 2, 2 * n, 2 * BLOCK, 2 * (row % t.TH), 2 * tx, t.OH, t.OW)
+    if out != NULL:
+        _padded_rows(out + plane, positive, 2, 2 * n, 2 * BLOCK, 2 * (row % t.TH), 2 * tx, t.OH, t.OW)
+        for i in range(2):
+            for x in range(2 * n):
+                d[i * 2 * BLOCK + x] = d[i * 2 * BLOCK + x] if positive[i * 2 * BLOCK + x] > 0 else 0
 
 
 cdef inline void _overlapped_tiles(const floating* v, Py_ssize_t vs, bint left, bint own, floating* e, floating* o,

@@ -28,13 +28,22 @@ BANDS = {  # how the kernels cut a batch into bands of tile rows (a band may run
 }
 
 
+TRANSFORMS = {  # how the transforms take a band's tiles (cnnkit/_ext/winograd.pyx, 2.)
+    "by tile rows": 0,
+    "as shipped": winograd_kernels.NARROW_TILES,
+    "across tile rows": 1 << 30,
+}
+
+
 @contextlib.contextmanager
-def bands(name):
-    """Cut every batch into bands as BANDS[name] says, in every build of the kernels (baseline, AVX2)."""
+def bands(name, transforms="as shipped"):
+    """Cut every batch into bands as BANDS[name] says, the transforms taking blocks of tiles as TRANSFORMS[transforms]
+    says, in every build of the kernels (baseline, AVX2)."""
     with pytest.MonkeyPatch.context() as patch:
         for kernels in {winograd_kernels, fast_conv._winograd_kernels}:
             for setting, value in BANDS[name].items():
                 patch.setattr(kernels, setting, value)
+            patch.setattr(kernels, "NARROW_TILES", TRANSFORMS[transforms])
         yield
 
 
@@ -46,6 +55,7 @@ def problems(draw):
     return dict(shape=(draw(st.integers(1, 3)), draw(st.integers(1, 4)), h, w), filters=draw(st.integers(1, 4)),
                 padding=padding, dtype=draw(st.sampled_from([np.float32, np.float64])),
                 threads=draw(st.sampled_from([1, 2])), bands=draw(st.sampled_from(list(BANDS))),
+                transforms=draw(st.sampled_from(list(TRANSFORMS))),
                 strided=draw(st.booleans()), relu=draw(st.booleans()))
 
 
@@ -61,7 +71,7 @@ def test_winograd_agrees_with_reference(p, seed):
     x, weights, b = conv_arrays(rng, (n, 2 * c if p["strided"] else c, h, w), p["filters"], (3, 3), p["dtype"])
     if p["strided"]:
         x, weights = x[:, ::2], weights[:, ::2]
-    with bands(p["bands"]):
+    with bands(p["bands"], p["transforms"]):
         assert_conv_agrees(x, weights, b, (1, 1), p["padding"], rng, p["relu"])
         out, cache = fast.conv2d_forward(x, weights, b, (1, 1), p["padding"])
         dout = rng.standard_normal(out.shape).astype(out.dtype)
@@ -80,12 +90,17 @@ def test_winograd_agrees_with_reference(p, seed):
     ((1, 2, 19, 35), (2, 1)),  # two blocks, odd output height and width
     ((2, 19, 5, 34), (1, 1)),  # backward's transposed V: channels 16 + 3, blocks of 16 + 1 tiles
     ((1, 37, 4, 20), (1, 0)),  # channels 16 + 16 + 5, a block of 9 tiles
+    ((9, 18, 4, 4), (1, 1)),  # narrow: blocks of 16 tiles over 4 images, a last block of 4
+    ((5, 3, 6, 13), (1, 0)),  # rows of 7 tiles, the last cropped; odd output height: blocks across images
+    ((2, 3, 11, 14), (0, 1)),  # rows of 7 tiles: blocks of runs of 7, 7, 2; 5, 7, 4 tiles
 ])
 @pytest.mark.parametrize("band", list(BANDS))
-def test_winograd_special_shapes(shape, padding, threads, band, dtype, rng):
+@pytest.mark.parametrize("transforms", list(TRANSFORMS))
+def test_winograd_special_shapes(shape, padding, threads, band, transforms, dtype, rng):
     cnnkit.set_num_threads(threads)
     x, w, b = conv_arrays(rng, shape, 5, (3, 3), dtype)
-    with bands(band):
+    with bands(band, transforms):
+        assert_conv_agrees(x, w, b, (1, 1), padding, rng, relu=True)
         assert_conv_agrees(x, w, b, (1, 1), padding, rng)
 
 
@@ -158,7 +173,7 @@ def test_avx2_build_gives_the_baseline_bits(p, seed):
     x, w, b = conv_arrays(rng, p["shape"], p["filters"], (3, 3), p["dtype"])
     out_shape = (len(x), len(w), x.shape[2] + 2 * p["padding"][0] - 2, x.shape[3] + 2 * p["padding"][1] - 2)
     dout = rng.standard_normal(out_shape).astype(p["dtype"])
-    with bands(p["bands"]):
+    with bands(p["bands"], p["transforms"]):
         baseline = winograd(x, w, b, p["padding"], dout, winograd_kernels, p["threads"], p["relu"])
         wide = winograd(x, w, b, p["padding"], dout, avx2, p["threads"], p["relu"])
     for got, want in zip(wide, baseline):
