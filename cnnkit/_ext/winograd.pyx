@@ -566,21 +566,32 @@ cdef void _transform_input_gradients(const Tiling* t, const floating* dV, floati
 
     BLOCK tiles of a tile row at a time, column pair by column pair: _overlapped_tiles for a block's first pair and
     the row's right edge, _overlapped_pairs for the rest (one loop over the pairs from the block's second to the
-    row's edge, so that its trip count fills whole vectors where a block's own 7 pairs would run scalar). The tile row's last two rows are the first
+    row's edge, so that its trip count fills whole vectors where a block's own 7 pairs would run scalar). On narrow
+    maps (t.narrow, rows of at most BLOCK tiles) a block is as many whole tile rows as BLOCK holds, _overlapped_pairs runs across them, and each
+    row's first and edge pairs are then made by _overlapped_tiles. The tile row's last two rows are the first
     to reach their rows of dx and are stored, its first two added to what the tile row above stored (stored too
     at the top of an image). edge (C, 2, W), unless NULL, takes the first tile row's first two rows instead: the
     band's caller adds them once the other threads are done (see 4.).
     """
-    cdef Py_ssize_t q = count * t.TW, r, n, ty, c, block, tx, nt, i, y
+    cdef Py_ssize_t q = count * t.TW, rows = max(1, BLOCK // t.TW), r, c, block, tx, nt, i, l
     cdef floating e[4 * (BLOCK + 1)]
     cdef floating o[4 * (BLOCK + 1)]
     cdef const floating* v
-    cdef floating* dst
-    cdef bint to_edge, last
+    cdef bint last
     for c in range(lo, hi):
+        if t.narrow and t.TW <= BLOCK:
+            for block in range((count + rows - 1) // rows):
+                r = block * rows
+                v = dV + c * q + r * t.TW
+                nt = min(rows, count - r) * t.TW
+                _overlapped_pairs(v, t.vs, nt - 1, e, o, BLOCK + 1)
+                for i in range(nt // t.TW):  # row by row: its first pair (own tile only), its edge (left only)
+                    l = i * t.TW
+                    _overlapped_tiles(v + l, t.vs, False, True, e + l, o + l, BLOCK + 1)
+                    _overlapped_tiles(v + l + t.TW, t.vs, True, False, e + l + t.TW, o + l + t.TW, BLOCK + 1)
+                    _put_tile_row(t, e + l, o + l, t.TW + 1, c, r0, r + i, 0, dx, edge)
+            continue
         for r in range(count):
-            n, ty = (r0 + r) // t.TH, (r0 + r) % t.TH
-            to_edge = edge != NULL and r == 0 and ty > 0
             for block in range((t.TW + BLOCK - 1) // BLOCK):
                 tx = block * BLOCK
                 nt = min(BLOCK, t.TW - tx)
@@ -590,16 +601,27 @@ cdef void _transform_input_gradients(const Tiling* t, const floating* dV, floati
                 _overlapped_pairs(v, t.vs, nt if last else nt - 1, e, o, BLOCK + 1)
                 if last:  # tile nt is the row's last one's right neighbour: overwrite what _overlapped_pairs put there
                     _overlapped_tiles(v + nt, t.vs, True, False, e + nt, o + nt, BLOCK + 1)
-                for i in range(4):
-                    y = 2 * ty - t.ph + i
-                    if to_edge and i < 2:
-                        dst = edge + (c * 2 + i) * t.W
-                    elif 0 <= y < t.H:
-                        dst = dx + ((n * t.C + c) * t.H + y) * t.W
-                    else:
-                        continue
-                    _put_pairs(e + i * (BLOCK + 1), o + i * (BLOCK + 1), nt + last, dst, 2 * tx - t.pw, t.W,
-                               i < 2 and ty > 0 and not to_edge)
+                _put_tile_row(t, e, o, nt + last, c, r0, r, tx, dx, edge)
+
+
+cdef inline void _put_tile_row(const Tiling* t, const floating* e, const floating* o, Py_ssize_t pairs, Py_ssize_t c,
+                               Py_ssize_t r0, Py_ssize_t r, Py_ssize_t tx, floating* dx, floating* edge) noexcept nogil:
+    """The 4 rows of column pairs e, o (rows BLOCK + 1 apart) of tile row r0 + r, channel c, from tile tx on, into dx
+    (N, C, H, W): the last two stored, the first two added (stored at an image's top; into edge at the band's first
+    tile row when edge is not NULL), as _transform_input_gradients says."""
+    cdef Py_ssize_t n = (r0 + r) // t.TH, ty = (r0 + r) % t.TH, i, y
+    cdef bint to_edge = edge != NULL and r == 0 and ty > 0
+    cdef floating* dst
+    for i in range(4):
+        y = 2 * ty - t.ph + i
+        if to_edge and i < 2:
+            dst = edge + (c * 2 + i) * t.W
+        elif 0 <= y < t.H:
+            dst = dx + ((n * t.C + c) * t.H + y) * t.W
+        else:
+            continue
+        _put_pairs(e + i * (BLOCK + 1), o + i * (BLOCK + 1), pairs, dst, 2 * tx - t.pw, t.W,
+                   i < 2 and ty > 0 and not to_edge)
 
 
 cdef inline Py_ssize_t _band_rows(const Tiling* t, Py_ssize_t band) noexcept nogil:
