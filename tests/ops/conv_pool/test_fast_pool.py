@@ -193,6 +193,26 @@ def test_max_pool_2x2_stride_2_many_small_planes(shape, values, threads, rng, dt
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [
+    (600, 1, 4, 4),  # 128 planes a work item as one tall plane, the last item 88
+    (7, 50, 10, 10),  # 20 planes an item, the last 10
+    (33, 17, 6, 7),  # the last column in no window: zero gradient there
+    (40, 13, 5, 4),  # an odd height: the last row in no window, a plane an item
+    (1, 1, 2, 3),  # one window
+])
+def test_avg_pool_2x2_stride_2(shape, threads, rng, dtype):
+    """2x2 windows at stride 2 on loops of their own (cnnkit/_ext/pool.pyx, 9.), small planes many at a time: the
+    reference's averages and gradients, non-contiguous input included, and nothing past the last window."""
+    cnnkit.set_num_threads(threads)
+    x = rng.standard_normal(shape[:1] + (2 * shape[1],) + shape[2:]).astype(dtype)[:, ::2]
+    assert_pool_agrees("avg_pool2d", x, (2, 2), (2, 2), (0, 0), rng)
+    out, cache = fast.avg_pool2d_forward(x, 2, 2, 0)
+    dx = fast.avg_pool2d_backward(np.ones_like(out), cache)
+    assert np.all(dx[:, :, : 2 * out.shape[2], : 2 * out.shape[3]] == 0.25)
+    assert not dx[:, :, 2 * out.shape[2]:].any() and not dx[:, :, :, 2 * out.shape[3]:].any()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 def test_max_pool_ties_go_to_the_first_maximum(threads):
     cnnkit.set_num_threads(threads)
     x = np.array([[[[1, 3, 3], [3, 0, 3]]]], dtype=np.float32)  # 2x3, one 2x3 window with four 3s
