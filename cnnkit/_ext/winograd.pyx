@@ -31,9 +31,10 @@ Contract and rules:
    it (plain loops, not memcpy calls per block). Channel by channel, then tile row: reads run
    along each plane rather than jumping from plane to plane. On narrow maps (rows of at most
    NARROW_TILES tiles) a block is BLOCK consecutive tiles of the band across tile rows (and
-   images), taken in runs of one tile row each: a row's own tiles would fill few of a block's
-   lanes and pay a block's loops and stores per tile row (4x4 maps: 0.70-0.76 of the forward's time, 0.81-0.85 of the backward's; 8x8 and
-   14x14 0.88-0.94). The data gradient's transform goes by tile rows. The 16 matrices of a band lie
+   images), taken in runs of one tile row each (the data gradient's: as many whole tile rows
+   as a block holds): a row's own tiles would fill few of a block's lanes and pay a block's
+   loops and stores per tile row (4x4 maps: 0.70-0.76 of the forward's time, 0.7-0.75 of the
+   backward's; 8x8 to 14x14 maps 0.83-0.95). The 16 matrices of a band lie
    SKEW entries more than their size apart, so that the 16 streams of a block's stores do not
    fall in one cache set when that size is a power of two. The filter transforms take BLOCK
    filters at a time the same way, vectorised across filters.
@@ -567,8 +568,9 @@ cdef void _transform_input_gradients(const Tiling* t, const floating* dV, floati
     BLOCK tiles of a tile row at a time, column pair by column pair: _overlapped_tiles for a block's first pair and
     the row's right edge, _overlapped_pairs for the rest (one loop over the pairs from the block's second to the
     row's edge, so that its trip count fills whole vectors where a block's own 7 pairs would run scalar). On narrow
-    maps (t.narrow, rows of at most BLOCK tiles) a block is as many whole tile rows as BLOCK holds, _overlapped_pairs runs across them, and each
-    row's first and edge pairs are then made by _overlapped_tiles. The tile row's last two rows are the first
+    maps (t.narrow; rows of at most BLOCK tiles, as any shipped NARROW_TILES gives) a block is as many whole tile
+    rows as BLOCK holds: _overlapped_pairs runs across them, then _overlapped_tiles makes each row's first pair
+    (its own tile only) and its edge (the left one only). The tile row's last two rows are the first
     to reach their rows of dx and are stored, its first two added to what the tile row above stored (stored too
     at the top of an image). edge (C, 2, W), unless NULL, takes the first tile row's first two rows instead: the
     band's caller adds them once the other threads are done (see 4.).
