@@ -36,8 +36,10 @@ register-blocked kernel reads the (padded) input in place:
    map's width, where 2. leaves the padding's lanes idle (rows of 14: 0.88 of them), at the cost of the
    transposition: from 64 taps and F that fills its blocks (32, 64, ...), 0.91-0.95 times 2.'s time on narrow
    maps (16 -> 32 channels on 14x14, 32 -> 64 on 8x8, 3x3/2 to 8x8; 1 and 2 threads); 1.05 on rows of 32, 1.5
-   with 16 filters. The same sums in the same order as 2.: the same bits. (float64 stores entry by entry and
-   does not gain: not chosen.)
+   with 16 filters. At strides above 1 it needs a margin of FILTER_LANES_STRIDED_MARGIN (3x3/2 on 28 and 56 wide
+   maps, F filling the blocks, 0.88 of the lanes filled by 2.: 1.0 times im2col's forward against 2.'s 0.9; on
+   8 and 16 wide ones, 0.8 filled: 0.8-0.9 against 0.9-1.0). The same sums in the same order as 2.: the same
+   bits. (float64 stores entry by entry and does not gain: not chosen.)
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
@@ -218,6 +220,7 @@ cdef extern from *:
 
 FILTER_LANES_MIN_TAPS = 64  # taps from which filters in the lanes can pay for their transposed stores (see 4.)
 FILTER_LANES_MARGIN = 0.05  # share of the lanes by which they must fill more than outputs in the lanes do
+FILTER_LANES_STRIDED_MARGIN = 0.15  # the same at strides above 1
 
 
 cdef enum:
@@ -273,7 +276,8 @@ cdef double _lane_share(const Direct* g) noexcept nogil:
 def filters_in_lanes(tuple x_shape, tuple w_shape, stride, padding, dtype):
     """Whether direct_forward puts the filters in the vector lanes (see 4.) for this convolution of dtype: float32
     only, with FILTER_LANES_MIN_TAPS taps or more, where F fills a larger share of the two-vector blocks of filters,
-    by FILTER_LANES_MARGIN, than the outputs fill of the lanes (lane_use)."""
+    by FILTER_LANES_MARGIN (FILTER_LANES_STRIDED_MARGIN at strides above 1), than the outputs fill of the lanes
+    (lane_use)."""
     return _filters_in_lanes(x_shape, w_shape, stride[0], stride[1], padding[0], padding[1], np.dtype(dtype).itemsize)
 
 
@@ -283,7 +287,8 @@ cdef bint _filters_in_lanes(tuple x_shape, tuple w_shape, int sh, int sw, int ph
     cdef Py_ssize_t block = 2 * LANES
     if itemsize != 4 or g.taps < FILTER_LANES_MIN_TAPS or g.F == 0:
         return False
-    return g.F / <double>(block * ((g.F + block - 1) // block)) >= _lane_share(&g) + FILTER_LANES_MARGIN
+    margin = FILTER_LANES_MARGIN if sh == sw == 1 else FILTER_LANES_STRIDED_MARGIN
+    return g.F / <double>(block * ((g.F + block - 1) // block)) >= _lane_share(&g) + margin
 
 
 cdef inline Py_ssize_t _lines(Py_ssize_t entries) noexcept nogil:

@@ -15,7 +15,7 @@ One algorithm per shape (forward_algorithm), the same for forward and backward b
   enough of the kernel's vector lanes (lane_use; narrow maps take a vector over several rows): at
   stride 1 with at most DIRECT_MAX_TAPS taps C*KH*KW or DIRECT_FEW_FILTERS filters, or any on
   float32 outputs DIRECT_WIDE_OUTPUT wide (GEMM runs as fast on narrower ones with more), at other strides
-  with at most DIRECT_STRIDED_MAX_TAPS (stems: few channels, large windows): the products in
+  with at most DIRECT_STRIDED_MAX_TAPS (stems: few channels, large windows) or any in float32: the products in
   registers over the input in place, no im2col, with the outputs or (narrow maps, many filters:
   direct_avx512.filters_in_lanes) the filters in the vector lanes; its backward is im2col's but for
   the data gradient at stride 1 with C >= DIRECT_DATA_MIN_CHANNELS, the direct forward of dout with
@@ -77,7 +77,8 @@ DIRECT_WIDE_OUTPUT = 16  # OW from which it did with any taps and filters (0.66-
 #                          28x28 with 64 and 192 channels, 1x7 and 7x1 on 17x17 and 28x28 with 128 and 256); with
 #                          narrower outputs and many taps and filters, im2col stays (1.0-1.4: 13x13, 8x8, 2x2);
 #                          float32 only (float64 1x7 / 7x1 on 17x17 with 128: 1.17 times im2col's forward + backward)
-DIRECT_STRIDED_MAX_TAPS = 400  # C*KH*KW up to which it did at strides above 1 (stems 0.5-0.7; 3x3/2 on 32 ch. 0.95)
+DIRECT_STRIDED_MAX_TAPS = 400  # C*KH*KW up to which it did at strides above 1 (stems 0.5-0.7; 3x3/2 on 32 ch. 0.95);
+#                                any on float32 (3x3/2 with 1152 taps 0.88-0.94, 5x5/2 with 800 0.72-0.74)
 DIRECT_STRIDED_MIN_LANE_USE = 0.8  # the lanes those must fill (3x3/2, 24 channels, 0.75 of the lanes: 1.1-1.2)
 DIRECT_DATA_MIN_CHANNELS = 16  # C from which the data gradient as a direct forward beat im2col's (LeNet's 6: 1.1-1.25)
 
@@ -204,14 +205,15 @@ def _uses_direct(x_shape, w_shape, kernel, stride, padding, out_hw, dtype):
     forward on the direct kernel: where it is built, not pointwise, with DIRECT_MIN_FILTERS filters, and outputs
     that fill DIRECT_MIN_LANE_USE of the kernel's vector lanes; at stride 1 with at most DIRECT_MAX_TAPS taps, or
     more with at most DIRECT_FEW_FILTERS filters or (float32) on outputs DIRECT_WIDE_OUTPUT wide; at other strides
-    with at most DIRECT_STRIDED_MAX_TAPS taps that fill DIRECT_STRIDED_MIN_LANE_USE of the lanes."""
+    with at most DIRECT_STRIDED_MAX_TAPS taps (any in float32) that fill DIRECT_STRIDED_MIN_LANE_USE of the lanes."""
     if _direct_kernels is None or w_shape[0] < DIRECT_MIN_FILTERS or (kernel == (1, 1) and padding == (0, 0)):
         return False
     taps = math.prod(w_shape[1:])
+    single = np.dtype(dtype) == np.float32
     if stride != (1, 1):
-        few, least = taps <= DIRECT_STRIDED_MAX_TAPS, DIRECT_STRIDED_MIN_LANE_USE
+        few, least = taps <= DIRECT_STRIDED_MAX_TAPS or single, DIRECT_STRIDED_MIN_LANE_USE
     else:
-        wide = out_hw[1] >= DIRECT_WIDE_OUTPUT and np.dtype(dtype) == np.float32
+        wide = out_hw[1] >= DIRECT_WIDE_OUTPUT and single
         few = taps <= DIRECT_MAX_TAPS or w_shape[0] <= DIRECT_FEW_FILTERS or wide
         least = DIRECT_MIN_LANE_USE
     return few and _direct_kernels.lane_use(x_shape, w_shape, stride, padding) >= least

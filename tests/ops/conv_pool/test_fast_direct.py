@@ -111,6 +111,8 @@ def test_filters_in_lanes_give_the_outputs_in_lanes_bits(shape, filters, kernel,
     ((64, 6, 14, 14), (16, 6, 3, 3), 1, np.float32, False),  # 16 filters fill half their block
     ((64, 6, 14, 14), (32, 6, 3, 3), 1, np.float32, False),  # 54 taps: too few to pay for the stores
     ((32, 32, 16, 16), (64, 32, 3, 3), 2, np.float32, True),  # strided to 8x8
+    ((2, 128, 56, 56), (128, 128, 3, 3), 2, np.float32, False),  # strided to 28x28: 0.88 of the lanes, < 1 - margin
+    ((2, 128, 56, 56), (128, 128, 3, 3), 1, np.float32, True),  # stride 1 on 56x56 (rows of 56): 0.875 of them
     ((8, 64, 28, 28), (48, 64, 3, 3), 1, np.float32, False),  # 48 filters: 0.75 of their blocks, 0.94 of the lanes
 ])
 def test_filters_go_in_the_lanes_where_they_fill_more_of_them(x_shape, w_shape, stride, dtype, chosen):
@@ -136,7 +138,8 @@ def test_lane_use_counts_the_kernels_vectors(x_shape, w_shape, stride, padding, 
     (8, 3, (1, 7), (1, 1), (0, 3), LANES + 1, "direct"),  # 17 wide: 102 outputs in 144 lanes
     (8, 3, (3, 3), (2, 2), (1, 1), 2 * LANES, "direct"),  # strided, few taps
     (8, 3, (3, 3), (2, 2), (1, 1), 8, "im2col"),  # strided on rows of 8 (0.75 of the lanes used)
-    (8, fast_conv.DIRECT_STRIDED_MAX_TAPS // 9 + 1, (3, 3), (2, 2), (1, 1), 2 * LANES, "im2col"),  # strided, many taps
+    (8, fast_conv.DIRECT_STRIDED_MAX_TAPS // 9 + 1, (3, 3), (2, 2), (1, 1), 2 * LANES, "direct"),  # strided, many
+    #                                                                             taps: in float32 (float64: below)
     (8, 3, (1, 1), (1, 1), (0, 0), LANES, "im2col"),  # pointwise: a plain GEMM
     (8, 3, (1, 1), (1, 1), (1, 1), LANES, "direct"),  # 1x1 with padding
     (fast_conv.DIRECT_FEW_FILTERS + 1, 3, (5, 5), (1, 1), (2, 2), LANES, "direct"),  # 75 taps: many filters, too
@@ -151,7 +154,8 @@ def test_lane_use_counts_the_kernels_vectors(x_shape, w_shape, stride, padding, 
 def test_dispatch_gives_direct_few_taps_filled_lanes_and_enough_filters(filters, channels, kernel, stride, padding,
                                                                       width, path, rng):
     """Then conv2d and conv2d_relu agree with the reference, forward and backward (im2col's, or Winograd's).
-    Beyond the most taps only with few filters or on wide outputs (the sixth to fourth from last rows)."""
+    Beyond the most taps only with few filters or on wide outputs (the sixth to fourth from last rows), or at
+    strides above 1 (in float32)."""
     shape = (40, channels, 6, (width - 1) * stride[1] + kernel[1] - 2 * padding[1])
     x, w, b = conv_arrays(rng, shape, filters, kernel, np.float64)
     x = np.ascontiguousarray(x[:, ::-1])[:, ::-1]  # non-contiguous input
@@ -162,10 +166,13 @@ def test_dispatch_gives_direct_few_taps_filled_lanes_and_enough_filters(filters,
         assert_conv_agrees(x, w, b, stride, padding, rng, relu)
 
 
-def test_wide_outputs_with_many_taps_and_filters_go_direct_in_float32_only():
-    x_shape, w_shape = (4, 128, 17, 17), (128, 128, 1, 7)  # 896 taps, 128 filters, 17 wide
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, out_hw", [
+    ((4, 128, 17, 17), (128, 128, 1, 7), (1, 1), (0, 3), (17, 17)),  # wide outputs: 896 taps, 128 filters, 17 wide
+    ((2, 128, 56, 56), (128, 128, 3, 3), (2, 2), (1, 1), (28, 28)),  # strided: 1152 taps
+])
+def test_many_taps_go_direct_in_float32_only(x_shape, w_shape, stride, padding, out_hw):
     for dtype, path in ((np.float32, "direct"), (np.float64, "im2col")):
-        assert fast_conv.forward_algorithm(x_shape, w_shape, (1, 7), (1, 1), (0, 3), (17, 17), dtype) == path
+        assert fast_conv.forward_algorithm(x_shape, w_shape, w_shape[2:], stride, padding, out_hw, dtype) == path
 
 
 @pytest.mark.parametrize("threads", [1, 2])
