@@ -105,6 +105,22 @@ def test_winograd_special_shapes(shape, padding, threads, band, transforms, dtyp
 
 
 @pytest.mark.usefixtures("winograd_everywhere")
+@pytest.mark.parametrize("filters", [70, 32])
+def test_winograd_whole_batch_forward_takes_the_filters_in_slices(filters, rng, dtype):
+    """A batch that is one band transforms its filters 32 at a time in its forward (cnnkit/_ext/winograd.pyx, 1.):
+    70 filters in slices of 32, 32 and 6, or one whole slice; the reference's outputs and gradients, the same bits
+    at 1 and 2 threads."""
+    x, w, b = conv_arrays(rng, (2, 6, 5, 4), filters, (3, 3), dtype)
+    outputs = []
+    with bands("the whole batch, split by matrices"):
+        for threads in (1, 2):
+            cnnkit.set_num_threads(threads)
+            assert_conv_agrees(x, w, b, (1, 1), (1, 1), rng, relu=True)
+            outputs.append(fast.conv2d_forward(x, w, b, (1, 1), (1, 1))[0])
+    assert np.array_equal(*outputs)
+
+
+@pytest.mark.usefixtures("winograd_everywhere")
 @pytest.mark.parametrize("channels, filters", [(3, 0), (0, 3)])
 def test_winograd_without_filters_or_channels(channels, filters, rng, dtype):
     """No filters: out empty, dx zero (not left as it was); no channels: dw empty, out the bias.
