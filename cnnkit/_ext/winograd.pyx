@@ -23,10 +23,12 @@ Contract and rules:
    times C + F at most WHOLE_BATCH times F * C: small maps with many channels, few images),
    the whole batch is one band and the threads split its steps instead, each step's even
    shares of the channels or filters and the 16 GEMMs a k at a time: U_k is then read once
-   per call, not once per band, and the GEMMs are as wide as the batch. Its forward transforms
-   the filters FILTER_SLICE at a time, each slice's 16 products made while its U is in cache:
-   U, 16/9 the size of w, is never written whole to memory and read back (0.49-0.84 of the
-   forward's time at 2 threads, 0.64-0.86 at 1, on 4x4 to 14x14 maps with 128 to 512 channels).
+   per call, not once per band, and the GEMMs are as wide as the batch. Where its V takes at
+   most SLICED_BYTES, its forward transforms the filters FILTER_SLICE at a time, each slice's
+   16 products made while its U is in cache: U, 16/9 the size of w, is never written whole to
+   memory and read back (V, read once per slice, stays in L2: 0.6-0.87 of the forward's time
+   at 1 thread on 4x4 to 14x14 maps with 128 to 512 channels; 2 x 384 x 13 x 13 -> 256, with a
+   V of 2.4 MB: 1.18).
 2. The 1-D transforms are written out by hand (_input_1d and friends) and applied along
    rows, then along columns, of each tile. BLOCK tiles of one channel at a time: their input
    rows are copied, zero-padded, into an array on the stack, transformed into another and
@@ -62,7 +64,7 @@ Contract and rules:
    x, w and b only (a kept V would take 4 times the memory of x).
 6. Buffers come from the per-Python-thread workspace (cnnkit/_ext/_drivers.py): U, the group
    sums and kept rows, and one band's V and M per thread (dU and the one band's V and M of a
-   batch that is one band, whose forward keeps a slice of U per thread instead of U). Nothing
+   batch that is one band, whose forward may keep a slice of U per thread instead of U). Nothing
    scales with N but that one band, at most WHOLE_BATCH times U.
 7. ReLU fused (conv2d_relu): the output transform stores max(0, y) (the fast ReLU's formula),
    and the output-gradient transform reads dout as 0 where out is not > 0. The gradients are
@@ -144,6 +146,7 @@ BAND_BYTES = 1 << 20  # largest V and M of one band together (see 1.)
 MIN_BANDS = 16  # bands at least, when there are as many tile rows (see 1.)
 WHOLE_BATCH = 2.0  # the batch is one band where its tiles times (C + F) are at most this times F * C (see 1.)
 NARROW_TILES = 7  # tiles a row up to which the transforms take blocks across tile rows (see 2.)
+SLICED_BYTES = 1 << 21  # largest V of a batch that is one band whose forward takes the filters in slices (see 1.)
 cdef enum:
     BLOCK = 16  # tiles transformed together, in arrays on the stack (see 2.)
     SKEW = 16  # entries between the 16 matrices of a band (see 2.)
@@ -680,15 +683,19 @@ cdef _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, co
     cdef Tiling t = _tiling(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, sizeof(floating))
     expect_shape(tuple(out.shape)[:4], (t.N, t.F, t.OH, t.OW), "out")
     check_threads(n_threads)
-    cdef Py_ssize_t filters = 16 * (n_threads * FILTER_SLICE if t.whole else t.F) * t.C, size = _thread_size(&t), band
+    cdef bint sliced = t.whole and 16 * t.C * t.rows * t.TW * sizeof(floating) <= SLICED_BYTES
+    cdef Py_ssize_t filters = 16 * (n_threads * FILTER_SLICE if sliced else t.F) * t.C, size = _thread_size(&t), band
     cdef floating[::1] work = workspace(np.asarray(out).dtype, filters + (1 if t.whole else n_threads) * size)
     if t.N == 0 or t.F == 0:
         return
-    if t.whole:
-        _forward_whole(&t, &x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &out[0, 0, 0, 0], &work[0] + filters, &work[0],
-                       n_threads, relu)
+    if sliced:
+        _forward_sliced(&t, &x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &out[0, 0, 0, 0], &work[0] + filters, &work[0],
+                        n_threads, relu)
         return
     _transform_all_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C, n_threads)
+    if t.whole:
+        _forward_whole(&t, &x[0, 0, 0, 0], &work[0], b, &out[0, 0, 0, 0], &work[0] + filters, n_threads, relu)
+        return
     for band in prange(t.bands, nogil=True, schedule="dynamic", num_threads=n_threads):
         _forward_band(&t, &x[0, 0, 0, 0], &work[0], b, &out[0, 0, 0, 0], &work[0] + filters + threadid() * size,
                       band, relu)
@@ -707,11 +714,28 @@ cdef void _transform_all_filters(const floating* w, floating* U, Py_ssize_t F, P
         _transform_filters(w, U, F, C, _cut(F, part, n_threads, 1), _cut(F, part + 1, n_threads, 1))
 
 
-cdef void _forward_whole(const Tiling* t, const floating* x, const floating* w, const floating* b, floating* out,
-                         floating* work, floating* slices, int n_threads, bint relu) noexcept nogil:
-    """The forward of a batch that is one band (see 1.): the threads transform even shares of its channels, then
-    take the filters FILTER_SLICE at a time (slices: one (16, S, C) buffer per thread), each slice transformed just
-    before its 16 products M_k[slice] = U_k[slice] @ V_k, and transform even shares of the outputs' filters.
+cdef void _forward_whole(const Tiling* t, const floating* x, const floating* U, const floating* b, floating* out,
+                         floating* work, int n_threads, bint relu) noexcept nogil:
+    """The forward of a batch that is one band (see 1.): the threads transform even shares of its channels, make
+    the 16 GEMMs M_k = U_k @ V_k a k at a time, and transform even shares of its filters.
+    """
+    cdef Py_ssize_t q = t.rows * t.TW, part, k
+    cdef floating* V = work
+    cdef floating* M = work + 16 * t.vs
+    for part in prange(n_threads, num_threads=n_threads):
+        _transform_inputs(t, x, V, 0, t.rows, False, _cut(t.C, part, n_threads, 1), _cut(t.C, part + 1, n_threads, 1))
+    for k in prange(16, schedule="static", num_threads=n_threads):
+        gemm(False, False, <int>t.F, <int>q, <int>t.C, <floating>1, U + k * t.F * t.C, <int>t.C,
+             V + k * t.vs, <int>q, <floating>0, M + k * t.ms, <int>q)
+    for part in prange(n_threads, num_threads=n_threads):
+        _transform_outputs(t, M, b, out, 0, t.rows, relu, _cut(t.F, part, n_threads, 1),
+                           _cut(t.F, part + 1, n_threads, 1))
+
+
+cdef void _forward_sliced(const Tiling* t, const floating* x, const floating* w, const floating* b, floating* out,
+                          floating* work, floating* slices, int n_threads, bint relu) noexcept nogil:
+    """_forward_whole's steps, but the filters taken FILTER_SLICE at a time (slices: one (16, S, C) buffer per
+    thread), each slice transformed just before its 16 products M_k[slice] = U_k[slice] @ V_k (see 1.).
     """
     cdef Py_ssize_t q = t.rows * t.TW, part, k, s, f0, fs, S = FILTER_SLICE
     cdef floating* V = work
