@@ -28,7 +28,8 @@ Contract and rules:
    16 products made while its U is in cache: U, 16/9 the size of w, is never written whole to
    memory and read back (V, read once per slice, stays in L2: 0.6-0.87 of the forward's time
    at 1 thread on 4x4 to 14x14 maps with 128 to 512 channels; 2 x 384 x 13 x 13 -> 256, with a
-   V of 2.4 MB: 1.18).
+   V of 2.4 MB: 1.18); its backward makes dU the same way, each slice transformed into dw while
+   in cache (0.89-0.94 of the backward's time; the data gradient still reads U whole).
 2. The 1-D transforms are written out by hand (_input_1d and friends) and applied along
    rows, then along columns, of each tile. BLOCK tiles of one channel at a time: their input
    rows are copied, zero-padded, into an array on the stack, transformed into another and
@@ -683,7 +684,7 @@ cdef _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, co
     cdef Tiling t = _tiling(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, sizeof(floating))
     expect_shape(tuple(out.shape)[:4], (t.N, t.F, t.OH, t.OW), "out")
     check_threads(n_threads)
-    cdef bint sliced = t.whole and 16 * t.C * t.rows * t.TW * sizeof(floating) <= SLICED_BYTES
+    cdef bint sliced = _sliced(&t, sizeof(floating))
     cdef Py_ssize_t filters = 16 * (n_threads * FILTER_SLICE if sliced else t.F) * t.C, size = _thread_size(&t), band
     cdef floating[::1] work = workspace(np.asarray(out).dtype, filters + (1 if t.whole else n_threads) * size)
     if t.N == 0 or t.F == 0:
@@ -712,6 +713,12 @@ cdef void _transform_all_filters(const floating* w, floating* U, Py_ssize_t F, P
     cdef Py_ssize_t part
     for part in prange(n_threads, num_threads=n_threads):
         _transform_filters(w, U, F, C, _cut(F, part, n_threads, 1), _cut(F, part + 1, n_threads, 1))
+
+
+cdef bint _sliced(const Tiling* t, Py_ssize_t itemsize) except -1:
+    """Whether a batch that is one band takes its filters FILTER_SLICE at a time: its V takes at most SLICED_BYTES
+    (see 1.)."""
+    return t.whole and 16 * t.C * t.rows * t.TW * itemsize <= SLICED_BYTES
 
 
 cdef void _forward_whole(const Tiling* t, const floating* x, const floating* U, const floating* b, floating* out,
@@ -772,13 +779,14 @@ cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, c
     check_threads(n_threads)
     cdef Py_ssize_t groups = min(t.bands, GRADIENT_GROUPS), size = _thread_size(&t), filters = 16 * t.F * t.C
     cdef Py_ssize_t sums = filters + t.F, edges = 2 * t.C * t.W, group, first, band, i
-    cdef floating[::1] work = workspace(np.asarray(dw).dtype, 2 * filters + size if t.whole else
+    cdef Py_ssize_t slices = n_threads * 16 * FILTER_SLICE * t.C if _sliced(&t, sizeof(floating)) else 0
+    cdef floating[::1] work = workspace(np.asarray(dw).dtype, filters + size + max(filters, slices) if t.whole else
                                         filters + n_threads * size + max(1, groups) * (sums + edges))
     _transform_all_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C, n_threads)
     if t.whole:
         memset(&db[0], 0, t.F * sizeof(floating))
         _backward_whole(&t, &x[0, 0, 0, 0], &dout[0, 0, 0, 0], out, &work[0], &work[0] + filters + size,
-                        &dw[0, 0, 0, 0], &db[0], dxp, &work[0] + filters, n_threads)
+                        &dw[0, 0, 0, 0], &db[0], dxp, &work[0] + filters, slices > 0, n_threads)
         return
     cdef floating* group_sums = &work[0] + filters + n_threads * size
     cdef floating* group_edges = group_sums + max(1, groups) * sums
@@ -804,28 +812,42 @@ cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, c
 
 cdef void _backward_whole(const Tiling* t, const floating* x, const floating* dout, const floating* out,
                           const floating* U, floating* dU, floating* dw, floating* db, floating* dx, floating* work,
-                          int n_threads) noexcept nogil:
+                          bint sliced, int n_threads) noexcept nogil:
     """The gradients of a batch that is one band (see 1.), db zeroed: the threads transform even shares of x's
     channels and dout's filters, make dU_k = dM_k @ V_k.T and dV_k = U_k.T @ dM_k a k at a time, and transform
-    even shares of dU's filters and dV's channels. Each result has one writer, whatever the thread count.
+    even shares of dU's filters and dV's channels; when sliced, dU FILTER_SLICE filters at a time instead (one
+    (16, S, C) slice per thread in dU's place), each slice transformed into dw while in cache, before dV is made
+    in V's place. Each result has one writer, whatever the thread count.
     """
-    cdef Py_ssize_t q = t.rows * t.TW, part, k
+    cdef Py_ssize_t q = t.rows * t.TW, part, k, s, f0, fs, S = FILTER_SLICE
     cdef floating* V = work
     cdef floating* dM = work + 16 * t.vs
+    cdef floating* slice_sums
     for part in prange(n_threads, num_threads=n_threads):
         _transform_inputs(t, x, V, 0, t.rows, True, _cut(t.C, part, n_threads, CHANNELS),
                           _cut(t.C, part + 1, n_threads, CHANNELS))
         _transform_gradients(t, dout, out, dM, db, 0, t.rows, _cut(t.F, part, n_threads, 1),
                              _cut(t.F, part + 1, n_threads, 1))
+    if sliced:
+        for s in prange((t.F + S - 1) // S, schedule="dynamic", num_threads=n_threads):
+            f0 = s * S
+            fs = min(S, t.F - f0)
+            slice_sums = dU + threadid() * 16 * S * t.C
+            for k in range(16):
+                gemm(False, False, <int>fs, <int>t.C, <int>q, <floating>1, dM + k * t.ms + f0 * q, <int>q,
+                     V + k * t.vs, <int>t.C, <floating>0, slice_sums + k * fs * t.C, <int>t.C)
+            _filter_gradients(slice_sums, dw + f0 * t.C * 9, fs, t.C, 0, fs)
     for k in prange(16, schedule="static", num_threads=n_threads):
-        gemm(False, False, <int>t.F, <int>t.C, <int>q, <floating>1, dM + k * t.ms, <int>q,
-             V + k * t.vs, <int>t.C, <floating>0, dU + k * t.F * t.C, <int>t.C)
+        if not sliced:
+            gemm(False, False, <int>t.F, <int>t.C, <int>q, <floating>1, dM + k * t.ms, <int>q,
+                 V + k * t.vs, <int>t.C, <floating>0, dU + k * t.F * t.C, <int>t.C)
         if dx != NULL:
             gemm(True, False, <int>t.C, <int>q, <int>t.F, <floating>1, U + k * t.F * t.C, <int>t.C,
                  dM + k * t.ms, <int>q, <floating>0, V + k * t.vs, <int>q)
             V[k * t.vs + t.C * q] = 0  # the entry after the last tile, which _overlapped_pairs reads
     for part in prange(n_threads, num_threads=n_threads):
-        _filter_gradients(dU, dw, t.F, t.C, _cut(t.F, part, n_threads, 1), _cut(t.F, part + 1, n_threads, 1))
+        if not sliced:
+            _filter_gradients(dU, dw, t.F, t.C, _cut(t.F, part, n_threads, 1), _cut(t.F, part + 1, n_threads, 1))
         if dx != NULL:
             _transform_input_gradients(t, V, dx, NULL, 0, t.rows, _cut(t.C, part, n_threads, 1),
                                        _cut(t.C, part + 1, n_threads, 1))

@@ -108,10 +108,11 @@ def test_winograd_special_shapes(shape, padding, threads, band, transforms, dtyp
 @pytest.mark.parametrize("sliced", [True, False])
 @pytest.mark.parametrize("filters", [70, 32])
 def test_winograd_whole_batch_forward_takes_the_filters_in_slices(filters, sliced, rng, dtype):
-    """A batch that is one band transforms its filters 32 at a time in its forward where its V is small enough
-    (cnnkit/_ext/winograd.pyx, 1.; else all at once): 70 filters in slices of 32, 32 and 6, or one whole slice; the
-    reference's outputs and gradients, the same bits at 1 and 2 threads."""
+    """A batch that is one band takes its filters 32 at a time, in the forward's transform and the weight gradient's
+    products, where its V is small enough (cnnkit/_ext/winograd.pyx, 1.; else all at once): 70 filters in slices of
+    32, 32 and 6, or one whole slice; the reference's outputs and gradients, the same bits at 1 and 2 threads."""
     x, w, b = conv_arrays(rng, (2, 6, 5, 4), filters, (3, 3), dtype)
+    dout = rng.standard_normal((2, filters, 5, 4)).astype(dtype)
     outputs = []
     with bands("the whole batch, split by matrices"), pytest.MonkeyPatch.context() as patch:
         for kernels in {winograd_kernels, fast_conv._winograd_kernels}:
@@ -119,8 +120,9 @@ def test_winograd_whole_batch_forward_takes_the_filters_in_slices(filters, slice
         for threads in (1, 2):
             cnnkit.set_num_threads(threads)
             assert_conv_agrees(x, w, b, (1, 1), (1, 1), rng, relu=True)
-            outputs.append(fast.conv2d_forward(x, w, b, (1, 1), (1, 1))[0])
-    assert np.array_equal(*outputs)
+            out, cache = fast.conv2d_forward(x, w, b, (1, 1), (1, 1))
+            outputs.append((out,) + fast.conv2d_backward(dout, cache))
+    assert all(np.array_equal(one, two) for one, two in zip(*outputs))
 
 
 @pytest.mark.usefixtures("winograd_everywhere")
