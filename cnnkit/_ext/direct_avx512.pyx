@@ -285,9 +285,9 @@ cdef bint _filters_in_lanes(tuple x_shape, tuple w_shape, int sh, int sw, int ph
                             Py_ssize_t itemsize) except -1:
     cdef Direct g = _direct(x_shape, w_shape, sh, sw, ph, pw, False, False, 1)
     cdef Py_ssize_t block = 2 * LANES
+    cdef double margin = FILTER_LANES_MARGIN if sh == sw == 1 else FILTER_LANES_STRIDED_MARGIN
     if itemsize != 4 or g.taps < FILTER_LANES_MIN_TAPS or g.F == 0:
         return False
-    margin = FILTER_LANES_MARGIN if sh == sw == 1 else FILTER_LANES_STRIDED_MARGIN
     return g.F / <double>(block * ((g.F + block - 1) // block)) >= _lane_share(&g) + margin
 
 

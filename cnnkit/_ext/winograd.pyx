@@ -161,6 +161,7 @@ cdef struct Tiling:
     Py_ssize_t TH, TW, rows, bands  # tiles down and across an image, tile rows per band, bands
     bint whole  # the whole batch is one band, its work split by channels, filters and k (see 1.)
     bint narrow  # rows of at most NARROW_TILES tiles: blocks of tiles across tile rows (see 2.)
+    bint sliced  # the whole batch one band, its V at most SLICED_BYTES: filters FILTER_SLICE at a time (see 1.)
     Py_ssize_t vs, ms  # entries from one matrix V_k (M_k) of a band to the next, skewed (see 2.)
 
 
@@ -187,6 +188,7 @@ cdef Tiling _tiling(tuple x_shape, tuple w_shape, Py_ssize_t ph, Py_ssize_t pw, 
                             BAND_BYTES // (16 * max(1, t.C + t.F) * t.TW * itemsize)))
     t.bands = (t.N * t.TH + t.rows - 1) // t.rows
     t.vs, t.ms = t.C * t.rows * t.TW + SKEW, t.F * t.rows * t.TW + SKEW
+    t.sliced = t.whole and 16 * t.C * t.rows * t.TW * itemsize <= SLICED_BYTES
     if max(t.C, t.F, t.rows * t.TW) > INT_MAX:
         raise ValueError(f"C = {t.C}, F = {t.F} and the tiles of a band must each fit BLAS's int")
     return t
@@ -684,18 +686,16 @@ cdef _forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, co
     cdef Tiling t = _tiling(tuple(x.shape)[:4], tuple(w.shape)[:4], ph, pw, sizeof(floating))
     expect_shape(tuple(out.shape)[:4], (t.N, t.F, t.OH, t.OW), "out")
     check_threads(n_threads)
-    cdef bint sliced = _sliced(&t, sizeof(floating))
-    cdef Py_ssize_t filters = 16 * (n_threads * FILTER_SLICE if sliced else t.F) * t.C, size = _thread_size(&t), band
+    cdef Py_ssize_t filters = 16 * (n_threads * FILTER_SLICE if t.sliced else t.F) * t.C, size = _thread_size(&t)
+    cdef Py_ssize_t band
     cdef floating[::1] work = workspace(np.asarray(out).dtype, filters + (1 if t.whole else n_threads) * size)
     if t.N == 0 or t.F == 0:
         return
-    if sliced:
-        _forward_sliced(&t, &x[0, 0, 0, 0], &w[0, 0, 0, 0], b, &out[0, 0, 0, 0], &work[0] + filters, &work[0],
-                        n_threads, relu)
-        return
-    _transform_all_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C, n_threads)
+    if not t.sliced:
+        _transform_all_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C, n_threads)
     if t.whole:
-        _forward_whole(&t, &x[0, 0, 0, 0], &work[0], b, &out[0, 0, 0, 0], &work[0] + filters, n_threads, relu)
+        _forward_whole(&t, &x[0, 0, 0, 0], &w[0, 0, 0, 0], &work[0], b, &out[0, 0, 0, 0], &work[0] + filters,
+                       n_threads, relu)
         return
     for band in prange(t.bands, nogil=True, schedule="dynamic", num_threads=n_threads):
         _forward_band(&t, &x[0, 0, 0, 0], &work[0], b, &out[0, 0, 0, 0], &work[0] + filters + threadid() * size,
@@ -715,49 +715,32 @@ cdef void _transform_all_filters(const floating* w, floating* U, Py_ssize_t F, P
         _transform_filters(w, U, F, C, _cut(F, part, n_threads, 1), _cut(F, part + 1, n_threads, 1))
 
 
-cdef bint _sliced(const Tiling* t, Py_ssize_t itemsize) except -1:
-    """Whether a batch that is one band takes its filters FILTER_SLICE at a time: its V takes at most SLICED_BYTES
-    (see 1.)."""
-    return t.whole and 16 * t.C * t.rows * t.TW * itemsize <= SLICED_BYTES
-
-
-cdef void _forward_whole(const Tiling* t, const floating* x, const floating* U, const floating* b, floating* out,
-                         floating* work, int n_threads, bint relu) noexcept nogil:
+cdef void _forward_whole(const Tiling* t, const floating* x, const floating* w, floating* U, const floating* b,
+                         floating* out, floating* work, int n_threads, bint relu) noexcept nogil:
     """The forward of a batch that is one band (see 1.): the threads transform even shares of its channels, make
-    the 16 GEMMs M_k = U_k @ V_k a k at a time, and transform even shares of its filters.
-    """
-    cdef Py_ssize_t q = t.rows * t.TW, part, k
-    cdef floating* V = work
-    cdef floating* M = work + 16 * t.vs
-    for part in prange(n_threads, num_threads=n_threads):
-        _transform_inputs(t, x, V, 0, t.rows, False, _cut(t.C, part, n_threads, 1), _cut(t.C, part + 1, n_threads, 1))
-    for k in prange(16, schedule="static", num_threads=n_threads):
-        gemm(False, False, <int>t.F, <int>q, <int>t.C, <floating>1, U + k * t.F * t.C, <int>t.C,
-             V + k * t.vs, <int>q, <floating>0, M + k * t.ms, <int>q)
-    for part in prange(n_threads, num_threads=n_threads):
-        _transform_outputs(t, M, b, out, 0, t.rows, relu, _cut(t.F, part, n_threads, 1),
-                           _cut(t.F, part + 1, n_threads, 1))
-
-
-cdef void _forward_sliced(const Tiling* t, const floating* x, const floating* w, const floating* b, floating* out,
-                          floating* work, floating* slices, int n_threads, bint relu) noexcept nogil:
-    """_forward_whole's steps, but the filters taken FILTER_SLICE at a time (slices: one (16, S, C) buffer per
-    thread), each slice transformed just before its 16 products M_k[slice] = U_k[slice] @ V_k (see 1.).
+    the 16 GEMMs M_k = U_k @ V_k a k at a time, and transform even shares of its filters. When t.sliced, U holds a
+    (16, S, C) slice per thread instead, and the threads take the filters FILTER_SLICE at a time, each slice
+    transformed just before its 16 products M_k[slice] = U_k[slice] @ V_k.
     """
     cdef Py_ssize_t q = t.rows * t.TW, part, k, s, f0, fs, S = FILTER_SLICE
     cdef floating* V = work
     cdef floating* M = work + 16 * t.vs
-    cdef floating* U
+    cdef floating* slice_U
     for part in prange(n_threads, num_threads=n_threads):
         _transform_inputs(t, x, V, 0, t.rows, False, _cut(t.C, part, n_threads, 1), _cut(t.C, part + 1, n_threads, 1))
-    for s in prange((t.F + S - 1) // S, schedule="dynamic", num_threads=n_threads):
-        f0 = s * S
-        fs = min(S, t.F - f0)
-        U = slices + threadid() * 16 * S * t.C
-        _transform_filters(w + f0 * t.C * 9, U, fs, t.C, 0, fs)
-        for k in range(16):
-            gemm(False, False, <int>fs, <int>q, <int>t.C, <floating>1, U + k * fs * t.C, <int>t.C,
-                 V + k * t.vs, <int>q, <floating>0, M + k * t.ms + f0 * q, <int>q)
+    if t.sliced:
+        for s in prange((t.F + S - 1) // S, schedule="dynamic", num_threads=n_threads):
+            f0 = s * S
+            fs = min(S, t.F - f0)
+            slice_U = U + threadid() * 16 * S * t.C
+            _transform_filters(w + f0 * t.C * 9, slice_U, fs, t.C, 0, fs)
+            for k in range(16):
+                gemm(False, False, <int>fs, <int>q, <int>t.C, <floating>1, slice_U + k * fs * t.C, <int>t.C,
+                     V + k * t.vs, <int>q, <floating>0, M + k * t.ms + f0 * q, <int>q)
+    else:
+        for k in prange(16, schedule="static", num_threads=n_threads):
+            gemm(False, False, <int>t.F, <int>q, <int>t.C, <floating>1, U + k * t.F * t.C, <int>t.C,
+                 V + k * t.vs, <int>q, <floating>0, M + k * t.ms, <int>q)
     for part in prange(n_threads, num_threads=n_threads):
         _transform_outputs(t, M, b, out, 0, t.rows, relu, _cut(t.F, part, n_threads, 1),
                            _cut(t.F, part + 1, n_threads, 1))
@@ -779,14 +762,15 @@ cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, c
     check_threads(n_threads)
     cdef Py_ssize_t groups = min(t.bands, GRADIENT_GROUPS), size = _thread_size(&t), filters = 16 * t.F * t.C
     cdef Py_ssize_t sums = filters + t.F, edges = 2 * t.C * t.W, group, first, band, i
-    cdef Py_ssize_t slices = n_threads * 16 * FILTER_SLICE * t.C if _sliced(&t, sizeof(floating)) else 0
+    cdef Py_ssize_t slices = n_threads * 16 * FILTER_SLICE * t.C if t.sliced else 0
     cdef floating[::1] work = workspace(np.asarray(dw).dtype, filters + size + max(filters, slices) if t.whole else
                                         filters + n_threads * size + max(1, groups) * (sums + edges))
-    _transform_all_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C, n_threads)
+    if dxp != NULL:  # U serves the data gradient only
+        _transform_all_filters(&w[0, 0, 0, 0], &work[0], t.F, t.C, n_threads)
     if t.whole:
         memset(&db[0], 0, t.F * sizeof(floating))
         _backward_whole(&t, &x[0, 0, 0, 0], &dout[0, 0, 0, 0], out, &work[0], &work[0] + filters + size,
-                        &dw[0, 0, 0, 0], &db[0], dxp, &work[0] + filters, slices > 0, n_threads)
+                        &dw[0, 0, 0, 0], &db[0], dxp, &work[0] + filters, n_threads)
         return
     cdef floating* group_sums = &work[0] + filters + n_threads * size
     cdef floating* group_edges = group_sums + max(1, groups) * sums
@@ -812,10 +796,10 @@ cdef _backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, c
 
 cdef void _backward_whole(const Tiling* t, const floating* x, const floating* dout, const floating* out,
                           const floating* U, floating* dU, floating* dw, floating* db, floating* dx, floating* work,
-                          bint sliced, int n_threads) noexcept nogil:
+                          int n_threads) noexcept nogil:
     """The gradients of a batch that is one band (see 1.), db zeroed: the threads transform even shares of x's
     channels and dout's filters, make dU_k = dM_k @ V_k.T and dV_k = U_k.T @ dM_k a k at a time, and transform
-    even shares of dU's filters and dV's channels; when sliced, dU FILTER_SLICE filters at a time instead (one
+    even shares of dU's filters and dV's channels; when t.sliced, dU FILTER_SLICE filters at a time instead (one
     (16, S, C) slice per thread in dU's place), each slice transformed into dw while in cache, before dV is made
     in V's place. Each result has one writer, whatever the thread count.
     """
@@ -828,7 +812,7 @@ cdef void _backward_whole(const Tiling* t, const floating* x, const floating* do
                           _cut(t.C, part + 1, n_threads, CHANNELS))
         _transform_gradients(t, dout, out, dM, db, 0, t.rows, _cut(t.F, part, n_threads, 1),
                              _cut(t.F, part + 1, n_threads, 1))
-    if sliced:
+    if t.sliced:
         for s in prange((t.F + S - 1) // S, schedule="dynamic", num_threads=n_threads):
             f0 = s * S
             fs = min(S, t.F - f0)
@@ -838,7 +822,7 @@ cdef void _backward_whole(const Tiling* t, const floating* x, const floating* do
                      V + k * t.vs, <int>t.C, <floating>0, slice_sums + k * fs * t.C, <int>t.C)
             _filter_gradients(slice_sums, dw + f0 * t.C * 9, fs, t.C, 0, fs)
     for k in prange(16, schedule="static", num_threads=n_threads):
-        if not sliced:
+        if not t.sliced:
             gemm(False, False, <int>t.F, <int>t.C, <int>q, <floating>1, dM + k * t.ms, <int>q,
                  V + k * t.vs, <int>t.C, <floating>0, dU + k * t.F * t.C, <int>t.C)
         if dx != NULL:
@@ -846,7 +830,7 @@ cdef void _backward_whole(const Tiling* t, const floating* x, const floating* do
                  dM + k * t.ms, <int>q, <floating>0, V + k * t.vs, <int>q)
             V[k * t.vs + t.C * q] = 0  # the entry after the last tile, which _overlapped_pairs reads
     for part in prange(n_threads, num_threads=n_threads):
-        if not sliced:
+        if not t.sliced:
             _filter_gradients(dU, dw, t.F, t.C, _cut(t.F, part, n_threads, 1), _cut(t.F, part + 1, n_threads, 1))
         if dx != NULL:
             _transform_input_gradients(t, V, dx, NULL, 0, t.rows, _cut(t.C, part, n_threads, 1),
